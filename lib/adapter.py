@@ -1,0 +1,241 @@
+"""Architecture adapter for FFN neurons: locate, read/write, capture and patch them.
+
+An FFN neuron is, everywhere in this project, coordinate i of the INPUT of a layer's
+FFN down-projection (post-activation; for gated MLPs after act(gate) * up). Its
+"output-weight vector" is the matching column of the down-projection weight.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FFNSpec:
+    """Where the FFN down-projection lives in one architecture family."""
+
+    layers: str  # attribute path of the layer ModuleList relative to model.base_model
+    down_proj: str  # attribute path of the down-projection inside one layer
+    neuron_axis: int  # weight axis indexing neurons (nn.Linear: 1, GPT-2 Conv1D: 0)
+
+
+_BERT_LIKE = FFNSpec(layers="encoder.layer", down_proj="output.dense", neuron_axis=1)
+_GATED = FFNSpec(layers="layers", down_proj="mlp.down_proj", neuron_axis=1)
+
+# Keyed by HF `config.model_type`; adding an architecture is a one-line data change.
+ARCHITECTURES: dict[str, FFNSpec] = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE,
+    "xlm-roberta": _BERT_LIKE,
+    "distilbert": FFNSpec(layers="transformer.layer", down_proj="ffn.lin2", neuron_axis=1),
+    "gpt2": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=0),
+    "gpt_neo": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=1),
+    "gpt_neox": FFNSpec(layers="layers", down_proj="mlp.dense_4h_to_h", neuron_axis=1),
+    "llama": _GATED,
+    "olmo": _GATED,
+    "olmo2": _GATED,
+    "mistral": _GATED,
+    "qwen2": _GATED,
+    "qwen3": _GATED,
+    "gemma": _GATED,
+    "gemma2": _GATED,
+}
+
+LayerFn = Callable[[int, Tensor], Tensor]
+
+
+def _resolve(root: nn.Module, path: str) -> nn.Module:
+    """Follow a dotted attribute path (ModuleList indices allowed) from root."""
+    try:
+        return functools.reduce(getattr, path.split("."), root)
+    except AttributeError as err:
+        raise ValueError(f"module path {path!r} not found under {type(root).__name__}") from err
+
+
+def _weight_shape(module: nn.Module, spec: FFNSpec) -> tuple[int, int]:
+    """Return (d_ff, d_model) read from a down-projection weight."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(f"down-projection {type(module).__name__} has no 2-D weight")
+    return weight.shape[spec.neuron_axis], weight.shape[1 - spec.neuron_axis]
+
+
+class FFNAdapter:
+    """Uniform view of the FFN neurons of one HF model (see module docstring)."""
+
+    def __init__(self, model: nn.Module, spec: FFNSpec) -> None:
+        """Bind to `model` using `spec`; raises ValueError if paths or sizes do not fit."""
+        if spec.neuron_axis not in (0, 1):
+            raise ValueError(f"neuron_axis={spec.neuron_axis} invalid; allowed: 0 or 1")
+        self.model, self.spec = model, spec
+        base = getattr(model, "base_model", model)
+        layers = _resolve(base, spec.layers)
+        self._down = [_resolve(layer, spec.down_proj) for layer in layers]
+        if not self._down:
+            raise ValueError(f"layer list {spec.layers!r} is empty")
+        shapes = {_weight_shape(m, spec) for m in self._down}
+        if len(shapes) != 1:
+            raise ValueError(f"down-projection shapes differ across layers: {sorted(shapes)}")
+        self._d_ff, self._d_model = shapes.pop()
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> "FFNAdapter":
+        """Build the adapter from `model.config.model_type` via ARCHITECTURES."""
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown model_type {model_type!r}; allowed: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        return cls(model, ARCHITECTURES[model_type])
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer layers (each with one FFN)."""
+        return len(self._down)
+
+    @property
+    def d_ff(self) -> int:
+        """Neurons per layer (down-projection input width)."""
+        return self._d_ff
+
+    @property
+    def d_model(self) -> int:
+        """Residual-stream width (down-projection output width)."""
+        return self._d_model
+
+    def neuron_count(self) -> int:
+        """Total number of FFN neurons in the model."""
+        return self.n_layers * self.d_ff
+
+    def _check_layer(self, layer: int) -> int:
+        """Validate a layer index and return it."""
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer={layer!r} out of range; allowed: 0..{self.n_layers - 1}")
+        return layer
+
+    def _check_neurons(self, neurons: Tensor) -> Tensor:
+        """Validate a 1-D integer neuron index tensor and return it as int64."""
+        if neurons.dim() != 1 or neurons.is_floating_point():
+            raise ValueError(f"neurons must be a 1-D integer tensor, got shape {tuple(neurons.shape)}")
+        if neurons.numel() and not (0 <= int(neurons.min()) and int(neurons.max()) < self.d_ff):
+            raise ValueError(
+                f"neuron index out of range [{int(neurons.min())}, {int(neurons.max())}]; "
+                f"allowed: 0..{self.d_ff - 1}"
+            )
+        return neurons.long()
+
+    def down_proj(self, layer: int) -> nn.Module:
+        """The down-projection module of `layer`."""
+        return self._down[self._check_layer(layer)]
+
+    def down_proj_bias(self, layer: int) -> Tensor | None:
+        """The down-projection bias (d_model,) of `layer`, or None if it has none."""
+        return getattr(self.down_proj(layer), "bias", None)
+
+    def get_columns(self, layer: int, neurons: Tensor) -> Tensor:
+        """Copy of the output-weight vectors of `neurons` in `layer`: (k, d_model)."""
+        weight = self.down_proj(layer).weight
+        idx = self._check_neurons(neurons).to(weight.device)
+        with torch.no_grad():
+            cols = weight.index_select(self.spec.neuron_axis, idx)
+        return (cols.T if self.spec.neuron_axis == 1 else cols).clone()  # (k, d_model)
+
+    def set_columns(self, layer: int, neurons: Tensor, values: Tensor) -> None:
+        """Overwrite the output-weight vectors of `neurons` in `layer` with `values` (k, d_model)."""
+        weight = self.down_proj(layer).weight
+        idx = self._check_neurons(neurons).to(weight.device)
+        if tuple(values.shape) != (idx.numel(), self.d_model):
+            raise ValueError(
+                f"values shape {tuple(values.shape)} invalid; expected ({idx.numel()}, {self.d_model})"
+            )
+        if idx.unique().numel() != idx.numel():
+            raise ValueError("neurons contains duplicate indices; each neuron may be set once")
+        src = values.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            weight.index_copy_(self.spec.neuron_axis, idx, src.T if self.spec.neuron_axis == 1 else src)
+
+    def weight_names(self, layer: int) -> list[str]:
+        """state_dict names of `layer`'s down-projection weight (and bias if present)."""
+        module = self.down_proj(layer)
+        prefix = next(name for name, mod in self.model.named_modules() if mod is module)
+        names = [f"{prefix}.weight"]
+        return names + ([f"{prefix}.bias"] if self.down_proj_bias(layer) is not None else [])
+
+    def _layer_list(self, layers: Iterable[int] | None) -> list[int]:
+        """Validated sorted layer indices; None means all layers."""
+        if layers is None:
+            return list(range(self.n_layers))
+        return sorted({self._check_layer(layer) for layer in layers})
+
+    @contextmanager
+    def patch(self, fn: LayerFn, layers: Iterable[int] | None = None) -> Iterator[None]:
+        """Replace each hooked layer's down-proj input x (B, T, d_ff) with fn(layer, x)."""
+        handles = []
+
+        def make_hook(layer: int) -> Callable[[nn.Module, tuple], tuple]:
+            """Pre-hook bound to one layer index."""
+            return lambda _mod, args: (fn(layer, args[0]), *args[1:])
+
+        try:
+            for layer in self._layer_list(layers):
+                handles.append(self._down[layer].register_forward_pre_hook(make_hook(layer)))
+            yield
+        finally:  # hooks must never outlive the block, also on exceptions
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def capture(
+        self, layers: Iterable[int] | None = None, detach: bool = True
+    ) -> Iterator[dict[int, Tensor]]:
+        """Yield a dict filled with each layer's down-proj input (B, T, d_ff) on forward.
+
+        With detach=False and grad mode on, the stored tensors stay in the autograd graph;
+        if an input does not require grad (e.g. frozen parameters) it is replaced by an
+        equal-valued leaf that does, so `torch.autograd.grad` w.r.t. every captured
+        tensor works. Only the first such layer becomes a leaf: later layers depend on
+        it and so keep the full downstream graph.
+        """
+        store: dict[int, Tensor] = {}
+
+        def record(layer: int, x: Tensor) -> Tensor:
+            """Store x (detached or differentiable) and pass it on."""
+            if detach:
+                store[layer] = x.detach()
+                return x
+            if torch.is_grad_enabled() and not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            store[layer] = x
+            return x
+
+        with self.patch(record, layers):
+            yield store
+
+    @contextmanager
+    def scale_neurons(self, scales: dict[int, tuple[Tensor, Tensor]]) -> Iterator[None]:
+        """Multiply activations of given neurons: {layer: (neurons (k,), factors (k,) or scalar)}."""
+        multipliers: dict[int, Tensor] = {}
+        for layer, (neurons, factors) in scales.items():
+            idx = self._check_neurons(neurons)
+            factors = torch.as_tensor(factors, dtype=torch.float32).flatten()
+            if factors.numel() not in (1, idx.numel()):
+                raise ValueError(
+                    f"layer {layer}: {factors.numel()} factors for {idx.numel()} neurons; "
+                    "allowed: one factor or one per neuron"
+                )
+            vec = torch.ones(self.d_ff)  # (d_ff,)
+            vec[idx] = factors.expand(idx.shape)
+            multipliers[self._check_layer(layer)] = vec
+
+        def apply(layer: int, x: Tensor) -> Tensor:
+            """Scale x (B, T, d_ff) by the layer's multiplier vector."""
+            return x * multipliers[layer].to(device=x.device, dtype=x.dtype)
+
+        with self.patch(apply, multipliers.keys()):
+            yield

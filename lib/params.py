@@ -1,0 +1,287 @@
+"""params.yaml -> frozen dataclasses; the one place parameters are read and validated.
+
+Unknown keys, missing keys and values of the wrong type are errors that name the key
+path, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+CATEGORIES = ("TEL", "NAME", "RANDOM")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Corpus source and the generator's knobs."""
+
+    source: str  # "generated" | "enron"
+    enron_path: str | None
+    seed: int
+    n_background_emails: int
+    secrets_per_category: dict[str, int]
+    repetitions: list[int]
+    n_controls_per_category: int
+    valid_fraction: float
+    max_secret_token_fraction: float
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Model to fine-tune and its masked-LM recipe."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_fraction: float
+    mask_prob: float
+    max_len: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class MemorizedParams:
+    """Thresholds that decide which planted secrets count as memorized."""
+
+    thresholds: dict[str, Union[float, str]]
+    control_quantile: float
+    max_len: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    """Sharding of the attribution stage (one cached Prefect task per shard)."""
+
+    shard_size: int
+
+
+@dataclass(frozen=True)
+class ClusteringParams:
+    """SNKU correlation clustering per layer."""
+
+    threshold: float
+    linkage: str
+
+
+@dataclass(frozen=True)
+class EditParams:
+    """Decay base and absolute noise scale of one category's edit."""
+
+    alpha: float
+    sigma: float
+
+
+@dataclass(frozen=True)
+class SnkuParams:
+    """SNKU cluster selection and editing."""
+
+    top_m: int
+    k: int
+    hyb_alpha: float
+    min_avg_frac: float
+    rank_by: str
+    decay_mode: str
+    edit: dict[str, EditParams]
+
+
+@dataclass(frozen=True)
+class RandomParams:
+    """The random-neuron control: SNKU's edit on K random neurons."""
+
+    k: int
+    decay_mode: str
+    edit: dict[str, EditParams]
+
+
+@dataclass(frozen=True)
+class MethodsParams:
+    """One section per registered method; the key is the method's registry name."""
+
+    snku: SnkuParams
+    random: RandomParams
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Utility and privacy evaluation settings."""
+
+    valid_mask_prob: float
+    valid_seed: int
+    max_valid_texts: int
+    batch_size: int
+    log_private_text: bool
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """Which methods and categories the pipeline runs."""
+
+    methods: list[str]
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    """Where runs are recorded."""
+
+    tracking_uri: str
+    experiment: str
+    artifact_location: str
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything in params.yaml."""
+
+    seed: int
+    data: DataParams
+    finetune: FinetuneParams
+    memorized: MemorizedParams
+    attribution: AttributionParams
+    clustering: ClusteringParams
+    methods: MethodsParams
+    evaluate: EvaluateParams
+    pipeline: PipelineParams
+    mlflow: MlflowParams
+
+
+def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
+    """Check one scalar against its declared type; numbers written as strings are parsed."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamsError(f"{where} = {value!r} is not a boolean (allowed: true/false)")
+    if kind in (int, float) and not isinstance(value, bool):
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 3e-4 as a string
+                value = float(value) if kind is float else int(value)
+            except ValueError:
+                raise ParamsError(f"{where} = {value!r} is not a number ({kind.__name__} expected)") from None
+        if isinstance(value, int) or (kind is float and isinstance(value, float)):
+            return kind(value)
+        raise ParamsError(f"{where} = {value!r} is not a {kind.__name__}")
+    if kind is str and isinstance(value, str):
+        return value
+    raise ParamsError(f"{where} = {value!r} is not a {getattr(kind, '__name__', kind)}")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert `value` to the type `hint`, recursing into dataclasses, lists and dicts."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(f"{where} = {value!r} matches none of the allowed types: " + "; ".join(errors))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{where} = {value!r} is not a list")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where} = {value!r} is not a mapping")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, hint, where)
+
+
+def build(cls: type, mapping: Any, where: str = "params") -> Any:
+    """Build dataclass `cls` from a mapping; unknown or missing keys are errors."""
+    if not isinstance(mapping, dict):
+        raise ParamsError(f"{where} = {mapping!r} is not a mapping of {cls.__name__} fields")
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise ParamsError(f"unknown key {where}.{unknown[0]}; allowed keys: {fields}")
+    missing = [f for f in fields if f not in mapping]
+    if missing:
+        raise ParamsError(f"missing key {where}.{missing[0]}")
+    return cls(**{f: _coerce(mapping[f], hints[f], f"{where}.{f}") for f in fields})
+
+
+def _check_categories(mapping: dict[str, Any], where: str) -> None:
+    """Per-category mappings must name exactly the known categories."""
+    if set(mapping) != set(CATEGORIES):
+        raise ParamsError(f"{where} has keys {sorted(mapping)}; exactly {list(CATEGORIES)} are required")
+
+
+def _check_threshold(value: float | str, where: str) -> None:
+    """A threshold is a number or 'auto'."""
+    if isinstance(value, str) and value != "auto":
+        raise ParamsError(f"{where} = {value!r}; allowed: a number or 'auto'")
+
+
+def validate(params: Params) -> Params:
+    """Cross-field checks that types alone cannot express."""
+    from lib.methods import METHODS  # registry names are the allowed method keys
+
+    for name in params.pipeline.methods:
+        if name not in METHODS:
+            raise ParamsError(f"pipeline.methods contains {name!r}; registered methods: {sorted(METHODS)}")
+    for cat in params.pipeline.categories:
+        if cat not in CATEGORIES:
+            raise ParamsError(f"pipeline.categories contains {cat!r}; allowed: {list(CATEGORIES)}")
+    if params.data.source not in ("generated", "enron"):
+        raise ParamsError(f"data.source = {params.data.source!r}; allowed: 'generated', 'enron'")
+    _check_categories(params.memorized.thresholds, "memorized.thresholds")
+    for cat, value in params.memorized.thresholds.items():
+        _check_threshold(value, f"memorized.thresholds.{cat}")
+    _check_categories(params.methods.snku.edit, "methods.snku.edit")
+    _check_categories(params.methods.random.edit, "methods.random.edit")
+    _check_positive(params)
+    return params
+
+
+def _check_positive(params: Params) -> None:
+    """Counts and sizes must be positive."""
+    checks = {
+        "finetune.epochs": params.finetune.epochs, "finetune.batch_size": params.finetune.batch_size,
+        "finetune.max_len": params.finetune.max_len, "attribution.shard_size": params.attribution.shard_size,
+"methods.snku.k": params.methods.snku.k,
+        "methods.snku.top_m": params.methods.snku.top_m, "methods.random.k": params.methods.random.k,
+    }
+    for where, value in checks.items():
+        if value <= 0:
+            raise ParamsError(f"{where} = {value}; must be a positive integer")
+    if not 0.0 < params.finetune.mask_prob < 1.0:
+        raise ParamsError(f"finetune.mask_prob = {params.finetune.mask_prob}; allowed range (0, 1)")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"params file {path} is not valid YAML: {err}") from None
+    return validate(build(Params, raw))
+
+
+def section(params: Params, name: str) -> Any:
+    """A params section as plain data (for cache keys and MLflow)."""
+    node: Any = params
+    for part in name.split("."):
+        node = getattr(node, part) if dataclasses.is_dataclass(node) else node[part]
+    return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node

@@ -1,0 +1,219 @@
+"""Tests for lib.adapter: neuron definition invariants, column I/O, hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel, AutoConfig, BertConfig, BertModel
+
+from lib.adapter import ARCHITECTURES, FFNAdapter, FFNSpec
+from tests.tiny_models import ALL_TINY, D_FF, HIDDEN, N_LAYERS
+
+NAMES = sorted(ALL_TINY)
+
+
+def _inputs(seed: int = 0, batch: int = 2, length: int = 9) -> dict[str, torch.Tensor]:
+    """Random token ids (avoiding special ids 0-2) and a full attention mask."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 101, (batch, length), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _hook_count(adapter: FFNAdapter) -> int:
+    """Number of forward pre-hooks currently registered on all down-projections."""
+    return sum(len(adapter.down_proj(l)._forward_pre_hooks) for l in range(adapter.n_layers))
+
+
+@pytest.fixture(params=NAMES)
+def model_and_adapter(request: pytest.FixtureRequest):
+    """Each tiny architecture with its adapter."""
+    model = ALL_TINY[request.param](seed=0)
+    return model, FFNAdapter.for_model(model)
+
+
+def test_dimensions(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    assert (adapter.n_layers, adapter.d_ff, adapter.d_model) == (N_LAYERS, D_FF, HIDDEN)
+    assert adapter.neuron_count() == N_LAYERS * D_FF
+
+
+def test_hook_zeroing_equals_weight_zeroing(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    inputs = _inputs()
+    layer, neurons = 1, torch.tensor([0, 5, 36])
+    with torch.no_grad():
+        base = model(**inputs).logits
+        with adapter.scale_neurons({layer: (neurons, torch.zeros(3))}):
+            hooked = model(**inputs).logits
+        adapter.set_columns(layer, neurons, torch.zeros(3, adapter.d_model))
+        edited = model(**inputs).logits
+    assert not torch.allclose(base, hooked, atol=1e-5)  # the edit must matter
+    torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=0)
+
+
+def test_patch_zeroing_single_neuron_each_layer(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    inputs = _inputs(seed=1)
+
+    def zero7(layer: int, x: torch.Tensor) -> torch.Tensor:
+        return x.index_fill(-1, torch.tensor([7]), 0.0)
+
+    with torch.no_grad():
+        with adapter.patch(zero7):
+            hooked = model(**inputs).logits
+        for layer in range(adapter.n_layers):
+            adapter.set_columns(layer, torch.tensor([7]), torch.zeros(1, adapter.d_model))
+        edited = model(**inputs).logits
+    torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=0)
+
+
+def test_get_set_round_trip(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    neurons = torch.tensor([3, 1, 30])
+    before = adapter.get_columns(0, neurons)
+    assert before.shape == (3, HIDDEN)
+    new = torch.randn(3, HIDDEN, generator=torch.Generator().manual_seed(0))
+    adapter.set_columns(0, neurons, new)
+    torch.testing.assert_close(adapter.get_columns(0, neurons), new)
+    # the returned tensor is a copy, and other neurons are untouched
+    untouched = adapter.get_columns(0, torch.tensor([2, 4]))
+    adapter.get_columns(0, neurons).zero_()
+    torch.testing.assert_close(adapter.get_columns(0, neurons), new)
+    adapter.set_columns(0, neurons, before)
+    torch.testing.assert_close(adapter.get_columns(0, torch.tensor([2, 4])), untouched)
+
+
+def test_column_is_output_weight_vector(model_and_adapter) -> None:
+    """A one-hot activation on neuron i moves the down-proj output by exactly column i."""
+    _, adapter = model_and_adapter
+    module = adapter.down_proj(0)
+    x = torch.zeros(1, 1, D_FF)
+    x[..., 11] = 1.0
+    with torch.no_grad():
+        delta = module(x) - module(torch.zeros(1, 1, D_FF))
+    torch.testing.assert_close(delta.reshape(-1), adapter.get_columns(0, torch.tensor([11]))[0])
+
+
+def test_capture_shapes(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    with torch.no_grad(), adapter.capture() as acts:
+        model(**_inputs(batch=3, length=8))
+    assert sorted(acts) == list(range(N_LAYERS))
+    assert all(a.shape == (3, 8, D_FF) for a in acts.values())
+    assert _hook_count(adapter) == 0
+
+
+def test_capture_subset_and_graph(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    with adapter.capture(layers=[1], detach=False) as acts:
+        logits = model(**_inputs()).logits
+    assert list(acts) == [1] and acts[1].requires_grad
+    (grad,) = torch.autograd.grad(logits[0, -1, 5], [acts[1]])
+    assert grad.shape == acts[1].shape and grad.abs().sum() > 0
+
+
+def test_hooks_removed_on_exception(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    with pytest.raises(RuntimeError, match="boom"):
+        with adapter.capture():
+            assert _hook_count(adapter) == N_LAYERS
+            raise RuntimeError("boom")
+    assert _hook_count(adapter) == 0
+
+    def failing(layer: int, x: torch.Tensor) -> torch.Tensor:
+        raise KeyError("inside hook")
+
+    with pytest.raises(KeyError):
+        with adapter.patch(failing):
+            model(**_inputs())
+    assert _hook_count(adapter) == 0
+
+
+def test_weight_names_in_state_dict(model_and_adapter) -> None:
+    model, adapter = model_and_adapter
+    state = model.state_dict()
+    for layer in range(adapter.n_layers):
+        names = adapter.weight_names(layer)
+        assert names[0].endswith(".weight") and all(n in state for n in names)
+        assert state[names[0]].data_ptr() == adapter.down_proj(layer).weight.data_ptr()
+        assert f".{layer}." in names[0]
+        has_bias = adapter.down_proj_bias(layer) is not None
+        assert len(names) == 1 + has_bias
+
+
+def test_unknown_model_type() -> None:
+    model = ALL_TINY["bert"]()
+    model.config.model_type = "mystery_arch"
+    with pytest.raises(ValueError, match=r"unknown model_type 'mystery_arch'; allowed: .*bert.*gpt2"):
+        FFNAdapter.for_model(model)
+
+
+def test_validation_errors() -> None:
+    adapter = FFNAdapter.for_model(ALL_TINY["gpt2"]())
+    with pytest.raises(ValueError, match="layer=2 out of range"):
+        adapter.down_proj(2)
+    with pytest.raises(ValueError, match="neuron index out of range"):
+        adapter.get_columns(0, torch.tensor([37]))
+    with pytest.raises(ValueError, match="values shape"):
+        adapter.set_columns(0, torch.tensor([1, 2]), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="duplicate"):
+        adapter.set_columns(0, torch.tensor([1, 1]), torch.zeros(2, HIDDEN))
+    with pytest.raises(ValueError, match="factors"):
+        with adapter.scale_neurons({0: (torch.tensor([1, 2]), torch.ones(3))}):
+            pass
+    with pytest.raises(ValueError, match="path 'blocks' not found"):
+        FFNAdapter(adapter.model, FFNSpec(layers="blocks", down_proj="mlp.c_proj", neuron_axis=0))
+
+
+def test_scale_neurons_scalar_factor_doubles_activation() -> None:
+    model = ALL_TINY["llama"]()
+    adapter = FFNAdapter.for_model(model)
+    inputs = _inputs()
+    with torch.no_grad(), adapter.capture(layers=[0]) as plain:
+        model(**inputs)
+    with torch.no_grad(), adapter.scale_neurons({0: (torch.tensor([4]), torch.tensor(2.0))}):
+        with adapter.capture(layers=[0]) as scaled:
+            model(**inputs)
+    torch.testing.assert_close(scaled[0][..., 4], 2 * plain[0][..., 4])
+    torch.testing.assert_close(scaled[0][..., 5], plain[0][..., 5])
+
+
+def test_gpt2_conv1d_transpose() -> None:
+    """GPT-2 stores c_proj as [d_ff, d_model]; columns must come from rows of that weight."""
+    adapter = FFNAdapter.for_model(ALL_TINY["gpt2"]())
+    weight = adapter.down_proj(0).weight
+    assert weight.shape == (D_FF, HIDDEN)
+    torch.testing.assert_close(adapter.get_columns(0, torch.tensor([9]))[0], weight[9])
+
+
+_EXTRA_CONFIGS = {
+    "distilbert": dict(dim=24, hidden_dim=37, n_layers=2, n_heads=3),
+    "roberta": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3),
+    "gpt_neox": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3),
+    "olmo": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3),
+    "olmo2": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3),
+    "mistral": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3,
+                    num_key_value_heads=1, head_dim=8),
+    "qwen2": dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3,
+                  num_key_value_heads=1),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(_EXTRA_CONFIGS))
+def test_registry_paths_resolve(model_type: str) -> None:
+    """Every registered family named in the brief resolves to a (37-neuron) down-projection."""
+    assert model_type in ARCHITECTURES
+    config = AutoConfig.for_model(model_type, vocab_size=101, **_EXTRA_CONFIGS[model_type])
+    torch.manual_seed(0)
+    adapter = FFNAdapter.for_model(AutoModel.from_config(config))
+    assert (adapter.n_layers, adapter.d_ff, adapter.d_model) == (2, 37, 24)
+
+
+def test_plain_base_model_supported() -> None:
+    """A headless BertModel (base_model is itself) works too."""
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=101, hidden_size=24, num_hidden_layers=2,
+                                 num_attention_heads=3, intermediate_size=37))
+    adapter = FFNAdapter.for_model(model)
+    assert adapter.weight_names(0) == ["encoder.layer.0.output.dense.weight",
+                                       "encoder.layer.0.output.dense.bias"]

@@ -1,0 +1,80 @@
+"""Tiny random-config models shared by the test-suite (no downloads, seconds to build)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
+
+VOCAB = 101
+HIDDEN = 24
+D_FF = 37
+N_LAYERS = 2
+MAX_POS = 64
+
+
+def _finish(model: PreTrainedModel) -> PreTrainedModel:
+    """Put a freshly built model in eval mode (no dropout) and return it."""
+    return model.eval()
+
+
+def tiny_bert_mlm(seed: int = 0) -> BertForMaskedLM:
+    """Tiny BERT masked LM: 2 layers, hidden 24, intermediate 37, 3 heads, vocab 101."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+        num_attention_heads=3, intermediate_size=D_FF, max_position_embeddings=MAX_POS,
+        type_vocab_size=2, pad_token_id=0,
+    )
+    return _finish(BertForMaskedLM(config))
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    """Tiny GPT-2: 2 layers, n_embd 24, n_inner 37, 3 heads, vocab 101."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=N_LAYERS, n_head=3, n_inner=D_FF,
+        n_positions=MAX_POS, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return _finish(GPT2LMHeadModel(config))
+
+
+def tiny_gpt_neo(seed: int = 0) -> GPTNeoForCausalLM:
+    """Tiny GPT-Neo: one global + one local (window 4) layer, hidden 24, d_ff 37."""
+    torch.manual_seed(seed)
+    config = GPTNeoConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=N_LAYERS, num_heads=3,
+        intermediate_size=D_FF, max_position_embeddings=MAX_POS, window_size=4,
+        attention_types=[[["global", "local"], 1]], bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return _finish(GPTNeoForCausalLM(config))
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    """Tiny LLaMA (gated MLP): 2 layers, hidden 24, intermediate 37, 3 heads (1 KV head)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+        num_attention_heads=3, num_key_value_heads=1, intermediate_size=D_FF,
+        max_position_embeddings=MAX_POS, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return _finish(LlamaForCausalLM(config))
+
+
+ALL_TINY: dict[str, Callable[..., PreTrainedModel]] = {
+    "bert": tiny_bert_mlm,
+    "gpt2": tiny_gpt2,
+    "gpt_neo": tiny_gpt_neo,
+    "llama": tiny_llama,
+}
