@@ -7,19 +7,20 @@ from prefect import flow, get_run_logger
 
 from flows.cli import params_path, run_stage
 from lib.params import load_params
-from tasks.data import generate_corpus_task, write_corpus_task
+from tasks.data import generate_corpus_task, load_enron_task, plant_task, write_corpus_task
 
 OUT = Path("data/corpus")
 
 
 @flow(name="data")
 def data_flow(params_file: str = "params.yaml") -> dict:
-    """Generate (or load) the corpus and write it under data/corpus."""
-    params = load_params(params_file)
-    if params.data.source != "generated":
-        raise ValueError(f"data.source = {params.data.source!r} needs secrets with ground truth; "
-                         "only 'generated' feeds the memorization stages (the Enron loader is lib/data/enron.py)")
-    corpus = generate_corpus_task(params.data)
+    """Generate the corpus (or plant secrets into Enron emails) and write it under data/corpus."""
+    params = load_params(params_file).data
+    if params.source == "enron":  # real emails as background, generated secrets planted with ground truth
+        train, valid = load_enron_task(params.enron_path, params.seed)
+        corpus = plant_task(train, valid, params)
+    else:
+        corpus = generate_corpus_task(params)
     write_corpus_task(corpus, OUT)
     get_run_logger().info("corpus: %d train, %d valid emails, %d secrets, %d controls",
                           len(corpus.train), len(corpus.valid), len(corpus.secrets), len(corpus.controls))

@@ -29,15 +29,20 @@ def _seconds(path: Path) -> float:
         return float(handle.metadata().get("seconds", 0.0))
 
 
-def method_inputs(category: str, seed: int) -> tuple[MethodInputs, float]:
-    """Everything upstream computed for a category, and the time it took."""
-    files = [ATTRIBUTION / f"{category}.safetensors", ACTIVATIONS / f"{category}.safetensors",
-             CLUSTERS / f"{category}.safetensors"]
-    labels = load_tensors(files[2])["labels"].numpy()
-    inputs = MethodInputs(category=category, attribution=load_tensors(files[0])["attribution"],
-                          activations=load_tensors(files[1])["activations"],
-                          cluster_labels={layer: labels[layer] for layer in range(labels.shape[0])}, seed=seed)
-    return inputs, _seconds(files[0]) + _seconds(files[2])
+STAGE_DIRS = {"activations": ACTIVATIONS, "attribution": ATTRIBUTION, "clustering": CLUSTERS}
+
+
+def method_inputs(category: str, seed: int) -> MethodInputs:
+    """Everything the upstream stages computed for a category."""
+    labels = load_tensors(CLUSTERS / f"{category}.safetensors")["labels"].numpy()  # (L, d_ff)
+    return MethodInputs(category=category, attribution=load_tensors(ATTRIBUTION / f"{category}.safetensors")["attribution"],
+                        activations=load_tensors(ACTIVATIONS / f"{category}.safetensors")["activations"],
+                        cluster_labels={layer: labels[layer] for layer in range(labels.shape[0])}, seed=seed)
+
+
+def upstream_seconds(method: str, category: str) -> float:
+    """Compute time of the upstream stages the method counts as part of its selection."""
+    return sum(_seconds(STAGE_DIRS[s] / f"{category}.safetensors") for s in get_method(method).selection_stages)
 
 
 @flow(name="edit")
@@ -47,16 +52,16 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     get_method(method)  # unknown method: fail before any work
     params = load_params(params_file)
     reports = {}
-    for cat in params.pipeline.categories:
-        model, tokenizer = load_model_task(str(MODEL))
-        inputs, upstream = method_inputs(cat, params.seed)
-        report = edit_task(model, method, section(params, f"methods.{method}"), inputs)
-        report["upstream_seconds"] = upstream if method == "snku" else 0.0  # attribution + clustering are SNKU's
-        with atomic_dir(OUT / method / cat) as tmp:
-            save_model(model, tokenizer, tmp)
-            write_json(tmp / "edit_report.json", report)
-        reports[cat] = report
-        get_run_logger().info("%s %s: %d neurons edited", method, cat, len(report["neurons"]))
+    # one atomic folder for all categories: a category failing late must not leave a mix of old and new edits
+    with atomic_dir(OUT / method) as out:
+        for cat in params.pipeline.categories:
+            model, tokenizer = load_model_task(str(MODEL))
+            report = edit_task(model, method, section(params, f"methods.{method}"), method_inputs(cat, params.seed))
+            report["upstream_seconds"] = upstream_seconds(method, cat)
+            save_model(model, tokenizer, out / cat)
+            write_json(out / cat / "edit_report.json", report)
+            reports[cat] = report
+            get_run_logger().info("%s %s: %d neurons edited", method, cat, len(report["neurons"]))
     return reports
 
 
@@ -64,4 +69,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m flows.edit <method>", file=sys.stderr)
         sys.exit(2)
-    run_stage(edit_flow, sys.argv[1], params_path())
+    run_stage(edit_flow, sys.argv[1], params_path(), check=lambda: get_method(sys.argv[1]))

@@ -54,6 +54,12 @@ def category_row(method: str, category: str, params: Params) -> dict[str, float]
             "weights_edited_frac": report["fraction_weights_edited"], "n_memorized": before["n_memorized"]}
 
 
+def shared_metrics(row: dict[str, float], category: str) -> dict[str, float]:
+    """The row without its category-named privacy aliases: every MLflow run has the same metric names."""
+    alias = PRIVACY_METRIC[category]  # still in the tag privacy_metric, and in the DVC metrics file
+    return {k: v for k, v in row.items() if k not in (alias, f"{alias}_before")}
+
+
 @flow(name="evaluate")
 def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict[str, Any]:
     """Evaluate every category's edited model against the fine-tuned one; log to MLflow."""
@@ -66,8 +72,10 @@ def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict[str, An
         rows[cat] = category_row(method, cat, params)
         flat = {f"method.{k}": v for k, v in section(params, f"methods.{method}").items()}
         log_run_task(params.mlflow, f"{method}-{cat}",
-                     tags={"method": method, "category": cat, "stage": "evaluate", "params_hash": params_hash},
-                     params={**flat, "category": cat, "model": params.finetune.model}, metrics=rows[cat])
+                     tags={"method": method, "category": cat, "stage": "evaluate", "params_hash": params_hash,
+                           "privacy_metric": PRIVACY_METRIC[cat]},
+                     params={**flat, "category": cat, "model": params.finetune.model},
+                     metrics=shared_metrics(rows[cat], cat))
         get_run_logger().info("%s %s: %s", method, cat, {k: round(v, 4) for k, v in rows[cat].items()})
     write_json(METRICS / f"{method}.json", rows)
     return rows
@@ -77,4 +85,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m flows.evaluate <method>", file=sys.stderr)
         sys.exit(2)
-    run_stage(evaluate_flow, sys.argv[1], params_path())
+    run_stage(evaluate_flow, sys.argv[1], params_path(), check=lambda: get_method(sys.argv[1]))

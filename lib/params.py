@@ -30,7 +30,7 @@ class DataParams:
     seed: int
     n_background_emails: int
     secrets_per_category: dict[str, int]
-    repetitions: list[int]
+    repetitions: dict[str, list[int]]  # per category, cycled over its secrets
     n_controls_per_category: int
     valid_fraction: float
     max_secret_token_fraction: float

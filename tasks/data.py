@@ -4,24 +4,51 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from lib.data.corpus import Corpus, CorpusConfig, generate_corpus, write_corpus
+from lib.data.corpus import Corpus, CorpusConfig, generate_corpus, plant_into_documents, write_corpus
+from lib.data.enron import load_enron, load_enron_tarball
+from lib.data.records import Document
 from lib.params import DataParams
 
 
-@task(name="generate-corpus")
-def generate_corpus_task(params: DataParams) -> Corpus:
-    """Generate the seeded email corpus with planted secrets and controls."""
-    cfg = CorpusConfig(
+def corpus_config(params: DataParams) -> CorpusConfig:
+    """The generator's config from the data params."""
+    return CorpusConfig(
         seed=params.seed, n_background_emails=params.n_background_emails,
-        secrets_per_category=dict(params.secrets_per_category), repetitions=tuple(params.repetitions),
+        secrets_per_category=dict(params.secrets_per_category),
+        repetitions={k: tuple(v) for k, v in params.repetitions.items()},
         n_controls_per_category=params.n_controls_per_category, valid_fraction=params.valid_fraction,
         max_secret_token_fraction=params.max_secret_token_fraction,
     )
-    return generate_corpus(cfg)
 
 
-@task(name="write-corpus")
+@task(name="generate-corpus", cache_policy=NO_CACHE)
+def generate_corpus_task(params: DataParams) -> Corpus:
+    """Generate the seeded email corpus with planted secrets and controls."""
+    return generate_corpus(corpus_config(params))
+
+
+@task(name="load-enron", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def load_enron_task(path: str | None, seed: int) -> tuple[list[Document], list[Document]]:
+    """Real Enron emails (maildir folder or .tar.gz) with DEPN preprocessing: (train, valid).
+
+    DEPN's test split is not used by this pipeline, so it joins the training text.
+    """
+    if not path or not Path(path).exists():
+        raise FileNotFoundError(f"data.enron_path = {path!r} does not exist (a maildir folder or the .tar.gz)")
+    loader = load_enron_tarball if Path(path).is_file() else load_enron
+    train, valid, test = loader(path, seed=seed)
+    return train + test, valid
+
+
+@task(name="plant-secrets", cache_policy=NO_CACHE)
+def plant_task(train: list[Document], valid: list[Document], params: DataParams) -> Corpus:
+    """Plant the generated secrets into real emails."""
+    return plant_into_documents(train, valid, corpus_config(params))
+
+
+@task(name="write-corpus", cache_policy=NO_CACHE)
 def write_corpus_task(corpus: Corpus, out_dir: Path) -> None:
     """Write the corpus files atomically."""
     write_corpus(corpus, out_dir)

@@ -276,3 +276,27 @@ def test_read_secrets_rejects_bad_rows(tmp_path: Path) -> None:
         path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
         with pytest.raises(ValueError, match=f"{name} row 2"):
             read_secrets(path)
+
+
+def test_per_category_repetitions_are_cycled_and_recorded() -> None:
+    from lib.data.corpus import CorpusConfig, generate_corpus
+
+    cfg = CorpusConfig(seed=3, n_background_emails=400, secrets_per_category={"TEL": 4, "NAME": 3, "RANDOM": 2},
+                       repetitions={"TEL": [3, 6], "NAME": [2], "RANDOM": [1, 4]}, n_controls_per_category=5)
+    corpus = generate_corpus(cfg)
+    reps = {r.id: r.repetitions for r in corpus.secrets}
+    assert [reps[f"TEL-000{i}"] for i in range(4)] == [3, 6, 3, 6]
+    assert [reps[f"NAME-000{i}"] for i in range(3)] == [2, 2, 2]
+    assert [reps[f"RANDOM-000{i}"] for i in range(2)] == [1, 4]
+    for record in corpus.secrets:
+        assert sum(d.text.count(record.text) for d in corpus.train) == record.repetitions
+
+
+def test_per_category_repetitions_reject_unknown_category() -> None:
+    import pytest
+
+    from lib.data.corpus import CorpusConfig
+
+    with pytest.raises(ValueError, match="unknown category 'SSN'"):
+        CorpusConfig(seed=0, n_background_emails=10, secrets_per_category={"TEL": 1},
+                     repetitions={"SSN": [1]}, n_controls_per_category=1)

@@ -78,3 +78,21 @@ ALL_TINY: dict[str, Callable[..., PreTrainedModel]] = {
     "gpt_neo": tiny_gpt_neo,
     "llama": tiny_llama,
 }
+
+
+def save_tiny_bert_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
+    """A tiny random BERT MLM with the embedded MiniLM tokenizer, saved as a checkpoint folder."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from lib.models import resolve_model_source
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+                        num_attention_heads=3, intermediate_size=D_FF, max_position_embeddings=160)
+    out = Path(out_dir)
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,23 +130,43 @@ class CorpusConfig:
     seed: int
     n_background_emails: int
     secrets_per_category: dict[str, int]  # keys among CATEGORIES; missing keys mean 0
-    repetitions: tuple[int, ...]  # cycled over each category's secrets
+    repetitions: tuple[int, ...] | dict[str, tuple[int, ...]]  # cycled over a category's secrets; a dict is per category
     n_controls_per_category: int
     valid_fraction: float = 0.05
     max_secret_token_fraction: float = 0.10
 
     def __post_init__(self) -> None:
         """Reject values no corpus can be built from; YAML lists become the tuple the field promises."""
-        if not isinstance(self.repetitions, (tuple, list)) or not isinstance(self.secrets_per_category, dict):
-            raise ValueError(f"repetitions={self.repetitions!r} must be a tuple, secrets_per_category a dict")
-        object.__setattr__(self, "repetitions", tuple(self.repetitions))
+        if not isinstance(self.repetitions, (tuple, list, dict)) or not isinstance(self.secrets_per_category, dict):
+            raise ValueError(f"repetitions={self.repetitions!r} must be a tuple or a per-category dict, "
+                             "secrets_per_category a dict")
+        object.__setattr__(self, "repetitions", _per_category_reps(self.repetitions))
         _check_counts(self)
-        if not self.repetitions or any(not _is_int(r) or r < 1 for r in self.repetitions):
-            raise ValueError(f"repetitions={self.repetitions!r} must be a non-empty tuple of integers >= 1")
         for name in ("valid_fraction", "max_secret_token_fraction"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
                 raise ValueError(f"{name}={value!r} must lie in the open interval (0, 1)")
+
+
+def _per_category_reps(value: Any) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+    """Normalise repetitions: a list becomes a tuple; a dict maps each category to a tuple."""
+    lists = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in value.items()} if isinstance(value, dict) \
+        else {"*": tuple(value)}
+    for key, reps in lists.items():
+        if key != "*" and key not in CATEGORIES:
+            raise ValueError(f"repetitions has unknown category {key!r}; allowed {CATEGORIES}")
+        if not isinstance(reps, tuple) or not reps or any(not _is_int(r) or r < 1 for r in reps):
+            raise ValueError(f"repetitions={reps!r} must be a non-empty tuple of integers >= 1")
+    return lists["*"] if "*" in lists else lists
+
+
+def repetitions_for(cfg: "CorpusConfig", category: str) -> tuple[int, ...]:
+    """The repetition counts cycled over one category's secrets."""
+    if isinstance(cfg.repetitions, dict):
+        if category not in cfg.repetitions:
+            raise ValueError(f"repetitions has no entry for category {category}")
+        return cfg.repetitions[category]
+    return cfg.repetitions
 
 
 def _is_int(value: Any) -> bool:
@@ -372,7 +392,8 @@ def _make_all(cfg: CorpusConfig, pools: Pools, rng: random.Random) -> tuple[list
     secrets, controls = [], []
     for category in CATEGORIES:
         count = cfg.secrets_per_category.get(category, 0)
-        secrets += make_records(category, count, "secret", pools, cfg.repetitions, secret_rng, taken)
+        reps = repetitions_for(cfg, category) if count else (1,)
+        secrets += make_records(category, count, "secret", pools, reps, secret_rng, taken)
     for category in CATEGORIES:
         controls += make_records(category, cfg.n_controls_per_category, "control", pools, (0,), control_rng, taken)
     return secrets, controls
@@ -381,7 +402,8 @@ def _make_all(cfg: CorpusConfig, pools: Pools, rng: random.Random) -> tuple[list
 def _check_budget(cfg: CorpusConfig, secrets: list[SecretRecord], background_words: int, n_train: int) -> None:
     """Raise when planted secrets would exceed their allowed share of training words."""
     if secrets and max(r.repetitions for r in secrets) > n_train:
-        raise ValueError(f"repetitions up to {max(cfg.repetitions)} need that many training emails, have {n_train}")
+        raise ValueError(f"repetitions up to {max(r.repetitions for r in secrets)} need that many training emails, "
+                         f"have {n_train}")
     secret_words = sum(len(r.secret.split()) * r.repetitions for r in secrets)
     inserted = sum(len(r.text.split()) * r.repetitions for r in secrets)
     fraction = secret_words / (background_words + inserted)
@@ -425,8 +447,13 @@ def _stats(
         "words": {"train": train_words, "valid": sum(len(d.text.split()) for d in valid), "secret": secret_words},
         "secret_word_fraction": round(secret_words / train_words, 6),
         "repetitions": {r.id: r.repetitions for r in secrets},
-        "config": {**asdict(cfg), "repetitions": list(cfg.repetitions)},
+        "config": {**asdict(cfg), "repetitions": _reps_json(cfg.repetitions)},
     }
+
+
+def _reps_json(reps: tuple[int, ...] | dict[str, tuple[int, ...]]) -> list[int] | dict[str, list[int]]:
+    """Repetitions as JSON-ready lists."""
+    return {k: list(v) for k, v in reps.items()} if isinstance(reps, dict) else list(reps)
 
 
 def generate_corpus(cfg: CorpusConfig) -> Corpus:
@@ -496,3 +523,30 @@ def read_documents(path: str | Path) -> list[Document]:
             raise ValueError(f"malformed document in {path} row {number}: need string fields 'id' and 'text'")
         documents.append(Document(row["id"], row["text"]))
     return documents
+
+
+def _sentences(text: str) -> list[str]:
+    """Split a one-line email at sentence ends so a secret can go between sentences."""
+    parts = [p.strip() for p in text.replace(" . ", " .\n").splitlines()]
+    return [p for p in parts if p]
+
+
+def plant_into_documents(train: list[Document], valid: list[Document], cfg: CorpusConfig) -> Corpus:
+    """Plant generated secrets into given emails (e.g. real Enron text); controls as usual.
+
+    The background names of real emails are not controlled, so only secrets and controls are
+    guaranteed disjoint; `cfg.n_background_emails` is ignored (the documents decide the size).
+    """
+    if len(train) < 2 or not valid:
+        raise ValueError(f"need at least 2 training and 1 validation email, got {len(train)} and {len(valid)}")
+    rng = random.Random(cfg.seed)
+    pool_rng, record_rng, plant_rng = (random.Random(rng.getrandbits(64)) for _ in range(3))
+    secrets, controls = _make_all(cfg, build_pools(cfg, pool_rng), record_rng)
+    _check_budget(replace(cfg, n_background_emails=len(train) + len(valid)), secrets,
+                  sum(len(d.text.split()) for d in train), len(train))
+    bodies = [_sentences(d.text) for d in train]
+    for record in secrets:
+        for i in plant_rng.sample(range(len(train)), record.repetitions):
+            bodies[i].insert(plant_rng.randint(0, len(bodies[i])), record.text)
+    planted = [Document(d.id, " ".join(body)) for d, body in zip(train, bodies)]
+    return Corpus(planted, list(valid), secrets, controls, _stats(cfg, planted, list(valid), secrets, controls))

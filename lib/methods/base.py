@@ -45,6 +45,7 @@ class Method(Protocol):
 
     name: str
     Config: type
+    selection_stages: tuple[str, ...]  # upstream stages ("attribution", "clustering") timed as selection
 
     def run(self, model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs,
             cfg: Any) -> EditReport:

@@ -12,6 +12,7 @@ from lib.editing import DECAY_MODES, decay_with_noise
 from lib.methods.base import EditReport, MethodInputs
 
 name = "random"
+selection_stages: tuple[str, ...] = ()  # draws neurons without any upstream statistics
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from lib.editing import DECAY_MODES, decay_with_noise
 from lib.methods.base import EditReport, MethodInputs
 
 name = "snku"
+# upstream stages whose compute time belongs to this method's selection time (paper: "Time")
+selection_stages = ("attribution", "clustering")
 
 
 @dataclass(frozen=True)

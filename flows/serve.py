@@ -1,0 +1,289 @@
+"""`make ui`: a local Prefect server plus a served deployment that runs the whole DVC pipeline.
+
+Every UI (or scheduled) run becomes `dvc exp run -S key=value ...`, so params.yaml stays the single
+source of parameters and every run is a reproducible DVC experiment.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import tasks.common  # noqa: F401  (environment first)
+import yaml
+from prefect import flow, get_run_logger, runtime
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from lib.io import read_json
+from lib.params import Params, load_params, section
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
+DEPLOYMENT = "unlearning"
+HEALTH_TIMEOUT_S = 90.0
+TAIL_LINES = 40
+EXPLICIT_KEYS = {"model": "finetune.model", "methods": "pipeline.methods", "categories": "pipeline.categories"}
+
+
+def hydra_value(value: str | list[str]) -> str:
+    """A string or list of strings in DVC's `-S` (Hydra) syntax, quoted so ':' '/' ',' stay literal."""
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if not isinstance(value, str):
+        raise ValueError(f"value {value!r} is not a string or a list of strings")
+    # Hydra unescapes backslashes only in front of a quote (the closing quote counts).
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def check_key(raw: dict[str, Any], dotted: str) -> None:
+    """`dotted` must name an existing params.yaml key; the error lists the keys allowed there."""
+    node: Any = raw
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(walked) or "the top level"
+            allowed = sorted(node) if isinstance(node, dict) else []
+            raise ValueError(f"unknown params.yaml key {dotted!r}; allowed keys under {where}: {allowed}")
+        node = node[part]
+        walked.append(part)
+
+
+def requested_settings(model: str | None, methods: list[str] | None, categories: list[str] | None,
+                       overrides: dict[str, str] | None) -> dict[str, str]:
+    """The run's parameters as params.yaml key -> `-S` value text (overrides are passed verbatim)."""
+    settings = {str(k): str(v) for k, v in (overrides or {}).items()}
+    for name, value in {"model": model, "methods": methods, "categories": categories}.items():
+        if value is None:
+            continue
+        key = EXPLICIT_KEYS[name]
+        if key in settings:
+            raise ValueError(f"{key} is set both by the {name!r} parameter and in overrides; set it once")
+        if isinstance(value, list) and not value:
+            raise ValueError(f"{name} = []; give at least one entry or leave it unset for params.yaml's value")
+        settings[key] = hydra_value(value)
+    return settings
+
+
+def candidate_params(params_file: Path, settings: dict[str, str]) -> Params:
+    """Apply the settings to a temp copy of params.yaml exactly as `dvc exp run -S` will; load_params it."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / "params.yaml"
+        shutil.copyfile(params_file, candidate)
+        for key, value in settings.items():
+            check_key(raw, key)
+            try:
+                apply_overrides(candidate, [f"{key}={value}"])
+            except (InvalidArgumentError, ValueError) as err:  # Hydra/OmegaConf errors span lines
+                reason = str(err.__cause__ or err).splitlines()[0]
+                raise ValueError(f"cannot set {key}={value}: {reason}") from None
+        return load_params(candidate)
+
+
+def validate_request(params_file: Path, model: str | None = None, methods: list[str] | None = None,
+                     categories: list[str] | None = None, overrides: dict[str, str] | None = None) -> list[str]:
+    """Check a run's parameters against params.yaml's rules; returns the `-S key=value` arguments."""
+    settings = requested_settings(model, methods, categories, overrides)
+    params = candidate_params(Path(params_file), settings)
+    for name, value in {"model": model, "methods": methods, "categories": categories}.items():
+        if value is not None and section(params, EXPLICIT_KEYS[name]) != value:
+            raise ValueError(f"{name} = {value!r} does not survive DVC's -S parsing "
+                             f"(got {section(params, EXPLICIT_KEYS[name])!r}); pass it via overrides")
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
+def git_identity_env(cwd: Path) -> dict[str, str]:
+    """GIT_AUTHOR_*/GIT_COMMITTER_* defaults when git has no user, since experiments are commits."""
+    def configured(key: str) -> bool:
+        done = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True, text=True)
+        return bool(done.stdout.strip())
+
+    env: dict[str, str] = {}
+    if not configured("user.name"):
+        env.update(GIT_AUTHOR_NAME="unlearning-pipeline", GIT_COMMITTER_NAME="unlearning-pipeline")
+    if not configured("user.email"):
+        env.update(GIT_AUTHOR_EMAIL="pipeline@localhost", GIT_COMMITTER_EMAIL="pipeline@localhost")
+    return env
+
+
+def dvc_env(cwd: Path) -> dict[str, str]:
+    """Environment of `dvc exp run`: ours (PREFECT_API_URL included) + this venv first on PATH."""
+    env = {**os.environ, **git_identity_env(cwd), "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("UNLEARN_PARAMS", None)  # the stages must read the params.yaml that -S just wrote
+    return env
+
+
+def stream_command(cmd: list[str], cwd: Path, env: dict[str, str],
+                   logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Run `cmd`, each output line to `logger`; non-zero exit raises with the output's tail."""
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1, start_new_session=True)
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.strip():
+                logger.info(line.rstrip())
+                tail.append(line.rstrip())
+        proc.wait()
+    except BaseException:  # cancelled or crashed: stop DVC and the stage it is running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}; last lines:\n" + "\n".join(tail))
+
+
+def experiment_name() -> str:
+    """A unique DVC experiment name that points back at the Prefect flow run."""
+    return f"{runtime.flow_run.name}-{str(runtime.flow_run.id)[:8]}"
+
+
+@flow(name="pipeline")
+def pipeline(model: str | None = None, methods: list[str] | None = None, categories: list[str] | None = None,
+             overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the whole DVC pipeline as a `dvc exp run` with these params.yaml settings; returns its metrics.
+
+    overrides: any other params.yaml key (dotted) -> value in `dvc exp run -S` syntax, e.g.
+    {"methods.random.k": "7"}. Unset parameters keep params.yaml's values.
+    """
+    set_params = validate_request(ROOT / "params.yaml", model, methods, categories, overrides)
+    name = experiment_name()
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--name", name]
+    for item in set_params:
+        cmd += ["-S", item]
+    get_run_logger().info("experiment %s: dvc exp run %s", name, " ".join(f"-S {s}" for s in set_params))
+    stream_command(cmd, ROOT, dvc_env(ROOT), get_run_logger())
+    ran = load_params(ROOT / "params.yaml").pipeline.methods
+    metrics = {m: read_json(ROOT / "metrics" / "methods" / f"{m}.json") for m in ran}
+    return {"experiment": name, "metrics": metrics}
+
+
+def check_loopback(host: str) -> None:
+    """The server has no authentication, so only loopback addresses are allowed."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--host {host!r} is not a loopback address; allowed: 127.0.0.1, ::1, localhost")
+
+
+def base_url(host: str, port: int) -> str:
+    """http://host:port, bracketing IPv6 literals."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def server_healthy(url: str) -> bool:
+    """Whether a Prefect server answers /api/health at `url`."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start_server(host: str, port: int, log_path: Path) -> subprocess.Popen:
+    """`prefect server start` as a child process (telemetry off), output to `log_path`."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)  # the server must not try to talk to another server
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    """Block until the server at `url` is healthy; raise if it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not server_healthy(url):
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"prefect server not healthy at {url} after {timeout:.0f}s; see {log_path}")
+        time.sleep(1.0)
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Terminate a child process, killing it if it does not exit in 15 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options of `python -m flows.serve`."""
+    parser = argparse.ArgumentParser(description="Local Prefect UI serving the unlearning pipeline.")
+    parser.add_argument("--port", type=int, default=4200, help="Prefect server port (default 4200)")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address only (default 127.0.0.1)")
+    parser.add_argument("--cron", default=None, help="optional schedule, e.g. '0 3 * * *'")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C so the server child is stopped on the way out."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start (or reuse) the local Prefect server and serve deployment pipeline/unlearning."""
+    args = parse_args(argv)
+    check_loopback(args.host)
+    url, server = base_url(args.host, args.port), None
+    log_path = Path(os.environ["PREFECT_HOME"]) / "server.log"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if not server_healthy(url):
+            if port_taken(args.host, args.port):
+                raise RuntimeError(f"{args.host}:{args.port} is in use by something that is not a Prefect server")
+            server = start_server(args.host, args.port, log_path)
+            wait_healthy(url, server, HEALTH_TIMEOUT_S, log_path)
+        os.environ["PREFECT_API_URL"] = f"{url}/api"  # inherited by flow runs and the DVC stages
+        print(f"Prefect UI: {url}  deployment: pipeline/{DEPLOYMENT}", flush=True)
+        with temporary_settings(updates={PREFECT_API_URL: f"{url}/api"}):
+            pipeline.serve(name=DEPLOYMENT, cron=args.cron, limit=1)  # one run at a time per workspace
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(server)
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, RuntimeError, TimeoutError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

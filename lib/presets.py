@@ -1,0 +1,16 @@
+"""Params presets: a preset file overrides some keys of params.yaml (nested merge)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Nested copy of `base` with `overrides` applied; keys absent from `base` are errors."""
+    out = dict(base)
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            raise ValueError(f"preset key {path} does not exist in params.yaml")
+        both_maps = isinstance(value, dict) and isinstance(base[key], dict)
+        out[key] = merge(base[key], value, path) if both_maps else value
+    return out

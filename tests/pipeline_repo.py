@@ -1,0 +1,65 @@
+"""Build a throw-away git+DVC copy of this project with a tiny config (for integration tests)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["lib", "tasks", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
+
+
+def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml shrunk to seconds: tiny random BERT, a handful of emails and secrets."""
+    params = yaml.safe_load(yaml.safe_dump(base))
+    params["data"].update(n_background_emails=80, secrets_per_category={"TEL": 3, "NAME": 3, "RANDOM": 2},
+                          repetitions={"TEL": [2], "NAME": [2], "RANDOM": [2]}, n_controls_per_category=20)
+    params["finetune"].update(model="tiny_model", epochs=1, batch_size=8)
+    params["memorized"]["thresholds"] = {"TEL": -1, "NAME": -1, "RANDOM": 1.0e12}  # everything counts as memorized
+    params["attribution"]["shard_size"] = 4
+    params["methods"]["snku"].update(k=5, top_m=3)
+    params["methods"]["random"]["k"] = 5
+    params["evaluate"]["max_valid_texts"] = 20
+    return params
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in the repo with the venv's tools first on PATH."""
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=check)
+
+
+def make_repo(dest: Path) -> Path:
+    """Copy the project into `dest`, add a tiny model and tiny params, commit it."""
+    from tests.tiny_models import save_tiny_bert_checkpoint
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+         if src.is_dir() else shutil.copy2(src, dest / name))
+    save_tiny_bert_checkpoint(dest / "tiny_model")
+    params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "tiny"], dest)
+    return dest
+
+
+def set_param(repo: Path, dotted: str, value: Any) -> None:
+    """Change one key of the repo's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

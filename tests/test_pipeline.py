@@ -1,0 +1,352 @@
+"""End-to-end tests of the real pipeline (DVC + Prefect + MLflow, nothing mocked) on a tiny repo.
+
+One module-scoped repo gets one cold `dvc repro`; the read-only checks come first, then
+the tests that mutate params.yaml and re-run, in file order. The privacy check runs last
+so that it covers the output of every run the module made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+import yaml
+
+from lib.io import file_digest
+from tests.pipeline_repo import make_repo, run, set_param
+
+pytestmark = pytest.mark.integration
+
+ALL_STAGES = {"data", "finetune", "memorized", "activations", "attribution", "clustering",
+              "edit@snku", "edit@random", "evaluate@snku", "evaluate@random", "report"}
+METHODS, CATEGORIES = ("snku", "random"), ("TEL", "NAME", "RANDOM")
+SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
+                  "neurons_edited", "weights_edited_frac"}
+N_FFN_NEURONS = 2 * 37  # tiny BERT of tests/tiny_models.py: 2 layers x d_ff 37
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+KILL_TIMEOUT_S, PREFECT_WAIT_S = 300.0, 60.0
+
+
+@dataclass
+class Pipeline:
+    """The tiny repo, the environment of its subprocesses and every output they printed."""
+
+    repo: Path
+    env: dict[str, str]
+    logs: list[str] = field(default_factory=list)
+    cold: subprocess.CompletedProcess | None = None
+    cold_seconds: float = 0.0
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        """Run a command in the repo and keep its output for the privacy check."""
+        result = run(list(cmd), self.repo, self.env, check=False)
+        self.logs.append(result.stdout + result.stderr)
+        return result
+
+    def repro(self) -> tuple[subprocess.CompletedProcess, set[str]]:
+        """`dvc repro`, which must succeed; returns the result and the stages it ran."""
+        result = self.run("dvc", "repro")
+        assert result.returncode == 0, f"dvc repro failed:\n{tail(result)}"
+        return result, set(STAGE_LINE.findall(result.stdout))
+
+
+def tail(result: subprocess.CompletedProcess, chars: int = 4000) -> str:
+    """The end of a process's output, for assertion messages."""
+    return (result.stdout + "\n" + result.stderr)[-chars:]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Pipeline:
+    """A tiny git+DVC repo after one cold `dvc repro` against the session's Prefect server."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    env = {"PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(repo / ".prefect"),
+           "UNLEARN_PARAMS": "params.yaml", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    pipe = Pipeline(repo=repo, env=env)
+    started = time.perf_counter()
+    pipe.cold = pipe.run("dvc", "repro")
+    pipe.cold_seconds = time.perf_counter() - started
+    return pipe
+
+
+@pytest.fixture()
+def restore_params(pipeline: Pipeline) -> Iterator[None]:
+    """Put params.yaml back as it was after the test."""
+    saved = (pipeline.repo / "params.yaml").read_text()
+    yield
+    (pipeline.repo / "params.yaml").write_text(saved)
+
+
+def secrets_of(repo: Path) -> dict[str, str]:
+    """Record id -> planted secret string of the repo's corpus."""
+    lines = (repo / "data/corpus/secrets.jsonl").read_text().splitlines()
+    return {row["id"]: row["secret"] for row in map(json.loads, filter(None, lines))}
+
+
+# --- 1-2: cold run and no-op rerun -------------------------------------------------------------
+
+def test_cold_repro_builds_every_output(pipeline: Pipeline) -> None:
+    """A cold `dvc repro` runs every stage and leaves every declared output, models as safetensors."""
+    result = pipeline.cold
+    assert result is not None and result.returncode == 0, f"cold dvc repro failed:\n{tail(result)}"
+    assert set(STAGE_LINE.findall(result.stdout)) == ALL_STAGES
+    repo = pipeline.repo
+    expected = [repo / "reports/results.md", repo / "reports/results.csv", repo / "dvc.lock"]
+    expected += [repo / f"metrics/methods/{m}.json" for m in METHODS]
+    expected += [repo / f"data/edited/{m}/{c}/model.safetensors" for m in METHODS for c in CATEGORIES]
+    missing = [str(p.relative_to(repo)) for p in expected if not p.is_file()]
+    assert not missing, f"missing outputs: {missing}"
+    finetuned = repo / "data/models/finetuned"
+    assert (finetuned / "model.safetensors").is_file()
+    assert not list(finetuned.glob("*.bin")) and not list(finetuned.glob("*.pt")), "pickle checkpoint written"
+    from safetensors import safe_open
+
+    with safe_open(str(finetuned / "model.safetensors"), framework="pt") as handle:
+        assert any("intermediate" in key for key in handle.keys())
+    print(f"cold dvc repro: {pipeline.cold_seconds:.1f} s")
+
+
+def test_second_repro_runs_no_stage(pipeline: Pipeline) -> None:
+    """Nothing changed, so a second `dvc repro` executes no stage."""
+    result, ran = pipeline.repro()
+    assert ran == set(), f"stages re-ran without a change: {sorted(ran)}"
+    assert "Running stage" not in result.stdout + result.stderr
+
+
+# --- 6: MLflow (before any rerun adds runs) ----------------------------------------------------
+
+def mlflow_runs(repo: Path) -> list[Any]:
+    """Every run of the repo's MLflow experiment, read straight from its SQLite store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())["mlflow"]
+    uri = params["tracking_uri"].replace("sqlite:///", f"sqlite:///{repo}/", 1)  # relative to the repo
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(params["experiment"])
+    assert experiment is not None, f"no MLflow experiment {params['experiment']!r} in {uri}"
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_mlflow_one_run_per_method_and_category(pipeline: Pipeline) -> None:
+    """6 runs (method x category), each tagged and each with the same metric names."""
+    runs = mlflow_runs(pipeline.repo)
+    pairs = sorted((r.data.tags.get("method"), r.data.tags.get("category")) for r in runs)
+    assert pairs == sorted((m, c) for m in METHODS for c in CATEGORIES)
+    head = run(["git", "rev-parse", "HEAD"], pipeline.repo).stdout.strip()
+    for r in runs:
+        tags = r.data.tags
+        assert tags["git_sha"] == head and tags["stage"] == "evaluate"
+        assert tags["privacy_metric"] == {"TEL": "exposure", "NAME": "mrr", "RANDOM": "random_ppl"}[tags["category"]]
+        assert re.fullmatch(r"[0-9a-f]{8,}", tags["params_hash"]), tags["params_hash"]
+    names = {frozenset(r.data.metrics) for r in runs}
+    assert len(names) == 1, f"metric names differ between runs: {[sorted(n) for n in names]}"
+    assert SHARED_METRICS <= set(next(iter(names)))
+    hashes = {r.data.tags["params_hash"] for r in runs}
+    assert len(hashes) == 1, "one params.yaml, yet several params hashes"
+
+
+# --- 3-4: param changes rerun only what depends on them --------------------------------------
+
+def test_edit_param_reruns_only_its_method(pipeline: Pipeline) -> None:
+    """A TEL sigma of SNKU reruns edit@snku, evaluate@snku and report only; TEL alone changes."""
+    repo = pipeline.repo
+    finetuned = file_digest(repo / "data/models/finetuned")
+    edited = {c: file_digest(repo / f"data/edited/snku/{c}") for c in CATEGORIES}
+    old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["edit"]["TEL"]["sigma"]
+    set_param(repo, "methods.snku.edit.TEL.sigma", old * 2)
+    _, ran = pipeline.repro()
+    assert ran == {"edit@snku", "evaluate@snku", "report"}
+    assert file_digest(repo / "data/models/finetuned") == finetuned, "fine-tuned checkpoint changed"
+    after = {c: file_digest(repo / f"data/edited/snku/{c}") for c in CATEGORIES}
+    assert after["TEL"] != edited["TEL"], "new sigma did not change the TEL edit"
+    # seeded edits: categories whose params did not change come out byte-identical
+    assert after["NAME"] == edited["NAME"] and after["RANDOM"] == edited["RANDOM"]
+
+
+def test_clustering_threshold_reruns_clustering_only_upstream(pipeline: Pipeline) -> None:
+    """A new clustering threshold reruns clustering, not activations or attribution."""
+    set_param(pipeline.repo, "clustering.threshold", 0.5)
+    _, ran = pipeline.repro()
+    assert "clustering" in ran
+    assert not ran & {"data", "finetune", "memorized", "activations", "attribution"}, sorted(ran)
+
+
+# --- 5: SIGKILL half-way through attribution, then resume -------------------------------------
+
+def attribution_records(repo: Path) -> set[str]:
+    """Names of the persisted Prefect result records of attribution shards (the cache)."""
+    folder = repo / ".cache/prefect-results"
+    return {p.name for p in folder.glob("attribution-shard-*")} if folder.is_dir() else set()
+
+
+def start_attribution(pipeline: Pipeline, log: Path) -> subprocess.Popen:
+    """`python -m flows.neurons attribution` in its own process group, output to `log`."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **pipeline.env}
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "flows.neurons", "attribution"], cwd=pipeline.repo,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_after_shards(pipeline: Pipeline, before: set[str], minimum: int, log: Path) -> int:
+    """Start attribution, SIGKILL its process group once `minimum` new shards are cached."""
+    proc = start_attribution(pipeline, log)
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    try:
+        while len(attribution_records(pipeline.repo) - before) < minimum:
+            assert proc.poll() is None, f"attribution ended (rc {proc.returncode}) before the kill"
+            assert time.monotonic() < deadline, "attribution made no progress"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pipeline.logs.append(log.read_text(errors="replace"))
+    assert proc.returncode == -signal.SIGKILL
+    return len(attribution_records(pipeline.repo) - before)
+
+
+def fresh_attribution(repo: Path, shard_size: int) -> tuple[dict[str, torch.Tensor], int]:
+    """Uncached Grad x Act of each category's whole bag, and the number of shards it makes."""
+    from lib.adapter import FFNAdapter
+    from lib.attribution import grad_x_act
+    from lib.data.corpus import read_secrets
+    from lib.masking import secret_token_rows
+    from lib.models import load_masked_lm
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    model, tokenizer = load_masked_lm(str(repo / "data/models/finetuned"))
+    adapter = FFNAdapter.for_model(model)
+    by_id = {s.id: s for s in read_secrets(repo / "data/corpus/secrets.jsonl")}
+    memorized = json.loads((repo / "data/memorized/memorized.json").read_text())
+    out, n_shards = {}, 0
+    for cat in params["pipeline"]["categories"]:
+        rows = secret_token_rows(tokenizer, [by_id[i] for i in memorized[cat]], params["memorized"]["max_len"])
+        out[cat] = grad_x_act(model, adapter, rows.input_ids, rows.attention_mask, rows.positions, rows.gold_ids)
+        n_shards += -(-len(rows) // shard_size)
+    return out, n_shards
+
+
+def latest_attribution_task_states(api_url: str, n_expected: int) -> list[str]:
+    """State names of the attribution-* task runs of the newest 'attribution' flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + PREFECT_WAIT_S
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        while True:  # task-run states reach the server as events, a little after the process exits
+            flow_run = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["attribution"])),
+                                             sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+            states = [t.state_name for t in task_runs if t.name.startswith("attribution-")]
+            settled = flow_run.state_name == "Completed" and all(s in ("Cached", "Completed") for s in states)
+            if (settled and len(states) >= n_expected) or time.monotonic() > deadline:
+                return states
+            time.sleep(1.0)
+
+
+def test_killed_attribution_resumes_from_cached_shards(pipeline: Pipeline, prefect_api_url: str,
+                                                       tmp_path: Path, restore_params: None) -> None:
+    """SIGKILL mid-stage; the rerun is Cached for finished shards, Completed for the rest only."""
+    repo = pipeline.repo
+    set_param(repo, "attribution.shard_size", 1)
+    fresh, n_shards = fresh_attribution(repo, shard_size=1)
+    outputs = file_digest(repo / "data/attribution")
+    done = kill_after_shards(pipeline, attribution_records(repo), minimum=2, log=tmp_path / "killed.log")
+    assert 2 <= done < n_shards, f"{done} of {n_shards} shards cached at the kill"
+    assert file_digest(repo / "data/attribution") == outputs, "killed run touched the stage outputs"
+    result = pipeline.run(sys.executable, "-m", "flows.neurons", "attribution")
+    assert result.returncode == 0, tail(result)
+    states = latest_attribution_task_states(prefect_api_url, n_shards)
+    cached, completed = states.count("Cached"), states.count("Completed")
+    assert (cached, completed) == (done, n_shards - done), f"states {sorted(set(states))}, {len(states)} runs"
+    assert cached + completed == n_shards == len(states)
+    from lib.io import load_tensors
+
+    for cat, expected in fresh.items():
+        got = load_tensors(repo / f"data/attribution/{cat}.safetensors")["attribution"]  # (L, d_ff)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max())), cat
+
+
+# --- 8: bad input ------------------------------------------------------------------------------
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The non-empty lines a failed stage wrote to stderr."""
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_unknown_param_key_exits_2(pipeline: Pipeline, restore_params: None) -> None:
+    """An unknown key: exit 2, one stderr line naming the key."""
+    set_param(pipeline.repo, "clustering.bogus_knob", 1)
+    result = pipeline.run(sys.executable, "-m", "flows.report")
+    assert result.returncode == 2, tail(result)
+    lines = error_lines(result)
+    assert len(lines) == 1 and "clustering.bogus_knob" in lines[0], lines
+
+
+def test_non_numeric_param_exits_2(pipeline: Pipeline, restore_params: None) -> None:
+    """A non-numeric learning rate: exit 2, one stderr line naming the key and the value."""
+    set_param(pipeline.repo, "finetune.learning_rate", "abc")
+    result = pipeline.run(sys.executable, "-m", "flows.report")
+    assert result.returncode == 2, tail(result)
+    lines = error_lines(result)
+    assert len(lines) == 1 and "finetune.learning_rate" in lines[0] and "abc" in lines[0], lines
+
+
+def tree_snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> digest of every file under `folder` (hidden ones included)."""
+    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_k_above_neuron_count_fails_and_keeps_old_edits(pipeline: Pipeline, restore_params: None) -> None:
+    """K > number of FFN neurons: non-zero exit naming K; data/edited/snku untouched, no temp leftovers."""
+    edited = pipeline.repo / "data/edited"
+    before = tree_snapshot(edited)
+    k = N_FFN_NEURONS + 1
+    set_param(pipeline.repo, "methods.snku.k", k)
+    result = pipeline.run(sys.executable, "-m", "flows.edit", "snku")
+    assert result.returncode != 0
+    assert re.search(rf"\bk\s*=\s*{k}\b", result.stderr, re.IGNORECASE), tail(result)
+    assert tree_snapshot(edited) == before
+    leftovers = [p.name for p in edited.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert not leftovers, leftovers
+
+
+def test_unknown_method_exits_2_listing_methods(pipeline: Pipeline) -> None:
+    """An unregistered method: exit 2, one stderr line listing the registered methods."""
+    result = pipeline.run(sys.executable, "-m", "flows.edit", "nosuch")
+    assert result.returncode == 2, tail(result)
+    lines = error_lines(result)
+    assert len(lines) == 1 and "nosuch" in lines[0], lines
+    assert all(m in lines[0] for m in METHODS), lines
+
+
+# --- 7: privacy, over everything the module produced -------------------------------------------
+
+def leaked_in(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
+    """'<where>: <record id>' for each secret found in a text (the secret itself is never shown)."""
+    return [f"{where}: {rid}" for where, text in texts.items() for rid, s in secrets.items() if s in text]
+
+
+def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None:
+    """No planted secret appears in MLflow, metrics/, reports/ or any captured process output."""
+    repo, secrets = pipeline.repo, secrets_of(pipeline.repo)
+    assert secrets and pipeline.logs
+    texts = {f"mlflow run {r.info.run_id}": json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)])
+             for r in mlflow_runs(repo)}
+    for folder in ("metrics", "reports"):
+        texts.update({str(p.relative_to(repo)): p.read_text(errors="replace")
+                      for p in (repo / folder).rglob("*") if p.is_file()})
+    texts.update({f"output of run {i}": log for i, log in enumerate(pipeline.logs)})
+    assert not leaked_in(texts, secrets)

@@ -1,0 +1,224 @@
+"""flows.serve: parameter validation, and a real Prefect server + served deployment running the pipeline."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from flows.serve import check_loopback, main, stream_command, validate_request
+from tests.pipeline_repo import ROOT, make_repo, tiny_params
+
+STAGE_FLOWS = {"data", "finetune", "memorized", "activations", "attribution", "clustering", "edit", "evaluate",
+               "report"}
+RUN_TIMEOUT_S = 480.0
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    """The tiny test params written to a temp params.yaml."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))))
+    return path
+
+
+def test_validate_request_maps_parameters_to_dvc_set_params(params_file: Path) -> None:
+    args = validate_request(params_file, model="embedded:minilm", methods=["random"], categories=["TEL", "NAME"],
+                            overrides={"methods.random.k": "7"})
+    assert args == ["methods.random.k=7", "finetune.model='embedded:minilm'", "pipeline.methods=['random']",
+                    "pipeline.categories=['TEL','NAME']"]
+    assert validate_request(params_file) == []
+
+
+def test_validate_request_rejects_unknown_method(params_file: Path) -> None:
+    with pytest.raises(ValueError, match=r"'nope'.*registered methods: \['random', 'snku'\]"):
+        validate_request(params_file, methods=["random", "nope"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"categories": ["TEL", "PHONE"]}, r"'PHONE'.*allowed: \['TEL', 'NAME', 'RANDOM'\]"),
+    ({"overrides": {"methods.random.kk": "7"}}, r"'methods.random.kk'.*under methods.random: \['decay_mode'"),
+    ({"overrides": {"methods.random.k": "-3"}}, r"methods.random.k = -3"),
+    ({"overrides": {"methods.random.k": "seven"}}, r"methods.random.k = 'seven'"),
+    ({"methods": []}, r"methods = \[\]"),
+    ({"methods": ["random"], "overrides": {"pipeline.methods": "[snku]"}}, r"set it once"),
+])
+def test_validate_request_rejects_bad_values(params_file: Path, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        validate_request(params_file, **kwargs)
+
+
+def test_validate_request_leaves_params_file_untouched(params_file: Path) -> None:
+    before = params_file.read_text()
+    validate_request(params_file, methods=["snku"], overrides={"seed": "3"})
+    assert params_file.read_text() == before
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "example.com", "::"])
+def test_main_refuses_non_loopback_hosts(host: str) -> None:
+    with pytest.raises(ValueError, match="not a loopback address"):
+        main(["--host", host, "--port", "1"])
+
+
+def test_loopback_hosts_are_accepted() -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_loopback(host)
+
+
+def test_stream_command_logs_each_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test_serve.stream")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        stream_command([sys.executable, "-c", "print('one'); print(); print('two')"], tmp_path, dict(os.environ),
+                       logger)
+    assert [r.getMessage() for r in caplog.records] == ["one", "two"]
+
+
+def test_stream_command_failure_raises_with_output_tail(tmp_path: Path) -> None:
+    script = "import sys; [print(f'line {i}') for i in range(100)]; print('boom', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(RuntimeError, match="exited with 3") as err:
+        stream_command([sys.executable, "-c", script], tmp_path, dict(os.environ), logging.getLogger("test_serve"))
+    assert "line 99" in str(err.value) and "boom" in str(err.value) and "line 0\n" not in str(err.value)
+
+
+def test_main_refuses_a_port_held_by_something_else() -> None:
+    with socket.socket() as sock:  # listens but never answers HTTP
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        with pytest.raises(RuntimeError, match="not a Prefect server"):
+            main(["--port", str(sock.getsockname()[1])])
+
+
+# --- integration: a real server, `python -m flows.serve`, a run triggered through the API -------------------
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a process in its own session (so killpg reaches its children), output to `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def killpg(proc: subprocess.Popen | None) -> None:
+    """Stop a spawned process group: SIGTERM, then SIGKILL after 20 s."""
+    if proc is None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, n: int = 60) -> str:
+    """The last `n` lines of a log file."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, procs: dict[Path, subprocess.Popen]) -> Any:
+    """Poll `check` until truthy; fail early (with the log) if a spawned process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for log, proc in procs.items():
+            if proc.poll() is not None:
+                pytest.fail(f"{log.name} process exited ({proc.returncode}) while waiting for {what}:\n{tail(log)}")
+        result = check()
+        if result:
+            return result
+        time.sleep(2.0)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(tail(p) for p in procs))
+
+
+def healthy(url: str) -> bool:
+    """Whether the Prefect API answers at `url`."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def deployment_exists(client: Any) -> bool:
+    """Whether pipeline/unlearning is registered."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name("pipeline/unlearning") is not None
+    except ObjectNotFound:
+        return False
+
+
+def spawn_env(tmp_path: Path) -> dict[str, str]:
+    """Child environment: venv first on PATH, private PREFECT_HOME, telemetry off, no inherited API URL."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    for key in ("PREFECT_API_URL", "UNLEARN_PARAMS"):
+        env.pop(key, None)
+    return env
+
+
+def assert_run_effects(client: Any, repo: Path) -> None:
+    """Stage flows and edit tasks are in the API; params.yaml and the metrics show the UI's parameters."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    runs = client.read_flow_runs()
+    names = {client.read_flow(r.flow_id).name: r for r in runs}
+    assert STAGE_FLOWS <= set(names), f"missing stage flow runs: {STAGE_FLOWS - set(names)}"
+    assert all(names[n].state.is_completed() for n in STAGE_FLOWS)
+    edits = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="edit-")))
+    assert {t.name for t in edits} == {"edit-random-TEL"}  # no snku, no NAME/RANDOM: parameters took effect
+    assert all(t.state.is_completed() for t in edits)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["pipeline"]["methods"] == ["random"] and params["pipeline"]["categories"] == ["TEL"]
+    assert params["methods"]["random"]["k"] == 7
+    metrics = yaml.safe_load((repo / "metrics" / "methods" / "random.json").read_text())
+    assert set(metrics) == {"TEL"} and metrics["TEL"]["neurons_edited"] == 7
+
+
+@pytest.mark.integration
+def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    started = time.monotonic()
+    repo, port, env = make_repo(tmp_path / "repo"), free_port(), spawn_env(tmp_path)
+    api = f"http://127.0.0.1:{port}/api"
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    server = serve = None
+    try:
+        server = spawn([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                        str(port)], tmp_path, env, server_log)
+        wait_for(lambda: healthy(api), 120, "the Prefect server", {server_log: server})
+        serve = spawn([sys.executable, "-m", "flows.serve", "--port", str(port)], repo, env, serve_log)
+        procs = {server_log: server, serve_log: serve}
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            wait_for(lambda: deployment_exists(client), 120, "deployment pipeline/unlearning", procs)
+            run = run_deployment("pipeline/unlearning", timeout=0, parameters={
+                "methods": ["random"], "categories": ["TEL"], "overrides": {"methods.random.k": "7"}})
+            final = wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
+                             RUN_TIMEOUT_S, "the pipeline flow run", procs)
+            assert final.state.is_completed(), f"{final.state}\n{tail(serve_log)}"
+            assert_run_effects(client, repo)
+        print(f"integration wall time: {time.monotonic() - started:.0f}s")
+    finally:
+        killpg(serve)
+        killpg(server)
