@@ -25,8 +25,8 @@ METRICS = Path("metrics/methods")
 PRIVACY_METRIC = {"TEL": "exposure", "NAME": "mrr", "RANDOM": "random_ppl"}
 
 
-def model_metrics(path: Path, category: str, params: Params) -> dict[str, float]:
-    """Validation PPL and the category's privacy metric (mean over its memorized set)."""
+def model_metrics(path: Path, category: str, params: Params) -> dict[str, Any]:
+    """Validation PPL, the category's privacy metric (mean over its memorized set) and per-secret scores."""
     model, tokenizer = load_model_task(str(path))
     digest, code, ev = file_digest(path), code_digest(lib.privacy, lib.masking), params.evaluate
     texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: ev.max_valid_texts]
@@ -37,17 +37,25 @@ def model_metrics(path: Path, category: str, params: Params) -> dict[str, float]
     scores = score_records_task(model, tokenizer, records, params.memorized.max_len, ev.batch_size,
                                 cache_token=make_token(model=digest, records=json_digest([r.to_dict() for r in records]),
                                                        max_len=params.memorized.max_len, code=code))
-    return {"valid_ppl": ppl, "privacy": sum(scores) / len(scores), "n_memorized": float(len(records))}
+    return {"valid_ppl": ppl, "privacy": sum(scores) / len(scores), "n_memorized": float(len(records)),
+            "scores": dict(zip([r.id for r in records], scores))}
 
 
-def category_row(method: str, category: str, params: Params) -> dict[str, float]:
-    """Before/after metrics, time and edit size of one method on one category."""
+def per_secret(before: dict[str, float], after: dict[str, float], allow_text: bool, category: str) -> list[dict]:
+    """Each memorized secret's score before and after; its text only when params allow it."""
+    texts = {r.id: r.text for r in memorized_records(category)} if allow_text else {}
+    return [{"id": i, "text": texts.get(i, "[redacted]"), "before": before[i], "after": after[i]} for i in before]
+
+
+def category_row(method: str, category: str, params: Params) -> tuple[list[dict], dict[str, float]]:
+    """Per-secret scores, and before/after metrics, time and edit size of one method on one category."""
     before = model_metrics(MODEL, category, params)  # cached across methods by content
     after = model_metrics(EDITED / method / category, category, params)
     report = read_json(EDITED / method / category / "edit_report.json")
     name = PRIVACY_METRIC[category]
     seconds = report["selection_seconds"] + report["edit_seconds"] + report["upstream_seconds"]
-    return {"valid_ppl_before": before["valid_ppl"], "valid_ppl": after["valid_ppl"],
+    details = per_secret(before["scores"], after["scores"], params.evaluate.log_private_text, category)
+    return details, {"valid_ppl_before": before["valid_ppl"], "valid_ppl": after["valid_ppl"],
             f"{name}_before": before["privacy"], name: after["privacy"],
             "privacy_before": before["privacy"], "privacy": after["privacy"],
             "time_s": seconds, "neurons_edited": float(len(report["neurons"])),
@@ -69,13 +77,13 @@ def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict[str, An
     params_hash = json_digest(section(params, "methods"))[:12]
     rows = {}
     for cat in params.pipeline.categories:
-        rows[cat] = category_row(method, cat, params)
+        details, rows[cat] = category_row(method, cat, params)
         flat = {f"method.{k}": v for k, v in section(params, f"methods.{method}").items()}
         log_run_task(params.mlflow, f"{method}-{cat}",
                      tags={"method": method, "category": cat, "stage": "evaluate", "params_hash": params_hash,
                            "privacy_metric": PRIVACY_METRIC[cat]},
                      params={**flat, "category": cat, "model": params.finetune.model},
-                     metrics=shared_metrics(rows[cat], cat))
+                     metrics=shared_metrics(rows[cat], cat), artifacts={"per_secret.json": details})
         get_run_logger().info("%s %s: %s", method, cat, {k: round(v, 4) for k, v in rows[cat].items()})
     write_json(METRICS / f"{method}.json", rows)
     return rows

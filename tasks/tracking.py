@@ -41,8 +41,8 @@ def _ensure_store_dir(uri: str) -> None:
 @task(name="log-mlflow-run", task_run_name="mlflow-{tags[method]}-{tags[category]}", retries=2,
       retry_delay_seconds=2, cache_policy=NO_CACHE)
 def log_run_task(cfg: MlflowParams, run_name: str, tags: dict[str, str], params: dict[str, Any],
-                 metrics: dict[str, float]) -> str:
-    """Record one run (tags, flat params, metrics); returns the MLflow run id."""
+                 metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> str:
+    """Record one run (tags, flat params, metrics, small JSON artifacts); returns the MLflow run id."""
     import mlflow
 
     _ensure_store_dir(cfg.tracking_uri)
@@ -50,4 +50,6 @@ def log_run_task(cfg: MlflowParams, run_name: str, tags: dict[str, str], params:
         mlflow.set_tags({**tags, "git_sha": git_sha()})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for name, content in (artifacts or {}).items():
+            mlflow.log_dict(content, name)
         return run.info.run_id
