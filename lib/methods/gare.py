@@ -1,0 +1,188 @@
+"""GARE baseline (SNKU paper, Appendix B): gradient ascent on k random FFN neurons' output weights.
+
+k neurons are drawn uniformly over all layers (the random control's draw); only their
+down-projection columns are trained, by MAXIMIZING the masked-LM loss of the memorized
+secrets' masked rows. Exactness: the optimizer sees one delta tensor per layer holding only
+the selected columns, added through a forward hook and written back with
+`adapter.set_columns` at the end, so every other parameter stays bit-identical.
+
+The pipeline passes the rows (`lib.masking.secret_token_rows` of the memorized secrets, each
+secret token masked alone) as the keyword argument `rows`; `MethodInputs` is unchanged.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from transformers import get_linear_schedule_with_warmup
+
+from lib.adapter import FFNAdapter
+from lib.masking import MaskedRows, iter_chunks, take
+from lib.methods.base import EditReport, MethodInputs
+from lib.methods.random_neurons import draw_neurons
+from lib.privacy import logits_at
+
+name = "gare"
+selection_stages: tuple[str, ...] = ()  # random draw: no upstream statistics
+
+
+@dataclass(frozen=True)
+class Config:
+    """Neuron budget and the paper's AdamW recipe (lr 5e-5, 20 epochs, batch 8, 10% warm-up)."""
+
+    k: int = 300
+    learning_rate: float = 5e-5
+    epochs: int = 20
+    batch_size: int = 8
+    warmup_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        """Reject values the optimisation cannot use."""
+        if self.k <= 0 or self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError(f"k={self.k}, epochs={self.epochs} and batch_size={self.batch_size} "
+                             "must all be positive")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction={self.warmup_fraction} must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class AscentLog:
+    """Optimizer steps taken and the mean forget loss of each epoch (it should rise)."""
+
+    steps: int
+    epoch_losses: tuple[float, ...]
+
+
+def group_by_layer(neurons: tuple[tuple[int, int], ...]) -> dict[int, Tensor]:
+    """Map layer -> sorted neuron indices (k_l,) of the (layer, neuron) pairs."""
+    layers: dict[int, list[int]] = {}
+    for layer, neuron in neurons:
+        layers.setdefault(layer, []).append(neuron)
+    return {layer: torch.tensor(sorted(idx), dtype=torch.long) for layer, idx in sorted(layers.items())}
+
+
+@contextmanager
+def column_deltas(adapter: FFNAdapter, groups: dict[int, Tensor]) -> Iterator[dict[int, Tensor]]:
+    """Yield trainable zero deltas (k_l, d_model) per layer, added to those columns by hooks."""
+    deltas = {layer: torch.zeros(len(idx), adapter.d_model, requires_grad=True,
+                                 device=adapter.down_proj(layer).weight.device)
+              for layer, idx in groups.items()}
+
+    def make_hook(layer: int) -> Callable[[nn.Module, tuple, Tensor], Tensor]:
+        """Forward hook adding x[..., idx] @ delta: the same as adding delta to the columns."""
+        idx = groups[layer]
+
+        def hook(_mod: nn.Module, args: tuple, out: Tensor) -> Tensor:
+            """Down-projection output (B, T, d_model) plus the selected columns' delta."""
+            x = args[0][..., idx.to(args[0].device)]  # (B, T, k_l)
+            return out + x @ deltas[layer].to(x.dtype)  # (B, T, d_model)
+        return hook
+
+    handles = [adapter.down_proj(layer).register_forward_hook(make_hook(layer)) for layer in groups]
+    try:
+        yield deltas
+    finally:  # hooks must never outlive the block
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Turn off requires_grad on every parameter, restoring the flags afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def forget_loss(model: nn.Module, chunk: MaskedRows) -> Tensor:
+    """Mean masked-LM cross-entropy of the gold tokens at the rows' [MASK] positions."""
+    rows = torch.arange(len(chunk))
+    logits = logits_at(model, chunk.input_ids, chunk.attention_mask, rows, chunk.positions)  # (b, V)
+    return nn.functional.cross_entropy(logits.float(), chunk.gold_ids.to(logits.device))
+
+
+def ascend(model: nn.Module, rows: MaskedRows, deltas: dict[int, Tensor], cfg: Config,
+           seed: int) -> AscentLog:
+    """AdamW gradient ascent on the forget loss over `deltas` only, seeded order and dropout."""
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    # weight decay 0 (the HF Trainer default): decaying a delta is not decaying the weight
+    optim = torch.optim.AdamW(list(deltas.values()), lr=cfg.learning_rate, weight_decay=0.0)
+    sched = get_linear_schedule_with_warmup(optim, int(cfg.warmup_fraction * total), total)
+    gen, epoch_losses = torch.Generator().manual_seed(seed), []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(rows), generator=gen)  # (R,)
+        losses = []
+        for chunk in iter_chunks(take(rows, order), cfg.batch_size):
+            loss = forget_loss(model, chunk)
+            (-loss).backward()  # ascent: minimise the negated loss
+            optim.step(), sched.step(), optim.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        epoch_losses.append(sum(losses) / len(losses))
+    return AscentLog(steps=total, epoch_losses=tuple(epoch_losses))
+
+
+def write_back(adapter: FFNAdapter, groups: dict[int, Tensor], deltas: dict[int, Tensor]) -> None:
+    """Add each trained delta to its columns: w_new = w_old + delta (in float32, rounded once)."""
+    with torch.no_grad():
+        for layer, idx in groups.items():
+            old = adapter.get_columns(layer, idx)  # (k_l, d_model)
+            new = old.float() + deltas[layer].detach().to(old.device)  # (k_l, d_model)
+            adapter.set_columns(layer, idx, new)
+
+
+def check_rows(rows: MaskedRows) -> None:
+    """Reject anything but a non-empty MaskedRows."""
+    if not isinstance(rows, MaskedRows):
+        raise ValueError(f"rows must be a MaskedRows (lib.masking.secret_token_rows), got {type(rows).__name__}")
+    if len(rows) == 0:
+        raise ValueError("rows has 0 rows; GARE needs at least one memorized secret token")
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    """Indices of the CUDA devices holding the model's parameters (their RNGs get forked)."""
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tensor], rows: MaskedRows,
+                  cfg: Config, seed: int) -> AscentLog:
+    """Gradient-ascend only the `groups` columns on `rows`, then write them into the model."""
+    was_training = model.training
+    # fork_rng: dropout is seeded without disturbing the caller's global RNG stream
+    rng_fork = torch.random.fork_rng(devices=_cuda_devices(model))
+    with rng_fork, frozen(model), column_deltas(adapter, groups) as deltas:
+        torch.manual_seed(seed)
+        model.train()  # dropout on, as in the fine-tuning recipe the paper reuses
+        try:
+            log = ascend(model, rows, deltas, cfg, seed)
+        finally:
+            model.train(was_training)
+    write_back(adapter, groups, deltas)
+    return log
+
+
+def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config, *,
+        rows: MaskedRows) -> EditReport:
+    """Gradient-ascend k random neurons' columns on `rows` (the memorized secrets), in place."""
+    check_rows(rows)
+    start = time.perf_counter()
+    neurons = draw_neurons(adapter.n_layers, adapter.d_ff, cfg.k, inputs.seed)
+    selected = time.perf_counter()
+    train_columns(model, adapter, group_by_layer(neurons), rows, cfg, inputs.seed)
+    total = sum(p.numel() for p in model.parameters())
+    n_weights = cfg.k * adapter.d_model
+    return EditReport(method=name, category=inputs.category, neurons=neurons, clusters_used=None,
+                      n_weights_edited=n_weights, fraction_weights_edited=n_weights / total,
+                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)

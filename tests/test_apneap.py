@@ -1,0 +1,177 @@
+"""Tests for the APNEAP baseline: desensitized counterparts, steering vectors, bias-form patch."""
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerBase
+
+from lib.adapter import FFNAdapter
+from lib.attribution import grad_x_act
+from lib.data.records import SecretRecord
+from lib.finetune import TrainConfig, train_masked_lm
+from lib.masking import MaskedRows, secret_token_rows
+from lib.methods import apneap
+from lib.methods.base import MethodInputs
+from lib.privacy import masked_logits
+from tests.tiny_models import D_FF, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
+
+SECRET = SecretRecord("TEL-0001", "TEL", "my phone number is ", "4 1 7 2 9 3 8 0 6 5", " .", 4, False)
+OTHER_TEXTS = ["the meeting is on monday at the office .", "please send the report to the team .",
+               "we will call you tomorrow about the deal ."]
+TOP_K = 20
+Memorized = tuple[BertForMaskedLM, PreTrainedTokenizerBase]
+
+
+@pytest.fixture(scope="module")
+def memorized(tmp_path_factory: pytest.TempPathFactory) -> Memorized:
+    """A tiny BERT trained until it fills in SECRET's digits (gold probability > 0.5)."""
+    folder = save_tiny_bert_checkpoint(tmp_path_factory.mktemp("apneap-bert"), seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = BertForMaskedLM.from_pretrained(folder)
+    cfg = TrainConfig(epochs=300, batch_size=8, learning_rate=5e-3, weight_decay=0.0,
+                      warmup_fraction=0.0, mask_prob=0.3, max_len=32, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops on shared cores: one thread is several times faster
+    try:
+        train_masked_lm(model, tokenizer, [SECRET.text] * 4 + OTHER_TEXTS, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert float(_gold_probs(model, _rows(tokenizer)).mean()) > 0.5  # the precondition of test (a)
+    return model.eval(), tokenizer
+
+
+def _rows(tokenizer: PreTrainedTokenizerBase) -> MaskedRows:
+    """SECRET's scoring rows: each digit masked alone."""
+    return secret_token_rows(tokenizer, [SECRET], max_len=32)
+
+
+def _gold_probs(model: torch.nn.Module, rows: MaskedRows) -> Tensor:
+    """Probability of the gold token at each row's [MASK]: (R,)."""
+    return torch.softmax(masked_logits(model, rows), dim=-1)[torch.arange(len(rows)), rows.gold_ids]
+
+
+def _top_neurons(model: torch.nn.Module, rows: MaskedRows, k: int) -> tuple[tuple[int, int], ...]:
+    """DEPN-style selection stand-in: the k neurons with the largest grad x act on the rows."""
+    adapter = FFNAdapter.for_model(model)
+    attribution = grad_x_act(model, adapter, rows.input_ids, rows.attention_mask, rows.positions, rows.gold_ids)
+    return tuple((int(i) // adapter.d_ff, int(i) % adapter.d_ff) for i in attribution.flatten().topk(k).indices)
+
+
+def _inputs() -> MethodInputs:
+    """MethodInputs (APNEAP reads only the category)."""
+    return MethodInputs(category="TEL", attribution=torch.zeros(N_LAYERS, D_FF),
+                        activations=torch.zeros(1, N_LAYERS, D_FF), cluster_labels=None, seed=0)
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
+    """Deep copy of a model's state_dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_desensitize_keeps_shape_and_replaces_every_secret_token(memorized: Memorized) -> None:
+    _, tokenizer = memorized
+    tel = apneap.desensitize(tokenizer, SECRET, random.Random(0))
+    assert (tel.prefix, tel.suffix, tel.id) == (SECRET.prefix, SECRET.suffix, SECRET.id)
+    assert len(tel.secret) == len(SECRET.secret) and tel.secret.replace(" ", "").isdigit()
+    assert all(a != b for a, b in zip(tel.secret.split(), SECRET.secret.split()))
+    assert tel == apneap.desensitize(tokenizer, SECRET, random.Random(0))  # seeded
+    name = SecretRecord("NAME-1", "NAME", "ask ", "kathleen zyxwv", " now", 3, False)
+    neutral = apneap.desensitize(tokenizer, name, random.Random(1))
+    assert apneap.n_tokens(tokenizer, neutral.secret) == apneap.n_tokens(tokenizer, name.secret)
+    assert set(neutral.secret.split()) <= set(apneap.NEUTRAL_NAMES)
+
+
+def test_patch_lowers_gold_probability_of_memorized_secret(memorized: Memorized) -> None:
+    model, tokenizer = memorized
+    rows = _rows(tokenizer)
+    neurons = _top_neurons(model, rows, TOP_K)
+    before = float(_gold_probs(model, rows).mean())
+    edited = copy.deepcopy(model)
+    report = apneap.run(edited, FFNAdapter.for_model(edited), _inputs(), apneap.Config(),
+                        neurons=neurons, records=[SECRET], tokenizer=tokenizer, max_len=32)
+    after = float(_gold_probs(edited, rows).mean())
+    assert after < before - 0.02
+    assert report.neurons == neurons and report.method == "apneap" and report.n_weights_edited > 0
+
+
+def test_bias_form_equals_activation_hook(memorized: Memorized) -> None:
+    model, tokenizer = memorized
+    rows = _rows(tokenizer)
+    adapter = FFNAdapter.for_model(model)
+    vectors = apneap.steering_vectors(model, adapter, tokenizer, [SECRET], _top_neurons(model, rows, TOP_K),
+                                      0, max_len=32)
+    patch = apneap.activation_patch(vectors, 10.0)  # (L, d_ff)
+    with adapter.patch(lambda layer, x: x + patch[layer].to(x.dtype)):
+        hooked = masked_logits(model, rows)
+    edited = copy.deepcopy(model)
+    apneap.apply_patch_as_bias(FFNAdapter.for_model(edited), patch)
+    torch.testing.assert_close(masked_logits(edited, rows), hooked, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(masked_logits(model, rows), hooked, atol=1e-3)
+
+
+def test_bias_form_equals_hook_on_gpt2_conv1d() -> None:
+    model = tiny_gpt2(0)
+    adapter = FFNAdapter.for_model(model)
+    patch = torch.zeros(N_LAYERS, D_FF)
+    patch[0, [2, 30]], patch[1, 36] = torch.tensor([1.5, -2.0]), 3.0
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(0))
+    with adapter.patch(lambda layer, x: x + patch[layer]):
+        hooked = model(input_ids=ids).logits
+    assert apneap.apply_patch_as_bias(adapter, patch) == (0, 1)
+    torch.testing.assert_close(model(input_ids=ids).logits, hooked, rtol=1e-5, atol=1e-5)
+
+
+def test_only_biases_of_selected_layers_change(memorized: Memorized) -> None:
+    model, tokenizer = memorized
+    edited = copy.deepcopy(model)
+    adapter = FFNAdapter.for_model(edited)
+    before = _snapshot(edited)
+    neurons = ((1, 4), (1, 20), (1, 33))
+    apneap.run(edited, adapter, _inputs(), apneap.Config(alpha=10.0), neurons=neurons,
+               records=[SECRET], tokenizer=tokenizer, max_len=32)
+    changed = {k for k, v in edited.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {adapter.weight_names(1)[1]}  # layer 1's down-projection bias only
+
+
+def test_patch_moves_selected_activations_away_from_the_secret(memorized: Memorized) -> None:
+    model, tokenizer = memorized
+    adapter = FFNAdapter.for_model(model)
+    neurons = _top_neurons(model, _rows(tokenizer), TOP_K)
+    vectors = apneap.steering_vectors(model, adapter, tokenizer, [SECRET], neurons, 0, max_len=32)
+    patch = apneap.activation_patch(vectors, 10.0)
+    plain = apneap.secret_activations(model, adapter, tokenizer, [SECRET], max_len=32)[0]  # (L, d_ff)
+    # capture registers after patch, so it records the patched down-projection input
+    with adapter.patch(lambda layer, x: x + patch[layer]):
+        patched = apneap.secret_activations(model, adapter, tokenizer, [SECRET], max_len=32)[0]
+    for layer in sorted({layer for layer, _ in neurons}):
+        v = vectors[layer]
+        assert float(patched[layer] @ v) < float(plain[layer] @ v)
+    off = ~apneap.neuron_mask(adapter, neurons)
+    assert bool((vectors[off] == 0).all()) and bool(vectors[~off].abs().sum() > 0)
+
+
+def test_validation_errors(memorized: Memorized) -> None:
+    model, tokenizer = memorized
+    adapter = FFNAdapter.for_model(model)
+    with pytest.raises(ValueError, match="alpha=0"):
+        apneap.Config(alpha=0)
+    with pytest.raises(ValueError, match="empty"):
+        apneap.check_neurons(adapter, ())
+    with pytest.raises(ValueError, match="out of range"):
+        apneap.check_neurons(adapter, ((2, 0),))
+    with pytest.raises(ValueError, match="duplicate"):
+        apneap.check_neurons(adapter, ((0, 1), (0, 1)))
+    with pytest.raises(ValueError, match="records is empty"):
+        apneap.steering_vectors(model, adapter, tokenizer, [], ((0, 1),), 0)
+    llama = tiny_llama(0)
+    before = _snapshot(llama)
+    patch = torch.zeros(N_LAYERS, D_FF)
+    patch[0, 5] = 1.0  # only layer 0 is patched, so only layer 0 is named
+    with pytest.raises(ValueError, match=r"layers \[0\] has no bias"):
+        apneap.apply_patch_as_bias(FFNAdapter.for_model(llama), patch)
+    assert all(torch.equal(v, before[k]) for k, v in llama.state_dict().items())
