@@ -1,0 +1,126 @@
+"""DEPN (Wu et al., 2023): detect privacy neurons by Integrated Gradients, zero their outputs.
+
+Detector: IG (lib.ig) of every FFN neuron at each masked secret token, objective the
+gold token's probability, zero baseline, left Riemann grid (m = 20). Aggregator: per text
+(= one secret record; its masked variants' scores are summed, grouped by record_index)
+keep neurons whose score is >= per_text_threshold * that text's max (and > 0); rank the
+kept neurons by how many texts kept them (ties: larger summed score, then lower
+(layer, neuron)). Editor: zero the top-k neurons' output-weight columns.
+
+Deliberately NOT copied from the public code: it ranks the token one position off, its
+`--do_random_kn False` flag parses as True (a random-neuron run), and it overwrites
+NAME/RANDOM columns with the [UNK] embedding.
+
+Wiring (done by the pipeline later): MethodInputs has no field for IG scores, so the
+"ig" stage computes `lib.ig.integrated_gradients(model, adapter, rows, ig_config(cfg))`
+on the category's MaskedRows and passes the result and `rows.record_index` to
+`run(..., ig_scores=ig, record_index=rows.record_index)`. If MethodInputs later gains an
+`extra` mapping, `run` also reads `extra["ig"]` and `extra["record_index"]`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lib.adapter import FFNAdapter
+from lib.editing import zero_neurons
+from lib.ig import GRIDS, OBJECTIVES, IGConfig
+from lib.methods.base import EditReport, MethodInputs
+
+name = "depn"
+# upstream stage whose compute time belongs to this method's selection time
+selection_stages = ("ig",)
+AGGREGATES = ("frequency", "sum")
+
+
+@dataclass(frozen=True)
+class Config:
+    """DEPN detector (IG), aggregator (threshold, ranking) and editor (k) parameters."""
+
+    steps: int = 20
+    grid: str = "left_riemann"
+    objective: str = "prob"
+    per_text_threshold: float = 0.1
+    k: int = 300
+    aggregate: str = "frequency"  # "sum": rank kept neurons by summed score only
+
+    def __post_init__(self) -> None:
+        """Reject values the algorithm cannot use."""
+        if self.grid not in GRIDS or self.objective not in OBJECTIVES or self.aggregate not in AGGREGATES:
+            raise ValueError(f"grid={self.grid!r}, objective={self.objective!r}, aggregate={self.aggregate!r} "
+                             f"invalid; allowed {GRIDS}, {OBJECTIVES}, {AGGREGATES}")
+        if self.steps < 1 or self.k < 1:
+            raise ValueError(f"steps={self.steps} and k={self.k} must both be >= 1")
+        if not 0.0 <= self.per_text_threshold <= 1.0:
+            raise ValueError(f"per_text_threshold={self.per_text_threshold} must lie in [0, 1]")
+
+
+def ig_config(cfg: Config, max_rows_per_batch: int = 128) -> IGConfig:
+    """The IGConfig the upstream "ig" stage should use for this DEPN config."""
+    return IGConfig(steps=cfg.steps, grid=cfg.grid, objective=cfg.objective,
+                    max_rows_per_batch=max_rows_per_batch)
+
+
+def per_text_scores(ig_scores: Tensor, record_index: Tensor) -> Tensor:
+    """Sum each record's rows: (R, L, d_ff) -> (n_texts, L, d_ff), texts in sorted record order."""
+    if ig_scores.dim() != 3:
+        raise ValueError(f"ig_scores shape {tuple(ig_scores.shape)} invalid; expected (R, L, d_ff)")
+    if record_index.shape != ig_scores.shape[:1] or record_index.is_floating_point():
+        raise ValueError(f"record_index shape {tuple(record_index.shape)} invalid; "
+                         f"expected integer ({ig_scores.shape[0]},)")
+    _, text_of_row = torch.unique(record_index, return_inverse=True)  # (R,) dense 0..n-1
+    n_texts = int(text_of_row.max()) + 1 if text_of_row.numel() else 0
+    flat = ig_scores.detach().double().flatten(1)  # (R, L*d_ff)
+    summed = torch.zeros(n_texts, flat.shape[1], dtype=torch.float64).index_add_(0, text_of_row, flat)
+    return summed.view(n_texts, *ig_scores.shape[1:])  # (n, L, d_ff)
+
+
+def select_depn(ig_scores: Tensor, record_index: Tensor, cfg: Config) -> tuple[tuple[int, int], ...]:
+    """DEPN's top-k (layer, neuron) pairs from per-row IG (R, L, d_ff), in rank order."""
+    texts = per_text_scores(ig_scores, record_index)  # (n, L, d_ff)
+    n_texts, _, d_ff = texts.shape
+    peak = texts.flatten(1).max(dim=1).values.view(n_texts, 1, 1)  # (n, 1, 1)
+    kept = (texts >= cfg.per_text_threshold * peak) & (texts > 0)  # (n, L, d_ff)
+    frequency = kept.sum(dim=0).flatten().double()  # (L*d_ff,)
+    summed = texts.sum(dim=0).flatten()  # (L*d_ff,)
+    candidates = frequency.nonzero().flatten()  # (c,) ascending flat index = (layer, neuron) order
+    if cfg.k > candidates.numel():
+        raise ValueError(f"k={cfg.k} exceeds the {candidates.numel()} neurons kept by the "
+                         f"per-text threshold {cfg.per_text_threshold}; allowed: k <= {candidates.numel()}")
+    # stable sorts, least significant key first: summed score, then frequency
+    order = candidates[torch.sort(summed[candidates], descending=True, stable=True).indices]
+    if cfg.aggregate == "frequency":
+        order = order[torch.sort(frequency[order], descending=True, stable=True).indices]
+    return tuple((int(i) // d_ff, int(i) % d_ff) for i in order[:cfg.k])
+
+
+def _ig_inputs(inputs: MethodInputs, ig_scores: Tensor | None,
+               record_index: Tensor | None) -> tuple[Tensor, Tensor]:
+    """IG scores and record index from the keyword arguments or an `inputs.extra` mapping."""
+    extra = getattr(inputs, "extra", None) or {}
+    scores = ig_scores if ig_scores is not None else extra.get("ig")
+    index = record_index if record_index is not None else extra.get("record_index")
+    if scores is None or index is None:
+        raise ValueError("depn needs precomputed IG: pass ig_scores=(R, L, d_ff) and record_index=(R,) "
+                         "(from lib.ig.integrated_gradients on the category's MaskedRows)")
+    return scores, index
+
+
+def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config,
+        ig_scores: Tensor | None = None, record_index: Tensor | None = None) -> EditReport:
+    """Select DEPN privacy neurons from precomputed IG and zero their output weights in place."""
+    start = time.perf_counter()
+    scores, index = _ig_inputs(inputs, ig_scores, record_index)
+    if tuple(scores.shape[1:]) != (adapter.n_layers, adapter.d_ff):
+        raise ValueError(f"ig_scores shape {tuple(scores.shape)} does not match (R, n_layers, d_ff) = "
+                         f"(R, {adapter.n_layers}, {adapter.d_ff})")
+    neurons = select_depn(scores, index, cfg)
+    selected = time.perf_counter()
+    stats = zero_neurons(adapter, neurons)
+    return EditReport(method=name, category=inputs.category, neurons=neurons, clusters_used=None,
+                      n_weights_edited=stats.n_weights_edited,
+                      fraction_weights_edited=stats.fraction_weights_edited,
+                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)
