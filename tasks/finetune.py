@@ -1,6 +1,8 @@
 """Prefect task of the finetune stage."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
@@ -13,9 +15,7 @@ from lib.params import FinetuneParams
 @task(name="train-masked-lm", cache_policy=NO_CACHE)
 def train_task(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], params: FinetuneParams) -> TrainLog:
     """Fine-tune in place with a progress bar."""
-    cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-                      weight_decay=params.weight_decay, warmup_fraction=params.warmup_fraction,
-                      mask_prob=params.mask_prob, max_len=params.max_len, seed=params.seed)
+    cfg = TrainConfig(**{f.name: getattr(params, f.name) for f in fields(TrainConfig)})  # params add only `model`
     bar = tqdm(desc="finetune", unit="step", mininterval=5.0)
 
     def on_step(step: int, total: int, loss: float) -> None:

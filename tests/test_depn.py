@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 import torch
@@ -16,13 +15,7 @@ from lib.methods.base import MethodInputs
 from tests.tiny_models import tiny_bert_mlm, tiny_gpt2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest single-threaded on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hand_scores() -> tuple[torch.Tensor, torch.Tensor]:

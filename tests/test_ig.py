@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 import torch
@@ -18,13 +17,7 @@ GRIDS = ("left_riemann", "linspace", "midpoint")
 OBJECTIVES = ("prob", "logit", "loss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest single-threaded on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(seed: int = 0, n: int = 3, length: int = 9) -> SimpleNamespace:
