@@ -4,9 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from prefect import flow, get_run_logger
+from transformers import PreTrainedTokenizerBase
 
-from flows.bag import MODEL
+from flows.bag import MODEL, bag_rows, memorized_records
 from flows.cli import params_path, run_stage
 from lib.io import atomic_dir, load_tensors, write_json
 from lib.methods import get_method
@@ -18,6 +20,7 @@ from tasks.edit import edit_task
 from tasks.models import load_model_task
 
 ACTIVATIONS, ATTRIBUTION, CLUSTERS = Path("data/activations"), Path("data/attribution"), Path("data/clusters")
+IG = Path("data/ig")
 OUT = Path("data/edited")
 
 
@@ -29,15 +32,20 @@ def _seconds(path: Path) -> float:
         return float(handle.metadata().get("seconds", 0.0))
 
 
-STAGE_DIRS = {"activations": ACTIVATIONS, "attribution": ATTRIBUTION, "clustering": CLUSTERS}
+STAGE_DIRS = {"activations": ACTIVATIONS, "attribution": ATTRIBUTION, "clustering": CLUSTERS, "ig": IG}
 
 
-def method_inputs(category: str, seed: int) -> MethodInputs:
-    """Everything the upstream stages computed for a category."""
+def method_inputs(category: str, seed: int, tokenizer: PreTrainedTokenizerBase, max_len: int) -> MethodInputs:
+    """Everything the upstream stages computed for a category, plus its memorized rows and records."""
     labels = load_tensors(CLUSTERS / f"{category}.safetensors")["labels"].numpy()  # (L, d_ff)
+    ig = load_tensors(IG / f"{category}.safetensors")
+    rows = bag_rows(tokenizer, category, max_len)
+    if not torch.equal(ig["record_index"], rows.record_index):
+        raise ValueError(f"{IG}/{category}.safetensors does not match the memorized rows; re-run the ig stage")
     return MethodInputs(category=category, attribution=load_tensors(ATTRIBUTION / f"{category}.safetensors")["attribution"],
                         activations=load_tensors(ACTIVATIONS / f"{category}.safetensors")["activations"],
-                        cluster_labels={layer: labels[layer] for layer in range(labels.shape[0])}, seed=seed)
+                        cluster_labels={layer: labels[layer] for layer in range(labels.shape[0])}, seed=seed,
+                        rows=rows, ig=ig["ig"], records=tuple(memorized_records(category)), tokenizer=tokenizer)
 
 
 def upstream_seconds(method: str, category: str) -> float:
@@ -56,7 +64,8 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     with atomic_dir(OUT / method) as out:
         for cat in params.pipeline.categories:
             model, tokenizer = load_model_task(str(MODEL))
-            report = edit_task(model, method, section(params, f"methods.{method}"), method_inputs(cat, params.seed))
+            inputs = method_inputs(cat, params.seed, tokenizer, params.memorized.max_len)
+            report = edit_task(model, method, section(params, f"methods.{method}"), inputs)
             report["upstream_seconds"] = upstream_seconds(method, cat)
             save_model(model, tokenizer, out / cat)
             write_json(out / cat / "edit_report.json", report)

@@ -8,10 +8,12 @@ from typing import Any
 import lib.masking
 import lib.privacy
 from prefect import flow, get_run_logger
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from flows.bag import CORPUS, MODEL, memorized_records
 from flows.cli import params_path, run_stage
 from lib.data.corpus import read_documents
+from lib.data.records import SecretRecord
 from lib.io import file_digest, json_digest, read_json, write_json
 from lib.methods import get_method
 from lib.params import Params, load_params, section
@@ -21,22 +23,30 @@ from tasks.scoring import perplexity_task, score_records_task
 from tasks.tracking import log_run_task
 
 EDITED = Path("data/edited")
+RETRAINED = Path("data/models/retrained")
 METRICS = Path("metrics/methods")
 PRIVACY_METRIC = {"TEL": "exposure", "NAME": "mrr", "RANDOM": "random_ppl"}
+
+
+def model_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, digest: str,
+                 records: list[SecretRecord], params: Params) -> tuple[float, list[float]]:
+    """Validation PPL and each record's privacy score, both cached by the model's content digest."""
+    code, ev = code_digest(lib.privacy, lib.masking), params.evaluate
+    texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: ev.max_valid_texts]
+    ppl = perplexity_task(model, tokenizer, texts, ev.valid_mask_prob, ev.valid_seed, ev.batch_size,
+                          cache_token=make_token(model=digest, texts=json_digest(texts), mask=ev.valid_mask_prob,
+                                                 seed=ev.valid_seed, code=code))
+    scores = score_records_task(model, tokenizer, records, params.memorized.max_len, ev.batch_size,
+                                cache_token=make_token(model=digest, records=json_digest([r.to_dict() for r in records]),
+                                                       max_len=params.memorized.max_len, code=code))
+    return ppl, scores
 
 
 def model_metrics(path: Path, category: str, params: Params) -> dict[str, Any]:
     """Validation PPL, the category's privacy metric (mean over its memorized set) and per-secret scores."""
     model, tokenizer = load_model_task(str(path))
-    digest, code, ev = file_digest(path), code_digest(lib.privacy, lib.masking), params.evaluate
-    texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: ev.max_valid_texts]
-    ppl = perplexity_task(model, tokenizer, texts, ev.valid_mask_prob, ev.valid_seed, ev.batch_size,
-                          cache_token=make_token(model=digest, texts=json_digest(texts), mask=ev.valid_mask_prob,
-                                                 seed=ev.valid_seed, code=code))
     records = memorized_records(category)
-    scores = score_records_task(model, tokenizer, records, params.memorized.max_len, ev.batch_size,
-                                cache_token=make_token(model=digest, records=json_digest([r.to_dict() for r in records]),
-                                                       max_len=params.memorized.max_len, code=code))
+    ppl, scores = model_scores(model, tokenizer, file_digest(path), records, params)
     return {"valid_ppl": ppl, "privacy": sum(scores) / len(scores), "n_memorized": float(len(records)),
             "scores": dict(zip([r.id for r in records], scores))}
 
@@ -51,6 +61,7 @@ def category_row(method: str, category: str, params: Params) -> tuple[list[dict]
     """Per-secret scores, and before/after metrics, time and edit size of one method on one category."""
     before = model_metrics(MODEL, category, params)  # cached across methods by content
     after = model_metrics(EDITED / method / category, category, params)
+    retrain = model_metrics(RETRAINED, category, params)  # the exact-unlearning target
     report = read_json(EDITED / method / category / "edit_report.json")
     name = PRIVACY_METRIC[category]
     seconds = report["selection_seconds"] + report["edit_seconds"] + report["upstream_seconds"]
@@ -59,7 +70,9 @@ def category_row(method: str, category: str, params: Params) -> tuple[list[dict]
             f"{name}_before": before["privacy"], name: after["privacy"],
             "privacy_before": before["privacy"], "privacy": after["privacy"],
             "time_s": seconds, "neurons_edited": float(len(report["neurons"])),
-            "weights_edited_frac": report["fraction_weights_edited"], "n_memorized": before["n_memorized"]}
+            "weights_edited_frac": report["fraction_weights_edited"], "n_memorized": before["n_memorized"],
+            "retrain_privacy": retrain["privacy"], "retrain_valid_ppl": retrain["valid_ppl"],
+            "forget_gap": abs(after["privacy"] - retrain["privacy"])}
 
 
 def shared_metrics(row: dict[str, float], category: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""DVC stages `activations`, `attribution`, `clustering`: per-category neuron statistics.
+"""DVC stages `activations`, `attribution`, `clustering`, `ig`: per-category neuron statistics.
 
 Each is computed shard by shard (or layer block) by content-cached Prefect tasks whose
 results live in .cache/ (not a DVC output), so a killed run resumes at the next shard;
@@ -14,18 +14,21 @@ from prefect import flow, get_run_logger
 
 import lib.adapter
 import lib.attribution
+import lib.ig
 import lib.masking
 import lib.methods.snku
 import lib.clustering
 from flows.bag import MODEL, bag_rows, shards
 from flows.cli import params_path, run_stage
 from lib.io import file_digest, json_digest, load_tensors, save_tensors, write_json
-from lib.params import load_params
+from lib.masking import MaskedRows, iter_chunks, take
+from lib.params import load_params, section
 from tasks.common import code_digest, make_token, set_threads
 from tasks.models import load_model_task
-from tasks.neurons import activations_shard_task, attribution_shard_task, cluster_task, run_cached
+from tasks.neurons import activations_shard_task, attribution_shard_task, cluster_task, ig_shard_task, run_cached
 
 ACTIVATIONS, ATTRIBUTION, CLUSTERS = Path("data/activations"), Path("data/attribution"), Path("data/clusters")
+IG = Path("data/ig")
 
 
 def _rows_token(rows: lib.masking.MaskedRows) -> str:
@@ -33,22 +36,49 @@ def _rows_token(rows: lib.masking.MaskedRows) -> str:
     return json_digest([rows.input_ids.tolist(), rows.positions.tolist(), rows.gold_ids.tolist()])
 
 
+def shard_stats(kind: str, task_fn, model, model_digest: str, rows: MaskedRows, shard_size: int,
+                label: str) -> tuple[list[torch.Tensor], float]:
+    """One content-cached task per shard of `rows`: the shards' results and their compute seconds."""
+    code, parts, seconds = code_digest(lib.adapter, lib.attribution), [], 0.0
+    for i, shard in enumerate(shards(rows, shard_size)):
+        token = make_token(kind=kind, model=model_digest, rows=_rows_token(shard), code=code)
+        value, spent = run_cached(task_fn, model, shard, label=f"{label}-{i:03d}", cache_token=token)
+        parts.append(value)
+        seconds += spent
+    return parts, seconds
+
+
 def _sharded(kind: str, task_fn, max_len: int, shard_size: int, categories: list[str]) -> dict[str, dict]:
     """Run a per-shard task over every category's bag; returns stacked results and seconds."""
     set_threads()
     model, tokenizer = load_model_task(str(MODEL))
-    model_digest, code = file_digest(MODEL), code_digest(lib.adapter, lib.attribution)
-    out = {}
+    out, digest = {}, file_digest(MODEL)
     for cat in categories:
-        parts, seconds = [], 0.0
-        for i, rows in enumerate(shards(bag_rows(tokenizer, cat, max_len), shard_size)):
-            token = make_token(kind=kind, model=model_digest, rows=_rows_token(rows), code=code)
-            value, spent = run_cached(task_fn, model, rows, label=f"{cat}-{i:03d}", cache_token=token)
-            parts.append(value)
-            seconds += spent
+        parts, seconds = shard_stats(kind, task_fn, model, digest, bag_rows(tokenizer, cat, max_len), shard_size, cat)
         out[cat] = {"parts": parts, "seconds": seconds}
         get_run_logger().info("%s %s: %d shards, %.1f s of compute", kind, cat, len(parts), seconds)
     return out
+
+
+def by_record(rows: MaskedRows) -> list[MaskedRows]:
+    """The rows of each record, in order: IG is cached per secret, so any subset of secrets reuses it."""
+    # each record trimmed to its own length: the cache key must not depend on the other records' padding
+    return [next(iter_chunks(take(rows, (rows.record_index == r).nonzero().flatten()), len(rows)))
+            for r in rows.record_index.unique().tolist()]
+
+
+def ig_stats(model, model_digest: str, rows: MaskedRows, cfg: lib.ig.IGConfig, label: str) -> tuple[torch.Tensor, float]:
+    """IG (R, L, d_ff) of `rows` in their order, one cached task per record, and its compute seconds."""
+    code, seconds = code_digest(lib.adapter, lib.attribution, lib.ig), 0.0
+    parts: dict[int, torch.Tensor] = {}
+    for shard in by_record(rows):
+        record = int(shard.record_index[0])
+        token = make_token(kind="ig", model=model_digest, rows=_rows_token(shard), cfg=repr(cfg), code=code)
+        parts[record], spent = run_cached(ig_shard_task, model, shard, cfg, label=f"{label}-r{record:03d}",
+                                          cache_token=token)
+        seconds += spent
+    # secret_token_rows lays rows out grouped by record in record order, so concatenation restores it
+    return torch.cat([parts[r] for r in rows.record_index.unique().tolist()]), seconds
 
 
 @flow(name="activations")
@@ -88,7 +118,24 @@ def clustering_flow(params_file: str = "params.yaml") -> None:
         get_run_logger().info("clusters %s: %s per layer", cat, [int(l.max()) + 1 for l in labels])
 
 
-STAGES = {"activations": activations_flow, "attribution": attribution_flow, "clustering": clustering_flow}
+@flow(name="ig")
+def ig_flow(params_file: str = "params.yaml") -> None:
+    """Integrated Gradients (R, L, d_ff) of every memorized secret token, one cached task per secret."""
+    set_threads()
+    params = load_params(params_file)
+    cfg = lib.ig.IGConfig(**section(params, "ig"))
+    model, tokenizer = load_model_task(str(MODEL))
+    digest = file_digest(MODEL)
+    for cat in params.pipeline.categories:
+        rows = bag_rows(tokenizer, cat, params.memorized.max_len)
+        scores, seconds = ig_stats(model, digest, rows, cfg, cat)
+        save_tensors(IG / f"{cat}.safetensors", {"ig": scores, "record_index": rows.record_index},
+                     meta={"seconds": f"{seconds:.6f}"})
+        get_run_logger().info("ig %s: %d rows, %.1f s of compute", cat, len(rows), seconds)
+
+
+STAGES = {"activations": activations_flow, "attribution": attribution_flow, "clustering": clustering_flow,
+          "ig": ig_flow}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in STAGES:

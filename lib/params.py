@@ -107,11 +107,109 @@ class RandomParams:
 
 
 @dataclass(frozen=True)
+class FtmParams:
+    """FTM (the fine-tuned model, no edit) has no parameters: `ftm: {}`."""
+
+
+@dataclass(frozen=True)
+class GareParams:
+    """GARE: gradient ascent on k random neurons' output weights (SNKU paper, Appendix B)."""
+
+    k: int
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    warmup_fraction: float
+
+
+@dataclass(frozen=True)
+class DepnParams:
+    """DEPN: per-text IG threshold, aggregation, k neurons zeroed (IG settings: section `ig`)."""
+
+    k: int
+    per_text_threshold: float
+    aggregate: str
+
+
+@dataclass(frozen=True)
+class ApneapParams:
+    """APNEAP: DEPN's top-k neurons steered away from the secret with strength alpha."""
+
+    k: int
+    alpha: float
+    per_text_threshold: float
+    aggregate: str
+    placeholder_seed: int
+
+
+@dataclass(frozen=True)
 class MethodsParams:
     """One section per registered method; the key is the method's registry name."""
 
+    ftm: FtmParams
+    gare: GareParams
+    depn: DepnParams
+    apneap: ApneapParams
     snku: SnkuParams
     random: RandomParams
+
+
+@dataclass(frozen=True)
+class IgParams:
+    """The `ig` stage: Integrated Gradients of every memorized secret token (DEPN's detector)."""
+
+    steps: int
+    grid: str
+    objective: str
+    max_rows_per_batch: int
+
+
+@dataclass(frozen=True)
+class BudgetParams:
+    """Neuron-budget sweep (SNKU paper Fig 2/3): these methods at each K, every category."""
+
+    methods: list[str]
+    ks: list[int]
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """Noise ablation (Fig 4): SNKU on one category at fixed k and alpha, sigma swept."""
+
+    category: str
+    k: int
+    alpha: float
+    sigmas: list[float]
+
+
+@dataclass(frozen=True)
+class DecayParams:
+    """Decay ablation (Fig 5): SNKU on one category at fixed k and sigma, alpha swept."""
+
+    category: str
+    k: int
+    sigma: float
+    alphas: list[float]
+
+
+@dataclass(frozen=True)
+class SeesawParams:
+    """Privacy seesaw: forget this seeded fraction of each category's memorized secrets."""
+
+    forget_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExperimentsParams:
+    """The paper's experiments, run in memory on the cached statistics (stage `experiments`)."""
+
+    seeds: list[int]
+    budget: BudgetParams
+    noise: NoiseParams
+    decay: DecayParams
+    scoring: list[str]
+    seesaw: SeesawParams
 
 
 @dataclass(frozen=True)
@@ -152,9 +250,11 @@ class Params:
     memorized: MemorizedParams
     attribution: AttributionParams
     clustering: ClusteringParams
+    ig: IgParams
     methods: MethodsParams
     evaluate: EvaluateParams
     pipeline: PipelineParams
+    experiments: ExperimentsParams
     mlflow: MlflowParams
 
 
@@ -249,7 +349,46 @@ def validate(params: Params) -> Params:
     _check_categories(params.methods.snku.edit, "methods.snku.edit")
     _check_categories(params.methods.random.edit, "methods.random.edit")
     _check_positive(params)
+    _check_method_configs(params)
+    _check_experiments(params)
     return params
+
+
+def _check_method_configs(params: Params) -> None:
+    """Every method section (per category) and the IG settings must build their Config."""
+    from lib.ig import IGConfig
+    from lib.methods import METHODS, make_config
+
+    try:
+        IGConfig(**section(params, "ig"))
+        for name in METHODS:
+            values = section(params, f"methods.{name}")
+            edits = values.pop("edit", {c: {} for c in CATEGORIES})
+            for cat, edit in edits.items():
+                make_config(METHODS[name].Config, {**values, **edit})
+    except ValueError as err:
+        raise ParamsError(f"params invalid for a method config: {err}") from None
+
+
+def _check_experiments(params: Params) -> None:
+    """Experiment sweeps name registered methods with a `k`, known categories and scorings."""
+    from lib.methods import METHODS
+
+    exp = params.experiments
+    for name in exp.budget.methods:
+        if name not in METHODS or "k" not in section(params, f"methods.{name}"):
+            raise ParamsError(f"experiments.budget.methods contains {name!r}; allowed: registered "
+                              f"methods with a k: {sorted(m for m in METHODS if 'k' in section(params, f'methods.{m}'))}")
+    for where, cat in (("noise", exp.noise.category), ("decay", exp.decay.category)):
+        if cat not in CATEGORIES:
+            raise ParamsError(f"experiments.{where}.category = {cat!r}; allowed: {list(CATEGORIES)}")
+    bad = [r for r in exp.scoring if r not in ("hyb", "sum", "avg")]
+    if bad:
+        raise ParamsError(f"experiments.scoring contains {bad}; allowed: hyb, sum, avg")
+    if not 0.0 < exp.seesaw.forget_fraction < 1.0:
+        raise ParamsError(f"experiments.seesaw.forget_fraction = {exp.seesaw.forget_fraction}; allowed range (0, 1)")
+    if not exp.seeds or any(k <= 0 for k in exp.budget.ks):
+        raise ParamsError(f"experiments.seeds = {exp.seeds} must be non-empty and budget.ks = {exp.budget.ks} positive")
 
 
 def _check_positive(params: Params) -> None:

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 
 from lib.adapter import FFNAdapter
 from lib.attribution import ffn_activations, grad_x_act
+from lib.ig import IGConfig, integrated_gradients
 from lib.io import load_tensors, save_tensors
 from lib.masking import MaskedRows
 from lib.methods.snku import cluster_all_layers
@@ -41,6 +42,13 @@ def attribution_shard_task(model: PreTrainedModel, rows: MaskedRows, label: str,
     adapter = FFNAdapter.for_model(model)
     return _timed_store(cache_token, lambda: grad_x_act(
         model, adapter, rows.input_ids, rows.attention_mask, rows.positions, rows.gold_ids))
+
+
+@task(name="ig-shard", task_run_name="ig-{label}", **cached_task_options())
+def ig_shard_task(model: PreTrainedModel, rows: MaskedRows, cfg: IGConfig, label: str, cache_token: str) -> str:
+    """Integrated Gradients (B, L, d_ff) of every FFN neuron at each row's masked position."""
+    adapter = FFNAdapter.for_model(model)
+    return _timed_store(cache_token, lambda: integrated_gradients(model, adapter, rows, cfg))
 
 
 @task(name="cluster-layers", task_run_name="cluster-{label}", **cached_task_options())

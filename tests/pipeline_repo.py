@@ -24,7 +24,15 @@ def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
     params["attribution"]["shard_size"] = 4
     params["methods"]["snku"].update(k=5, top_m=3)
     params["methods"]["random"]["k"] = 5
+    params["methods"]["gare"].update(k=5, epochs=2)
+    params["methods"]["depn"]["k"] = 5
+    params["methods"]["apneap"]["k"] = 5
+    params["ig"]["steps"] = 3
     params["evaluate"]["max_valid_texts"] = 20
+    params["experiments"].update(seeds=[0, 1], budget={"methods": ["snku", "depn"], "ks": [3, 6]},
+                                 noise={"category": "TEL", "k": 4, "alpha": 0.99, "sigmas": [0.05, 0.2]},
+                                 decay={"category": "TEL", "k": 4, "sigma": 0.05, "alphas": [0.9, 0.99]},
+                                 scoring=["hyb", "sum"])
     return params
 
 

@@ -175,3 +175,22 @@ def test_validation_errors(memorized: Memorized) -> None:
     with pytest.raises(ValueError, match=r"layers \[0\] has no bias"):
         apneap.apply_patch_as_bias(FFNAdapter.for_model(llama), patch)
     assert all(torch.equal(v, before[k]) for k, v in llama.state_dict().items())
+
+
+def test_pipeline_path_steers_depn_neurons_from_precomputed_ig(memorized: Memorized) -> None:
+    """Without explicit neurons, APNEAP patches DEPN's top-k from inputs.ig at the same K."""
+    import dataclasses
+
+    from lib.ig import IGConfig, integrated_gradients
+    from lib.methods import depn
+
+    model, tokenizer = memorized
+    rows = _rows(tokenizer)
+    ig = integrated_gradients(model, FFNAdapter.for_model(model), rows, IGConfig(steps=4))
+    inputs = dataclasses.replace(_inputs(), rows=rows, ig=ig, records=(SECRET,), tokenizer=tokenizer)
+    edited = copy.deepcopy(model)
+    report = apneap.run(edited, FFNAdapter.for_model(edited), inputs, apneap.Config(k=TOP_K), max_len=32)
+    assert report.neurons == depn.select_depn(ig, rows.record_index, depn.Config(k=TOP_K))
+    assert float(_gold_probs(edited, rows).mean()) < float(_gold_probs(model, rows).mean()) - 0.02
+    with pytest.raises(ValueError, match="needs neurons"):
+        apneap.run(copy.deepcopy(model), FFNAdapter.for_model(model), _inputs(), apneap.Config(k=TOP_K))

@@ -60,6 +60,18 @@ def test_same_config_gives_byte_identical_files(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "secrets.jsonl").read_bytes() != (tmp_path / "c" / "secrets.jsonl").read_bytes()
 
 
+def test_corpus_does_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faker's date providers draw up to *now*; the generator must not call any of them."""
+    from faker.providers import date_time
+
+    def clock(*_args: object, **_kwargs: object) -> str:
+        raise AssertionError("corpus generation used a clock-dependent Faker date provider")
+
+    for method in ("day_of_week", "month_name", "date_time", "date_time_between", "unix_time"):
+        monkeypatch.setattr(date_time.Provider, method, clock)
+    assert generate_corpus(small_config()).train == generate_corpus(small_config()).train
+
+
 def test_each_secret_sentence_occurs_exactly_repetitions_times_in_distinct_emails(corpus: Corpus) -> None:
     for record in corpus.secrets:
         per_doc = [d.text.count(record.text) for d in corpus.train]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib.adapter import FFNAdapter
-from lib.ig import integrated_gradients
+from lib.ig import IGConfig, integrated_gradients
 from lib.methods import depn
 from lib.methods.base import MethodInputs
 from tests.tiny_models import tiny_bert_mlm, tiny_gpt2
@@ -89,8 +89,8 @@ def test_run_zeroes_exactly_selected_columns(factory, neuron_axis: int) -> None:
     """Selected output-weight columns become 0; every other weight is bit-identical."""
     model = factory(seed=3)
     adapter, rows = FFNAdapter.for_model(model), _rows()
-    ig = integrated_gradients(model, adapter, rows, depn.ig_config(depn.Config(steps=2)))
-    cfg = depn.Config(steps=2, k=6)
+    ig = integrated_gradients(model, adapter, rows, IGConfig(steps=2))
+    cfg = depn.Config(k=6)
     expected_neurons = depn.select_depn(ig, rows.record_index, cfg)
     expected = copy.deepcopy(model.state_dict())
     for layer, neuron in expected_neurons:
@@ -104,15 +104,15 @@ def test_run_zeroes_exactly_selected_columns(factory, neuron_axis: int) -> None:
     assert any(not torch.equal(value, factory(seed=3).state_dict()[key]) for key, value in after.items())
 
 
-def test_run_reads_extra_and_requires_ig() -> None:
-    """Without IG, run raises; an `extra` mapping on the inputs is read when present."""
+def test_run_reads_inputs_and_requires_ig() -> None:
+    """Without IG, run raises; inputs.ig with inputs.rows.record_index is read when present."""
     model = tiny_bert_mlm()
     adapter = FFNAdapter.for_model(model)
     with pytest.raises(ValueError, match="depn needs precomputed IG"):
         depn.run(model, adapter, _inputs(adapter), depn.Config(k=1))
     scores = torch.zeros(1, adapter.n_layers, adapter.d_ff)
     scores[0, 1, 7] = 2.0
-    inputs = SimpleNamespace(category="NAME", extra={"ig": scores, "record_index": torch.tensor([0])})
+    inputs = SimpleNamespace(category="NAME", ig=scores, rows=SimpleNamespace(record_index=torch.tensor([0])))
     report = depn.run(model, adapter, inputs, depn.Config(k=1))
     assert report.neurons == ((1, 7),)
     assert float(adapter.get_columns(1, torch.tensor([7])).abs().max()) == 0.0

@@ -33,12 +33,21 @@ def _hand_inputs(seed: int = 0) -> MethodInputs:
 
 
 def test_registry_and_get_method_error() -> None:
-    assert set(METHODS) == {"snku", "random"}
+    assert set(METHODS) == {"ftm", "gare", "depn", "apneap", "snku", "random"}
     assert get_method("snku") is snku and get_method("random") is random_neurons
     for key, method in METHODS.items():
         assert method.name == key and dataclasses.is_dataclass(method.Config)
-    with pytest.raises(ValueError, match="'depn'.*random, snku"):
-        get_method("depn")
+    with pytest.raises(ValueError, match="'simu'.*apneap, depn, ftm, gare, random, snku"):
+        get_method("simu")
+
+
+def test_every_registered_method_has_its_params_section() -> None:
+    """The registry key is also the params key: params.yaml has exactly one section per method."""
+    import yaml
+    from pathlib import Path
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert set(params["methods"]) == set(METHODS)
 
 
 def test_make_config_and_validation() -> None:
@@ -131,3 +140,25 @@ def test_random_run_edits_only_drawn_neurons_on_gpt2() -> None:
         name = f"transformer.h.{layer}.mlp.c_proj.weight"  # Conv1D: row = neuron
         before[name][neuron] = delta[rank] * before[name][neuron] + eps[rank]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ftm_leaves_every_weight_untouched() -> None:
+    from lib.methods import ftm
+
+    model = tiny_bert_mlm(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = ftm.run(model, FFNAdapter.for_model(model), _hand_inputs(seed=1), ftm.Config())
+    assert report.neurons == () and report.n_weights_edited == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_tensors_digest_tracks_content() -> None:
+    from lib.io import tensors_digest
+
+    model = tiny_bert_mlm(0)
+    state = model.state_dict()
+    assert tensors_digest(state) == tensors_digest(tiny_bert_mlm(0).state_dict())
+    changed = dict(state)
+    changed[next(iter(state))] = state[next(iter(state))].clone().index_fill_(0, torch.tensor([0]), 0.5)
+    assert tensors_digest(changed) != tensors_digest(state)
+    assert tensors_digest({"a": torch.zeros(2)}) != tensors_digest({"a": torch.zeros(2, dtype=torch.float64)})

@@ -349,8 +349,10 @@ def _field_sources(fake: Faker, rng: random.Random, pools: Pools) -> dict[str, C
     return {
         "company": lambda: _company(fake, rng, lasts),
         "job": lambda: _phrase(fake.job()),
-        "day": lambda: fake.day_of_week().lower(),
-        "month": lambda: fake.month_name().lower(),
+        # not fake.day_of_week()/month_name(): Faker draws a date up to *now*, so the corpus
+        # would change with the clock and break "same params, same corpus"
+        "day": lambda: rng.choice(CALENDAR_WORDS[:7]),
+        "month": lambda: rng.choice(CALENDAR_WORDS[7:]),
         "time": lambda: f"{rng.randint(7, 17)}:{rng.choice(('00', '15', '30', '45'))}",
         "num": lambda: str(rng.randint(2, 95)),
         "volume": lambda: str(rng.choice((5, 10, 15, 20, 25, 50, 75, 100)) * 1000),

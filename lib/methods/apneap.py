@@ -17,8 +17,9 @@ A position-independent additive patch p (d_ff,) on the down-projection input equ
 b_new = b + W p of the down-projection, so the edit is stored as biases: the model stays an
 ordinary checkpoint and evaluation needs no hooks.
 
-The pipeline passes `neurons`, `records` (the memorized secrets) and `tokenizer` as keyword
-arguments of `run`; `MethodInputs` is unchanged.
+Neurons: DEPN's selection (lib.methods.depn.select_depn at the same K) over the pipeline's IG
+in `inputs.ig`; secrets and tokenizer from `inputs.records` / `inputs.tokenizer`. Keyword
+arguments of `run` override them (tests pass hand-picked neurons).
 """
 from __future__ import annotations
 
@@ -36,12 +37,13 @@ from transformers import PreTrainedTokenizerBase
 from lib.adapter import FFNAdapter
 from lib.data.records import CATEGORIES, SecretRecord
 from lib.masking import encode_record, special_ids
+from lib.methods import depn
 from lib.methods.base import EditReport, MethodInputs
 from lib.privacy import scoring_mode
 
 name = "apneap"
 # neurons come from DEPN-style attribution upstream, whose time counts as selection
-selection_stages = ("attribution",)
+selection_stages = ("ig",)
 
 DIGITS = tuple("0123456789")
 NEUTRAL_NAMES = ("john", "mary", "james", "anna", "david", "paul", "peter", "susan", "mark", "linda")
@@ -51,15 +53,23 @@ _CHUNK = 32  # texts per forward pass when recording activations
 
 @dataclass(frozen=True)
 class Config:
-    """Patch strength alpha (paper: 10) and the seed of the placeholder draws."""
+    """DEPN selection of the K neurons, patch strength alpha (paper: 10), placeholder draw seed."""
 
+    k: int = 300
     alpha: float = 10.0
+    per_text_threshold: float = 0.1
+    aggregate: str = "frequency"
     placeholder_seed: int = 0
 
     def __post_init__(self) -> None:
-        """Reject a non-positive or non-finite patch strength."""
+        """Reject a non-positive or non-finite patch strength; the selection checks itself."""
         if not 0.0 < self.alpha < float("inf"):
             raise ValueError(f"alpha={self.alpha} must be a finite number > 0")
+        self.selection()  # validates k, per_text_threshold, aggregate
+
+    def selection(self) -> depn.Config:
+        """The DEPN config that picks APNEAP's neurons (same K as the compared method)."""
+        return depn.Config(k=self.k, per_text_threshold=self.per_text_threshold, aggregate=self.aggregate)
 
 
 # ---------------------------------------------------------------- desensitized counterparts
@@ -241,12 +251,27 @@ def apply_patch_as_bias(adapter: FFNAdapter, patch: Tensor) -> tuple[int, ...]:
     return layers
 
 
+def _selected(adapter: FFNAdapter, inputs: MethodInputs, cfg: Config,
+              neurons: Sequence[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
+    """The given neurons, else DEPN's top-K from the precomputed IG in `inputs`."""
+    if neurons is not None:
+        return check_neurons(adapter, neurons)
+    if inputs.ig is None or inputs.rows is None:
+        raise ValueError("apneap needs neurons=... or inputs.ig and inputs.rows (DEPN's IG of the secret tokens)")
+    return depn.select_depn(inputs.ig, inputs.rows.record_index, cfg.selection())
+
+
 def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config, *,
-        neurons: Sequence[tuple[int, int]], records: Sequence[SecretRecord],
-        tokenizer: PreTrainedTokenizerBase, max_len: int = 128) -> EditReport:
-    """Steer the given privacy neurons away from `records`' secrets, stored as bias edits in place."""
+        neurons: Sequence[tuple[int, int]] | None = None, records: Sequence[SecretRecord] | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None, max_len: int = 128) -> EditReport:
+    """Steer DEPN's privacy neurons away from the secrets (`inputs.records`), stored as bias edits in place."""
     start = time.perf_counter()
-    pairs = check_neurons(adapter, neurons)
+    pairs = _selected(adapter, inputs, cfg, neurons)
+    selected = time.perf_counter()
+    records = inputs.records if records is None else records
+    tokenizer = inputs.tokenizer if tokenizer is None else tokenizer
+    if tokenizer is None:
+        raise ValueError("apneap needs a tokenizer (inputs.tokenizer) to build desensitized counterparts")
     check_biases(adapter, [layer for layer, _ in pairs])  # fail before the forward passes
     vectors = steering_vectors(model, adapter, tokenizer, records, pairs, cfg.placeholder_seed, max_len)
     layers = apply_patch_as_bias(adapter, activation_patch(vectors, cfg.alpha))
@@ -254,4 +279,4 @@ def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config
     total = sum(p.numel() for p in model.parameters())
     return EditReport(method=name, category=inputs.category, neurons=pairs, clusters_used=None,
                       n_weights_edited=n_weights, fraction_weights_edited=n_weights / total,
-                      selection_seconds=0.0, edit_seconds=time.perf_counter() - start)
+                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)

@@ -13,6 +13,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from lib.adapter import FFNAdapter
+from lib.data.records import SecretRecord
+from lib.masking import MaskedRows
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,11 @@ class MethodInputs:
     activations: Tensor  # (N, L, d_ff) bag activations at the masked positions
     cluster_labels: dict[int, np.ndarray] | None  # layer -> (d_ff,) labels from clustering
     seed: int
+    # optional: what gradient/steering methods read (None when the pipeline has not computed it)
+    rows: MaskedRows | None = None  # one masked row per memorized secret token (GARE, DEPN)
+    ig: Tensor | None = None  # (R, L, d_ff) Integrated Gradients of `rows` (DEPN, APNEAP)
+    records: tuple[SecretRecord, ...] = ()  # the memorized secrets being forgotten (APNEAP)
+    tokenizer: Any = None  # the model's tokenizer (APNEAP's desensitized counterparts)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Method(Protocol):
 
     name: str
     Config: type
-    selection_stages: tuple[str, ...]  # upstream stages ("attribution", "clustering") timed as selection
+    selection_stages: tuple[str, ...]  # upstream stages ("attribution", "clustering", "ig") timed as selection
 
     def run(self, model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs,
             cfg: Any) -> EditReport:

@@ -11,11 +11,9 @@ Deliberately NOT copied from the public code: it ranks the token one position of
 `--do_random_kn False` flag parses as True (a random-neuron run), and it overwrites
 NAME/RANDOM columns with the [UNK] embedding.
 
-Wiring (done by the pipeline later): MethodInputs has no field for IG scores, so the
-"ig" stage computes `lib.ig.integrated_gradients(model, adapter, rows, ig_config(cfg))`
-on the category's MaskedRows and passes the result and `rows.record_index` to
-`run(..., ig_scores=ig, record_index=rows.record_index)`. If MethodInputs later gains an
-`extra` mapping, `run` also reads `extra["ig"]` and `extra["record_index"]`.
+The IG itself (steps, grid, objective: params section `ig`) is computed once per category
+by the pipeline's `ig` stage (lib.ig on the category's MaskedRows) and arrives in
+`inputs.ig` with `inputs.rows.record_index`; APNEAP reuses the same selection.
 """
 from __future__ import annotations
 
@@ -27,7 +25,6 @@ from torch import Tensor, nn
 
 from lib.adapter import FFNAdapter
 from lib.editing import zero_neurons
-from lib.ig import GRIDS, OBJECTIVES, IGConfig
 from lib.methods.base import EditReport, MethodInputs
 
 name = "depn"
@@ -40,28 +37,18 @@ AGGREGATES = ("frequency", "sum")
 class Config:
     """DEPN detector (IG), aggregator (threshold, ranking) and editor (k) parameters."""
 
-    steps: int = 20
-    grid: str = "left_riemann"
-    objective: str = "prob"
     per_text_threshold: float = 0.1
     k: int = 300
     aggregate: str = "frequency"  # "sum": rank kept neurons by summed score only
 
     def __post_init__(self) -> None:
         """Reject values the algorithm cannot use."""
-        if self.grid not in GRIDS or self.objective not in OBJECTIVES or self.aggregate not in AGGREGATES:
-            raise ValueError(f"grid={self.grid!r}, objective={self.objective!r}, aggregate={self.aggregate!r} "
-                             f"invalid; allowed {GRIDS}, {OBJECTIVES}, {AGGREGATES}")
-        if self.steps < 1 or self.k < 1:
-            raise ValueError(f"steps={self.steps} and k={self.k} must both be >= 1")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate={self.aggregate!r} invalid; allowed {AGGREGATES}")
+        if self.k < 1:
+            raise ValueError(f"k={self.k} must be >= 1")
         if not 0.0 <= self.per_text_threshold <= 1.0:
             raise ValueError(f"per_text_threshold={self.per_text_threshold} must lie in [0, 1]")
-
-
-def ig_config(cfg: Config, max_rows_per_batch: int = 128) -> IGConfig:
-    """The IGConfig the upstream "ig" stage should use for this DEPN config."""
-    return IGConfig(steps=cfg.steps, grid=cfg.grid, objective=cfg.objective,
-                    max_rows_per_batch=max_rows_per_batch)
 
 
 def per_text_scores(ig_scores: Tensor, record_index: Tensor) -> Tensor:
@@ -99,10 +86,10 @@ def select_depn(ig_scores: Tensor, record_index: Tensor, cfg: Config) -> tuple[t
 
 def _ig_inputs(inputs: MethodInputs, ig_scores: Tensor | None,
                record_index: Tensor | None) -> tuple[Tensor, Tensor]:
-    """IG scores and record index from the keyword arguments or an `inputs.extra` mapping."""
-    extra = getattr(inputs, "extra", None) or {}
-    scores = ig_scores if ig_scores is not None else extra.get("ig")
-    index = record_index if record_index is not None else extra.get("record_index")
+    """IG scores and record index from the keyword arguments, else from `inputs.ig` / `inputs.rows`."""
+    scores = ig_scores if ig_scores is not None else inputs.ig
+    index = record_index if record_index is not None else (
+        inputs.rows.record_index if inputs.rows is not None else None)
     if scores is None or index is None:
         raise ValueError("depn needs precomputed IG: pass ig_scores=(R, L, d_ff) and record_index=(R,) "
                          "(from lib.ig.integrated_gradients on the category's MaskedRows)")

@@ -6,8 +6,8 @@ secrets' masked rows. Exactness: the optimizer sees one delta tensor per layer h
 the selected columns, added through a forward hook and written back with
 `adapter.set_columns` at the end, so every other parameter stays bit-identical.
 
-The pipeline passes the rows (`lib.masking.secret_token_rows` of the memorized secrets, each
-secret token masked alone) as the keyword argument `rows`; `MethodInputs` is unchanged.
+The rows come from `inputs.rows` (`lib.masking.secret_token_rows` of the memorized secrets,
+each secret token masked alone); the keyword argument `rows` overrides them.
 """
 from __future__ import annotations
 
@@ -174,8 +174,9 @@ def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tenso
 
 
 def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config, *,
-        rows: MaskedRows) -> EditReport:
-    """Gradient-ascend k random neurons' columns on `rows` (the memorized secrets), in place."""
+        rows: MaskedRows | None = None) -> EditReport:
+    """Gradient-ascend k random neurons' columns on `rows` (default `inputs.rows`), in place."""
+    rows = inputs.rows if rows is None else rows
     check_rows(rows)
     start = time.perf_counter()
     neurons = draw_neurons(adapter.n_layers, adapter.d_ff, cfg.k, inputs.seed)
