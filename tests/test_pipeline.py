@@ -26,9 +26,11 @@ from tests.pipeline_repo import make_repo, run, set_param
 
 pytestmark = pytest.mark.integration
 
-ALL_STAGES = {"data", "finetune", "memorized", "activations", "attribution", "clustering",
-              "edit@snku", "edit@random", "evaluate@snku", "evaluate@random", "report"}
-METHODS, CATEGORIES = ("snku", "random"), ("TEL", "NAME", "RANDOM")
+METHODS, CATEGORIES = ("ftm", "gare", "depn", "apneap", "snku", "random"), ("TEL", "NAME", "RANDOM")
+ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
+              "experiments", "report", *(f"{stage}@{m}" for stage in ("edit", "evaluate") for m in METHODS)}
+EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
+EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
                   "neurons_edited", "weights_edited_frac"}
 N_FFN_NEURONS = 2 * 37  # tiny BERT of tests/tiny_models.py: 2 layers x d_ff 37
@@ -112,7 +114,43 @@ def test_cold_repro_builds_every_output(pipeline: Pipeline) -> None:
 
     with safe_open(str(finetuned / "model.safetensors"), framework="pt") as handle:
         assert any("intermediate" in key for key in handle.keys())
+    assert {p.name for p in (repo / "reports/figures").glob("*.png")} >= {
+        "budget_TEL.png", "noise_TEL.png", "decay_TEL.png", "scoring.png", "seesaw.png"}
     print(f"cold dvc repro: {pipeline.cold_seconds:.1f} s")
+
+
+def test_retrain_reference_and_forget_gap(pipeline: Pipeline) -> None:
+    """Retrain removed exactly the memorized secrets' samples; every method row has its forget gap."""
+    repo = pipeline.repo
+    memorized = json.loads((repo / "data/memorized/memorized.json").read_text())
+    rows = [json.loads(line) for line in (repo / "data/corpus/secrets.jsonl").read_text().splitlines() if line]
+    ids = {i for cat in CATEGORIES for i in memorized[cat]}
+    retrain = json.loads((repo / "metrics/retrain.json").read_text())
+    assert retrain["samples_removed"] == sum(r["repetitions"] for r in rows if r["id"] in ids)
+    assert retrain["forgotten_secrets"] == len(ids)
+    for method in METHODS:
+        for cat, row in json.loads((repo / f"metrics/methods/{method}.json").read_text()).items():
+            assert row["forget_gap"] == pytest.approx(abs(row["privacy"] - row["retrain_privacy"])), (method, cat)
+    ftm = json.loads((repo / "metrics/methods/ftm.json").read_text())
+    assert all(r["privacy"] == r["privacy_before"] and r["neurons_edited"] == 0 for r in ftm.values())
+
+
+def test_experiments_cover_every_table_and_figure(pipeline: Pipeline) -> None:
+    """metrics/experiments.json holds every experiment kind; seeds vary only seeded methods."""
+    records = json.loads((pipeline.repo / "metrics/experiments.json").read_text())["records"]
+    assert {r["experiment"] for r in records} == EXPERIMENTS
+    seeds = [r for r in records if r["experiment"] == "seeds"]
+    assert {(r["method"], r["category"], r["seed"]) for r in seeds} == {
+        (m, c, s) for m in METHODS for c in CATEGORIES for s in (0, 1)}
+    by = {(r["method"], r["category"], r["seed"]): r for r in seeds}
+    for c in CATEGORIES:  # FTM and DEPN ignore the seed; Random-K draws other neurons
+        assert by[("ftm", c, 0)]["privacy"] == by[("ftm", c, 1)]["privacy"] == by[("ftm", c, 0)]["privacy_before"]
+        assert by[("depn", c, 0)]["privacy"] == by[("depn", c, 1)]["privacy"]
+    assert any(by[("random", c, 0)]["privacy"] != by[("random", c, 1)]["privacy"] for c in CATEGORIES)
+    seesaw = [r for r in records if r["experiment"] == "seesaw"]
+    assert seesaw and all(r["kept_privacy"] is not None and r["kept_privacy_before"] is not None for r in seesaw)
+    budget = {(r["method"], r["category"], r["k"]) for r in records if r["experiment"] == "budget"}
+    assert ("snku", "TEL", 3) in budget and ("depn", "TEL", 3) in budget
 
 
 def test_second_repro_runs_no_stage(pipeline: Pipeline) -> None:
@@ -138,8 +176,12 @@ def mlflow_runs(repo: Path) -> list[Any]:
 
 
 def test_mlflow_one_run_per_method_and_category(pipeline: Pipeline) -> None:
-    """6 runs (method x category), each tagged and each with the same metric names."""
-    runs = mlflow_runs(pipeline.repo)
+    """One evaluate run per method x category, each tagged, all with the same metric names."""
+    everything = mlflow_runs(pipeline.repo)
+    runs = [r for r in everything if r.data.tags.get("stage") == "evaluate"]
+    experiments = [r for r in everything if r.data.tags.get("stage") == "experiments"]
+    assert {r.data.tags["experiment"] for r in experiments} == EXPERIMENTS
+    assert len({frozenset(r.data.metrics) for r in experiments if r.data.tags["experiment"] != "seesaw"}) == 1
     pairs = sorted((r.data.tags.get("method"), r.data.tags.get("category")) for r in runs)
     assert pairs == sorted((m, c) for m in METHODS for c in CATEGORIES)
     head = run(["git", "rev-parse", "HEAD"], pipeline.repo).stdout.strip()
@@ -164,8 +206,11 @@ def test_edit_param_reruns_only_its_method(pipeline: Pipeline) -> None:
     edited = {c: file_digest(repo / f"data/edited/snku/{c}/model.safetensors") for c in CATEGORIES}
     old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["edit"]["TEL"]["sigma"]
     set_param(repo, "methods.snku.edit.TEL.sigma", old * 2)
-    _, ran = pipeline.repro()
-    assert ran == {"edit@snku", "evaluate@snku", "report"}
+    result, ran = pipeline.repro()
+    assert ran == {"edit@snku", "evaluate@snku", "experiments", "report"}
+    runs = EXPERIMENT_RUN.findall(result.stdout + result.stderr)
+    recomputed = {label.split("-")[1] for label, state in runs if state != "Cached"}
+    assert runs and recomputed == {"snku"}, f"experiment runs recomputed for {recomputed}"
     assert file_digest(repo / "data/models/finetuned") == finetuned, "fine-tuned checkpoint changed"
     after = {c: file_digest(repo / f"data/edited/snku/{c}/model.safetensors") for c in CATEGORIES}
     assert after["TEL"] != edited["TEL"], "new sigma did not change the TEL edit"
