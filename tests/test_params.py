@@ -74,3 +74,30 @@ def test_full_preset_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(merged))
     assert load_params(path).finetune.model == "bert-base-uncased"
+
+
+def test_bert_large_preset_on_top_of_full_is_valid(tmp_path: Path) -> None:
+    """Table 2's preset: full, then bert_large; every method keeps one neuron budget."""
+    merged = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name in ("full", "bert_large"):
+        merged = merge(merged, yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text()))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(merged))
+    params = load_params(path)
+    assert params.finetune.model == "bert-large-uncased"
+    assert {params.methods.gare.k, params.methods.depn.k, params.methods.apneap.k, params.methods.snku.k} == {300}
+
+
+def test_bad_method_config_and_experiment_values_are_errors(tmp_path: Path) -> None:
+    """Values a method or sweep cannot use stop at load time, naming the value and what is allowed."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cases = [({"methods": {"depn": {"aggregate": "mean"}}}, "aggregate='mean'"),
+             ({"ig": {"grid": "trapezoid"}}, "trapezoid"),
+             ({"experiments": {"budget": {"methods": ["ftm"]}}}, "'ftm'.*allowed"),
+             ({"experiments": {"scoring": ["max"]}}, r"\['max'\].*hyb, sum, avg"),
+             ({"experiments": {"seesaw": {"forget_fraction": 1.0}}}, "forget_fraction = 1.0")]
+    for override, match in cases:
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(merge(base, override)))
+        with pytest.raises(ParamsError, match=match):
+            load_params(path)
