@@ -14,6 +14,7 @@ from flows.bag import CORPUS, MODEL, memorized_records
 from flows.cli import params_path, run_stage
 from lib.data.corpus import read_documents
 from lib.data.records import SecretRecord
+from lib.gap import forget_gap
 from lib.io import file_digest, json_digest, read_json, write_json
 from lib.methods import get_method
 from lib.params import Params, load_params, section
@@ -72,7 +73,7 @@ def category_row(method: str, category: str, params: Params) -> tuple[list[dict]
             "time_s": seconds, "neurons_edited": float(len(report["neurons"])),
             "weights_edited_frac": report["fraction_weights_edited"], "n_memorized": before["n_memorized"],
             "retrain_privacy": retrain["privacy"], "retrain_valid_ppl": retrain["valid_ppl"],
-            "forget_gap": abs(after["privacy"] - retrain["privacy"])}
+            "forget_gap": forget_gap(name, after["privacy"], retrain["privacy"])}
 
 
 def shared_metrics(row: dict[str, float], category: str) -> dict[str, float]:

@@ -34,6 +34,7 @@ from flows.neurons import ig_stats, shard_stats
 from lib.data.corpus import read_documents
 from lib.data.records import SecretRecord
 from lib.experiments import Spec, experiment_specs, forget_split
+from lib.gap import forget_gap
 from lib.io import file_digest, json_digest, tensors_digest, write_json
 from lib.masking import secret_token_rows
 from lib.methods import get_method
@@ -150,7 +151,7 @@ def make_record(ctx: Context, spec: Spec, result: dict[str, Any], forget: list[s
             "privacy_metric": PRIVACY_METRIC[spec.category], "valid_ppl": result["valid_ppl"],
             "valid_ppl_before": before_ppl, "privacy": privacy, "privacy_before": _mean(before, forget),
             "retrain_privacy": retrain_privacy, "retrain_valid_ppl": retrain_ppl,
-            "forget_gap": abs(privacy - retrain_privacy),
+            "forget_gap": forget_gap(PRIVACY_METRIC[spec.category], privacy, retrain_privacy),
             "time_s": result["selection_seconds"] + result["edit_seconds"] + upstream,
             "neurons_edited": result["neurons_edited"], "kept_privacy": _mean(result["scores"], kept),
             "kept_privacy_before": _mean(before, kept), "retrain_kept_privacy": None}

@@ -12,6 +12,8 @@ from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
+
+from lib.gap import forget_gap
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -258,12 +260,22 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 # --- Table 1 analogue over seeds -------------------------------------------------------------------------------
 
+def _ftm_gap() -> pl.Expr:
+    """lib.gap.forget_gap of the unedited model's score (None without a retrain score)."""
+    def gap(row: dict[str, Any]) -> float | None:
+        """One row's gap."""
+        if row["retrain_privacy"] is None:
+            return None
+        return forget_gap(row["privacy_metric"], row["privacy_before"], row["retrain_privacy"])
+    return pl.struct("privacy_metric", "privacy_before", "retrain_privacy").map_elements(gap, return_dtype=pl.Float64)
+
+
 def _baseline_rows(seeds: pl.DataFrame) -> pl.DataFrame:
     """FTM (the model before any edit) and Retrain as pseudo-methods, one row per record."""
     null = pl.lit(None, pl.Float64)
     ftm = seeds.select("category", "seed", pl.lit("ftm").alias("method"), pl.col("valid_ppl_before").alias("valid_ppl"),
                        pl.col("privacy_before").alias("privacy"), null.alias("time_s"), null.alias("neurons_edited"),
-                       (pl.col("privacy_before") - pl.col("retrain_privacy")).abs().alias("forget_gap"))
+                       _ftm_gap().alias("forget_gap"))
     retrain = seeds.select("category", "seed", pl.lit("retrain").alias("method"),
                            pl.col("retrain_valid_ppl").alias("valid_ppl"), pl.col("retrain_privacy").alias("privacy"),
                            null.alias("time_s"), null.alias("neurons_edited"), null.alias("forget_gap"))
