@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from prefect import flow, get_run_logger
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,7 +62,7 @@ class Context:
     records: dict[str, list[SecretRecord]]
     before: dict[str, tuple[float, dict[str, float]]]
     retrain: dict[str, tuple[float, dict[str, float]]]
-    inputs: dict[tuple[str, tuple[str, ...]], tuple[MethodInputs, dict[str, float], str]]
+    inputs: dict[tuple[str, tuple[str, ...]], tuple[MethodInputs, dict[str, float]]]
 
 
 def _scores_by_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, digest: str,
@@ -83,16 +84,21 @@ def make_context(params: Params) -> Context:
                    {c: _scores_by_id(retrained, tokenizer, r_digest, r, params) for c, r in records.items()}, {})
 
 
-def _inputs_digest(inputs: MethodInputs) -> str:
-    """Content digest of every statistic a method may read."""
-    tensors = {"attribution": inputs.attribution, "activations": inputs.activations}
-    if inputs.cluster_labels is not None:
-        tensors["labels"] = torch.as_tensor(list(inputs.cluster_labels.values()))
-    if inputs.rows is not None:
+def _inputs_digest(inputs: MethodInputs, reads: tuple[str, ...]) -> str:
+    """Content digest of the statistics a method reads (so new IG never invalidates SNKU's runs)."""
+    tensors: dict[str, torch.Tensor] = {}
+    if "attribution" in reads:
+        tensors["attribution"] = inputs.attribution
+    if "activations" in reads:
+        tensors["activations"] = inputs.activations
+    if "cluster_labels" in reads and inputs.cluster_labels is not None:
+        tensors["labels"] = torch.as_tensor(np.stack(list(inputs.cluster_labels.values())))
+    if "rows" in reads and inputs.rows is not None:
         tensors.update(rows=inputs.rows.input_ids, positions=inputs.rows.positions, index=inputs.rows.record_index)
-    if inputs.ig is not None:
+    if "ig" in reads and inputs.ig is not None:
         tensors["ig"] = inputs.ig
-    return json_digest([tensors_digest(tensors), [r.id for r in inputs.records]])
+    records = [r.to_dict() for r in inputs.records] if "records" in reads else []
+    return json_digest([tensors_digest(tensors), json_digest(records)])
 
 
 def full_inputs(ctx: Context, category: str) -> tuple[MethodInputs, dict[str, float]]:
@@ -122,7 +128,7 @@ def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> tu
 
 
 def inputs_for(ctx: Context, spec: Spec) -> tuple[MethodInputs, dict[str, float], str, list[str]]:
-    """Memoized inputs of a run (seed set per run), stage seconds, inputs digest, forgotten ids."""
+    """Memoized inputs of a run (seed set per run), stage seconds, the method's inputs digest, forgotten ids."""
     records = ctx.records[spec.category]
     forget = records if spec.forget_fraction is None else forget_split(
         records, spec.forget_fraction, ctx.params.experiments.seesaw.seed)[0]
@@ -130,8 +136,9 @@ def inputs_for(ctx: Context, spec: Spec) -> tuple[MethodInputs, dict[str, float]
     if key not in ctx.inputs:
         inputs, seconds = (full_inputs(ctx, spec.category) if spec.forget_fraction is None
                            else subset_inputs(ctx, spec.category, forget))
-        ctx.inputs[key] = (inputs, seconds, _inputs_digest(inputs))
-    inputs, seconds, digest = ctx.inputs[key]
+        ctx.inputs[key] = (inputs, seconds)
+    inputs, seconds = ctx.inputs[key]
+    digest = _inputs_digest(inputs, get_method(spec.method).reads)
     return dataclasses.replace(inputs, seed=spec.seed), seconds, digest, list(key[1])
 
 

@@ -162,3 +162,15 @@ def test_tensors_digest_tracks_content() -> None:
     changed[next(iter(state))] = state[next(iter(state))].clone().index_fill_(0, torch.tensor([0]), 0.5)
     assert tensors_digest(changed) != tensors_digest(state)
     assert tensors_digest({"a": torch.zeros(2)}) != tensors_digest({"a": torch.zeros(2, dtype=torch.float64)})
+
+
+def test_reads_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
+    """`reads` (the experiments cache key) lists MethodInputs fields; methods reading nothing run on bare inputs."""
+    names = {f.name for f in dataclasses.fields(MethodInputs)} - {"category", "seed"}
+    for key, method in METHODS.items():
+        assert set(method.reads) <= names, key
+    bare = MethodInputs(category="TEL", attribution=torch.full((N_LAYERS, D_FF), float("nan")),
+                        activations=torch.full((1, N_LAYERS, D_FF), float("nan")), cluster_labels=None, seed=0)
+    for key, values in (("ftm", {}), ("random", {"k": 3})):
+        model = tiny_bert_mlm(0)
+        METHODS[key].run(model, FFNAdapter.for_model(model), bare, make_config(METHODS[key].Config, values))

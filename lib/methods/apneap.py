@@ -44,6 +44,7 @@ from lib.privacy import scoring_mode
 name = "apneap"
 # neurons come from DEPN-style attribution upstream, whose time counts as selection
 selection_stages = ("ig",)
+reads = ("ig", "rows", "records", "tokenizer")  # the MethodInputs fields run() uses (the experiments cache key)
 
 DIGITS = tuple("0123456789")
 NEUTRAL_NAMES = ("john", "mary", "james", "anna", "david", "paul", "peter", "susan", "mark", "linda")

@@ -53,6 +53,7 @@ class Method(Protocol):
     name: str
     Config: type
     selection_stages: tuple[str, ...]  # upstream stages ("attribution", "clustering", "ig") timed as selection
+    reads: tuple[str, ...]  # MethodInputs fields beyond category/seed that run() uses
 
     def run(self, model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs,
             cfg: Any) -> EditReport:

@@ -30,6 +30,7 @@ from lib.methods.base import EditReport, MethodInputs
 name = "depn"
 # upstream stage whose compute time belongs to this method's selection time
 selection_stages = ("ig",)
+reads = ("ig", "rows")  # the MethodInputs fields run() uses (the experiments cache key)
 AGGREGATES = ("frequency", "sum")
 
 

@@ -10,6 +10,7 @@ from lib.methods.base import EditReport, MethodInputs
 
 name = "ftm"
 selection_stages: tuple[str, ...] = ()
+reads: tuple[str, ...] = ()  # the MethodInputs fields run() uses (the experiments cache key)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from lib.privacy import logits_at
 
 name = "gare"
 selection_stages: tuple[str, ...] = ()  # random draw: no upstream statistics
+reads = ("rows",)  # the MethodInputs fields run() uses (the experiments cache key)
 
 
 @dataclass(frozen=True)

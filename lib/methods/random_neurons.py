@@ -13,6 +13,7 @@ from lib.methods.base import EditReport, MethodInputs
 
 name = "random"
 selection_stages: tuple[str, ...] = ()  # draws neurons without any upstream statistics
+reads: tuple[str, ...] = ()  # the MethodInputs fields run() uses (the experiments cache key)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from lib.methods.base import EditReport, MethodInputs
 name = "snku"
 # upstream stages whose compute time belongs to this method's selection time (paper: "Time")
 selection_stages = ("attribution", "clustering")
+reads = ("attribution", "activations", "cluster_labels")  # MethodInputs fields run() uses
 
 
 @dataclass(frozen=True)
