@@ -188,17 +188,17 @@ def log_record(params: Params, spec: Spec, record: dict[str, Any]) -> None:
                  params={**knobs, "seed": spec.seed, "model": params.finetune.model}, metrics=metrics)
 
 
-def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | None:
-    """Run (or fetch from cache) one spec; None with a warning when the method rejects its config."""
+def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
+    """Run (or fetch from cache) one spec: its record, or the reason the method rejected its config."""
     inputs, seconds, digest, forget = inputs_for(ctx, spec)
     p = ctx.params
     state = experiment_task(ctx.base, ctx.tokenizer, spec.method, section(p, f"methods.{spec.method}"), inputs,
                             dict(spec.overrides), ctx.valid_texts, ctx.records[spec.category], p.evaluate,
                             p.memorized.max_len, label=spec.label, cache_token=run_token(ctx, spec, digest),
                             return_state=True)
-    if state.is_failed():  # e.g. DEPN keeps fewer neurons than a swept K
+    if state.is_failed():  # e.g. SNKU's filtered clusters hold fewer neurons than a swept K
         get_run_logger().warning("skipped %s: %s", spec.label, state.message)
-        return None
+        return str(state.message).removeprefix("Task run encountered an exception ")
     upstream = sum(seconds[s] for s in get_method(spec.method).selection_stages)
     record = make_record(ctx, spec, state.result(), forget, upstream)
     if state.name != "Cached":
@@ -213,10 +213,12 @@ def experiments_flow(params_file: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_file)
     ctx = make_context(params)
     specs = experiment_specs(params)
-    records = [r for r in (run_spec(ctx, s) for s in specs) if r is not None]
-    write_json(OUT, {"records": records})
+    results = [(s, run_spec(ctx, s)) for s in specs]
+    records = [r for _, r in results if isinstance(r, dict)]
+    skipped = [{"run": s.label, "reason": r} for s, r in results if isinstance(r, str)]
+    write_json(OUT, {"records": records, "skipped": skipped})
     get_run_logger().info("experiments: %d of %d runs recorded", len(records), len(specs))
-    return {"records": records}
+    return {"records": records, "skipped": skipped}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from flows.cli import params_path, run_stage
 from lib.io import atomic_path, read_json, write_text
 from lib.params import load_params
 from lib.report import experiment_figures, experiments_markdown, long_table, markdown_table, memorization_table, \
-    parse_experiments
+    parse_experiments, skipped_markdown
 
 METRICS = Path("metrics")
 OUT = Path("reports")
@@ -41,10 +41,11 @@ def experiments_report(categories: Sequence[str]) -> str:
     path = METRICS / "experiments.json"
     if not path.is_file():
         return f"\n_No {path}: seeds, sweeps, ablations and their figures skipped._\n"
-    frame = parse_experiments(read_json(path))
+    raw = read_json(path)
+    frame = parse_experiments(raw)
     write_text(OUT / "experiments.csv", frame.write_csv())
     links = write_figures(experiment_figures(frame, categories))
-    return "\n" + experiments_markdown(frame, categories, links)
+    return "\n" + experiments_markdown(frame, categories, links) + skipped_markdown(raw.get("skipped", []))
 
 
 @flow(name="report")

@@ -609,3 +609,12 @@ def experiments_markdown(frame: pl.DataFrame, categories: Sequence[str], links: 
     legend = ("Privacy: Exposure (TEL) and MRR (NAME), lower is better; Perplexity of the secret (RANDOM), "
               "higher is better.\n\n")
     return legend + "\n".join(sections)
+
+
+def skipped_markdown(skipped: Sequence[Mapping[str, str]]) -> str:
+    """The runs a method rejected (e.g. K above what its selection can supply), with the reason."""
+    if not skipped:
+        return ""
+    lines = [f"- `{s['run']}`: {s['reason']}" for s in skipped]
+    return "\n## Runs skipped\n\nThe method rejected these configurations (nothing was edited):\n\n" + \
+        "\n".join(lines) + "\n"

@@ -208,3 +208,11 @@ def test_flow_without_experiments_writes_the_per_method_table_only(run_dir: Path
     assert sorted(p.name for p in reports.iterdir()) == ["results.csv", "results.md"]
     assert "| TEL | Exposure | 20.000 | 10.000 | 19.000 |" in text
     assert "No metrics/experiments.json" in text and "Table 1 analogue (mean" not in text
+
+
+def test_skipped_runs_are_listed_with_their_reason() -> None:
+    from lib.report import skipped_markdown
+
+    assert skipped_markdown([]) == ""
+    text = skipped_markdown([{"run": "budget-snku-TEL-s0-k=500", "reason": "ValueError: k=500 exceeds the 362"}])
+    assert "## Runs skipped" in text and "`budget-snku-TEL-s0-k=500`: ValueError: k=500 exceeds the 362" in text
