@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -23,20 +23,39 @@ class FFNSpec:
     layers: str  # attribute path of the layer ModuleList relative to model.base_model
     down_proj: str  # attribute path of the down-projection inside one layer
     neuron_axis: int  # weight axis indexing neurons (nn.Linear: 1, GPT-2 Conv1D: 0)
+    # Optional paths inside one layer, for IG's shortcuts (lib.ig); None / () where unknown:
+    ffn_in: str | None = None  # module whose first input feeds only the position-wise FFN
+    attention: str | None = None  # the self-attention module (a function of the layer's input)
+    attn_in: tuple[str, ...] = ()  # its input projections (Q, K, V or one fused), position-wise
+    attn_query: str | None = None  # its query projection, where separate from K and V
+    attn_out: str | None = None  # its output projection (position-wise on the per-query outputs)
 
 
-_BERT_LIKE = FFNSpec(layers="encoder.layer", down_proj="output.dense", neuron_axis=1)
-_GATED = FFNSpec(layers="layers", down_proj="mlp.down_proj", neuron_axis=1)
+def _separate_qkv(attention: str, names: tuple[str, str, str], out: str) -> dict[str, Any]:
+    """Attention paths of a family with separate Q, K, V projections named `names`."""
+    return {"attention": attention, "attn_in": tuple(f"{attention}.{name}" for name in names),
+            "attn_query": f"{attention}.{names[0]}", "attn_out": f"{attention}.{out}"}
+
+
+_BERT_LIKE = FFNSpec(layers="encoder.layer", down_proj="output.dense", neuron_axis=1, ffn_in="intermediate",
+                     **_separate_qkv("attention", ("self.query", "self.key", "self.value"), "output.dense"))
+_GATED = FFNSpec(layers="layers", down_proj="mlp.down_proj", neuron_axis=1, ffn_in="mlp",
+                 **_separate_qkv("self_attn", ("q_proj", "k_proj", "v_proj"), "o_proj"))
 
 # Keyed by HF `config.model_type`; adding an architecture is a one-line data change.
 ARCHITECTURES: dict[str, FFNSpec] = {
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,
     "xlm-roberta": _BERT_LIKE,
-    "distilbert": FFNSpec(layers="transformer.layer", down_proj="ffn.lin2", neuron_axis=1),
-    "gpt2": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=0),
-    "gpt_neo": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=1),
-    "gpt_neox": FFNSpec(layers="layers", down_proj="mlp.dense_4h_to_h", neuron_axis=1),
+    "distilbert": FFNSpec(layers="transformer.layer", down_proj="ffn.lin2", neuron_axis=1, ffn_in="ffn",
+                          **_separate_qkv("attention", ("q_lin", "k_lin", "v_lin"), "out_lin")),
+    "gpt2": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=0, ffn_in="mlp", attention="attn",
+                    attn_in=("attn.c_attn",), attn_out="attn.c_proj"),
+    "gpt_neo": FFNSpec(layers="h", down_proj="mlp.c_proj", neuron_axis=1, ffn_in="mlp",
+                       **_separate_qkv("attn", ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+                                       "attention.out_proj")),
+    "gpt_neox": FFNSpec(layers="layers", down_proj="mlp.dense_4h_to_h", neuron_axis=1, ffn_in="mlp",
+                        attention="attention", attn_in=("attention.query_key_value",), attn_out="attention.dense"),
     "llama": _GATED,
     "olmo": _GATED,
     "olmo2": _GATED,
@@ -76,7 +95,13 @@ class FFNAdapter:
         self.model, self.spec = model, spec
         base = getattr(model, "base_model", model)
         layers = _resolve(base, spec.layers)
+        self._blocks = list(layers)
         self._down = [_resolve(layer, spec.down_proj) for layer in layers]
+        self._ffn_in = [_resolve(layer, spec.ffn_in) if spec.ffn_in else None for layer in layers]
+        self._attention = [_resolve(layer, spec.attention) if spec.attention else None for layer in layers]
+        self._attn_in = [[_resolve(layer, path) for path in spec.attn_in] for layer in layers]
+        self._attn_query = [_resolve(layer, spec.attn_query) if spec.attn_query else None for layer in layers]
+        self._attn_out = [_resolve(layer, spec.attn_out) if spec.attn_out else None for layer in layers]
         if not self._down:
             raise ValueError(f"layer list {spec.layers!r} is empty")
         shapes = {_weight_shape(m, spec) for m in self._down}
@@ -133,6 +158,30 @@ class FFNAdapter:
     def down_proj(self, layer: int) -> nn.Module:
         """The down-projection module of `layer`."""
         return self._down[self._check_layer(layer)]
+
+    def block(self, layer: int) -> nn.Module:
+        """The transformer layer (block) module of `layer`."""
+        return self._blocks[self._check_layer(layer)]
+
+    def ffn_input(self, layer: int) -> nn.Module | None:
+        """The module whose first input is `layer`'s FFN input (B, T, d_model), or None if unknown."""
+        return self._ffn_in[self._check_layer(layer)]
+
+    def attention(self, layer: int) -> nn.Module | None:
+        """The self-attention module of `layer`, or None if unknown."""
+        return self._attention[self._check_layer(layer)]
+
+    def attention_inputs(self, layer: int) -> list[nn.Module]:
+        """The self-attention's input projections of `layer` (each position-wise), [] if unknown."""
+        return list(self._attn_in[self._check_layer(layer)])
+
+    def attention_query(self, layer: int) -> nn.Module | None:
+        """The self-attention's query projection of `layer`, or None if unknown or fused with K, V."""
+        return self._attn_query[self._check_layer(layer)]
+
+    def attention_output(self, layer: int) -> nn.Module | None:
+        """The self-attention's output projection of `layer`, or None if unknown."""
+        return self._attn_out[self._check_layer(layer)]
 
     def down_proj_bias(self, layer: int) -> Tensor | None:
         """The down-projection bias (d_model,) of `layer`, or None if it has none."""

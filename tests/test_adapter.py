@@ -67,6 +67,87 @@ def test_patch_zeroing_single_neuron_each_layer(model_and_adapter) -> None:
     torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=0)
 
 
+def _ffn_only_moves_its_position(model: torch.nn.Module, adapter: FFNAdapter) -> None:
+    """Shifting ffn_input's input at position 3 changes the last layer's down-proj input and the
+    block output at position 3 only: that input feeds the position-wise FFN, not the residual."""
+    layer, inputs = adapter.n_layers - 1, _inputs(seed=2)
+    block_out = []
+
+    def bump(_mod: torch.nn.Module, args: tuple) -> tuple:
+        """Add 1 to the FFN input at position 3."""
+        x = args[0].clone()
+        x[:, 3] += 1.0
+        return (x, *args[1:])
+
+    def keep(_mod: torch.nn.Module, _args: tuple, out: object) -> None:
+        """Record the block's hidden-state output."""
+        block_out.append(out[0] if isinstance(out, tuple) else out)
+
+    handle = adapter.block(layer).register_forward_hook(keep)
+    try:
+        with torch.no_grad(), adapter.capture([layer]) as plain:
+            model(**inputs)
+        bump_handle = adapter.ffn_input(layer).register_forward_pre_hook(bump)
+        with torch.no_grad(), adapter.capture([layer]) as bumped:
+            model(**inputs)
+        bump_handle.remove()
+    finally:
+        handle.remove()
+    others = [t for t in range(inputs["input_ids"].shape[1]) if t != 3]
+    for before, after in ((plain[layer], bumped[layer]), (block_out[0], block_out[1])):
+        assert not torch.allclose(before[:, 3], after[:, 3])
+        torch.testing.assert_close(before[:, others], after[:, others], rtol=0, atol=0)
+
+
+def _projections_position_wise(model: torch.nn.Module, adapter: FFNAdapter) -> None:
+    """Shifting the last layer's input at position 3 changes its attention-input projections there only."""
+    layer, inputs = adapter.n_layers - 1, _inputs(seed=3)
+    projections = adapter.attention_inputs(layer)
+    recorded: list[torch.Tensor] = []  # every projection's output, plain run then bumped run
+
+    def bump(_mod: torch.nn.Module, args: tuple) -> tuple:
+        """Add 1 to the layer input (hidden states) at position 3."""
+        x = args[0].clone()
+        x[:, 3] += 1.0
+        return (x, *args[1:])
+
+    def keep(_mod: torch.nn.Module, _args: tuple, out: torch.Tensor) -> None:
+        """Record a projection output."""
+        recorded.append(out)
+
+    handles = [proj.register_forward_hook(keep) for proj in projections]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+            handles.append(adapter.block(layer).register_forward_pre_hook(bump))
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    others = [t for t in range(inputs["input_ids"].shape[1]) if t != 3]
+    for before, after in zip(recorded[:len(projections)], recorded[len(projections):]):
+        assert not torch.allclose(before[:, 3], after[:, 3])
+        torch.testing.assert_close(before[:, others], after[:, others], rtol=0, atol=0)
+
+
+def test_block_attention_and_ffn_input(model_and_adapter) -> None:
+    """block(l) holds l's attention (with its input and output projections), FFN input and
+    down-projection; the FFN input path and the attention-input projections are position-wise."""
+    model, adapter = model_and_adapter
+    for layer in range(adapter.n_layers):
+        inside = list(adapter.block(layer).modules())
+        for module in (adapter.attention(layer), adapter.ffn_input(layer), adapter.down_proj(layer)):
+            assert any(module is m for m in inside)
+        in_attention = list(adapter.attention(layer).modules())
+        assert adapter.attention_inputs(layer) and adapter.attention_output(layer) is not None
+        assert all(any(proj is m for m in in_attention)
+                   for proj in (*adapter.attention_inputs(layer), adapter.attention_output(layer)))
+        query = adapter.attention_query(layer)
+        assert query is None or any(query is proj for proj in adapter.attention_inputs(layer))
+    _ffn_only_moves_its_position(model, adapter)
+    _projections_position_wise(model, adapter)
+
+
 def test_get_set_round_trip(model_and_adapter) -> None:
     model, adapter = model_and_adapter
     neurons = torch.tensor([3, 1, 30])
@@ -205,8 +286,11 @@ def test_registry_paths_resolve(model_type: str) -> None:
     assert model_type in ARCHITECTURES
     config = AutoConfig.for_model(model_type, vocab_size=101, **_EXTRA_CONFIGS[model_type])
     torch.manual_seed(0)
-    adapter = FFNAdapter.for_model(AutoModel.from_config(config))
+    model = AutoModel.from_config(config).eval()
+    adapter = FFNAdapter.for_model(model)
     assert (adapter.n_layers, adapter.d_ff, adapter.d_model) == (2, 37, 24)
+    _ffn_only_moves_its_position(model, adapter)
+    _projections_position_wise(model, adapter)
 
 
 def test_plain_base_model_supported() -> None:

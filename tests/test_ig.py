@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import lib.ig
 from lib.adapter import FFNAdapter
 from lib.ig import IGConfig, alpha_grid, integrated_gradients, integrated_gradients_loop
 from tests.tiny_models import ALL_TINY, tiny_bert_mlm
 
 GRIDS = ("left_riemann", "linspace", "midpoint")
 OBJECTIVES = ("prob", "logit", "loss")
+FAMILIES = sorted(ALL_TINY)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,6 +37,22 @@ def _model(family: str, double: bool = True) -> nn.Module:
     """A tiny model of `family`, in float64 for tight tolerances."""
     model = ALL_TINY[family](seed=1)
     return model.double() if double else model
+
+
+def _deep_model(family: str) -> nn.Module:
+    """A 3-layer float64 variant of a tiny model, so one block is neither first, injected nor last."""
+    config = ALL_TINY[family](seed=1).config
+    config.num_hidden_layers = 3
+    if family == "gpt_neo":
+        config.attention_layers = ["global", "local", "global"]
+    torch.manual_seed(1)
+    return type(ALL_TINY[family]())(config).eval().double()
+
+
+def _hook_state(model: nn.Module) -> dict[str, tuple[int, int, bool]]:
+    """Per module: forward hooks, forward pre-hooks, and whether an instance `forward` is set."""
+    return {name: (len(mod._forward_hooks), len(mod._forward_pre_hooks), "forward" in mod.__dict__)
+            for name, mod in model.named_modules()}
 
 
 def _objective_at(model: nn.Module, adapter: FFNAdapter, rows: SimpleNamespace, r: int, layer: int,
@@ -183,3 +201,72 @@ def test_validation_errors() -> None:
     model.train()
     with pytest.raises(ValueError, match="training mode"):
         integrated_gradients(model, adapter, rows, IGConfig(steps=2))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shortcuts_equal_full_forward(family: str) -> None:
+    """Replayed prefix and one-position FFNs give the full-forward loop's IG, with and without the paths."""
+    model = _deep_model(family)
+    adapter, rows = FFNAdapter.for_model(model), _rows(seed=7)
+    assert adapter.ffn_input(0) is not None and adapter.attention(0) is not None and adapter.attention_inputs(0)
+    cfg = IGConfig(steps=3, grid="midpoint", objective="prob", max_rows_per_batch=5)
+    loop = integrated_gradients_loop(model, adapter, rows, cfg)  # (3, 3, d_ff)
+    assert float(loop[:, 1:].abs().min(dim=-1).values.max()) > 0  # the deeper layers matter too
+    torch.testing.assert_close(integrated_gradients(model, adapter, rows, cfg), loop, rtol=1e-9, atol=1e-12)
+    plain = FFNAdapter(model, replace(adapter.spec, ffn_in=None, attention=None, attn_in=(), attn_query=None,
+                                      attn_out=None))  # blocks below the layer replayed, nothing else skipped
+    torch.testing.assert_close(integrated_gradients(model, plain, rows, cfg), loop, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_untouched_after_call(family: str) -> None:
+    """No hook or replaced forward outlives the call, and the model's logits are unchanged."""
+    model = _deep_model(family)
+    adapter, rows = FFNAdapter.for_model(model), _rows(seed=8)
+    state = _hook_state(model)
+    with torch.no_grad():
+        before = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
+    integrated_gradients(model, adapter, rows, IGConfig(steps=2, max_rows_per_batch=4))
+    with torch.no_grad():
+        after = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
+    assert _hook_state(model) == state
+    assert torch.equal(before, after)
+
+
+def test_state_restored_on_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error inside a chunk (replay, FFN hooks, injection active) still restores the model."""
+    model = _deep_model("llama")
+    adapter, rows = FFNAdapter.for_model(model), _rows(seed=9)
+    state, flags = _hook_state(model), [p.requires_grad for p in model.parameters()]
+    calls = []
+
+    def failing(logits: Tensor, gold: Tensor, objective: str) -> Tensor:
+        """Fail in the first chunk of layer 2, after the clean pass."""
+        calls.append(logits.shape[0])
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lib.ig, "objective_values", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        integrated_gradients(model, adapter, rows, IGConfig(steps=2, layers=(2,)))
+    assert calls and _hook_state(model) == state
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def test_existing_forward_override_kept() -> None:
+    """A forward set on a block instance (as accelerate does) is used and put back after replay."""
+    model = _deep_model("gpt2")
+    adapter, rows = FFNAdapter.for_model(model), _rows(seed=10)
+    block, calls = adapter.block(0), []
+    original = block.forward
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        """Count calls, then compute as usual."""
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    block.forward = wrapper
+    cfg = IGConfig(steps=2, objective="logit")
+    got = integrated_gradients(model, adapter, rows, cfg)
+    assert block.forward is wrapper and calls
+    del block.forward
+    torch.testing.assert_close(got, integrated_gradients(model, adapter, rows, cfg), rtol=0, atol=0)
