@@ -40,7 +40,7 @@ def test_validate_request_maps_parameters_to_dvc_set_params(params_file: Path) -
 
 
 def test_validate_request_rejects_unknown_method(params_file: Path) -> None:
-    with pytest.raises(ValueError, match=r"'nope'.*registered methods: \['random', 'snku'\]"):
+    with pytest.raises(ValueError, match=r"'nope'.*registered methods: \['apneap', 'depn', 'ftm', 'gare', 'random', 'snku'\]"):
         validate_request(params_file, methods=["random", "nope"])
 
 
