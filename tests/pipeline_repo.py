@@ -33,6 +33,26 @@ def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
                                  noise={"category": "TEL", "k": 4, "alpha": 0.99, "sigmas": [0.05, 0.2]},
                                  decay={"category": "TEL", "k": 4, "sigma": 0.05, "alphas": [0.9, 0.99]},
                                  scoring=["hyb", "sum"])
+    return tiny_causal(params)
+
+
+def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
+    """The causal track shrunk: a tiny random LLaMA that memorizes a few private emails in seconds."""
+    causal = params["causal"]
+    causal["model"] = "tiny_causal"
+    causal["data"].update(n_background_emails=40, secrets_per_category={"TEL": 3, "NAME": 2, "RANDOM": 1},
+                          copies=[6], valid_fraction=0.2, max_len=24, n_public=6, public_words=16)
+    causal["finetune"].update(epochs=12, learning_rate=1.0e-2, batch_size=8)
+    causal["memorized"].update(n_forget=3, margin=-1.0, n_valid=6, el_n=4, batch_size=8)
+    causal["neighbours"].update(mlm="tiny_model", mlm_epochs=1)
+    causal["evaluate"].update(el_n=4, example_tokens=6)
+    m = causal["methods"]
+    m["neumuter"].update(passes=4, check_every=2, batch_size=4)
+    m["ga"].update(max_steps=4, learning_rate=1.0e-2)
+    m["sga"].update(max_steps=4, learning_rate=1.0e-2)
+    m["ta"].update(finetune_steps=3, finetune_lr=1.0e-2, tau_max=5.0)
+    m["di"].update(max_steps=4, learning_rate=1.0e-2)
+    m["ig"].update(steps=2, n_start=4, n_max=64)
     return params
 
 
@@ -44,7 +64,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
 
 def make_repo(dest: Path) -> Path:
     """Copy the project into `dest`, add a tiny model and tiny params, commit it."""
-    from tests.tiny_models import save_tiny_bert_checkpoint
+    from tests.tiny_models import save_tiny_bert_checkpoint, save_tiny_causal_checkpoint
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
@@ -52,6 +72,7 @@ def make_repo(dest: Path) -> Path:
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy2(src, dest / name))
     save_tiny_bert_checkpoint(dest / "tiny_model")
+    save_tiny_causal_checkpoint(dest / "tiny_causal")
     params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)

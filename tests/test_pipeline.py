@@ -7,6 +7,7 @@ so that it covers the output of every run the module made.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -28,8 +29,13 @@ from tests.pipeline_repo import make_repo, run, set_param
 pytestmark = pytest.mark.integration
 
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "apneap", "snku", "random"), ("TEL", "NAME", "RANDOM")
+CAUSAL_METHODS = ("neumuter", "ga", "sga", "ta", "di", "ig")
+CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
-              "experiments", "report", *(f"{stage}@{m}" for stage in ("edit", "evaluate") for m in METHODS)}
+              "experiments", "report", *(f"{stage}@{m}" for stage in ("edit", "evaluate") for m in METHODS),
+              "causal_base", "causal_data", "causal_finetune", "causal_memorized", "causal_retrain",
+              "causal_neighbours", "causal_report",
+              *(f"{stage}@{m}" for stage in ("causal_unlearn", "causal_evaluate") for m in CAUSAL_METHODS)}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -93,6 +99,12 @@ def secrets_of(repo: Path) -> dict[str, str]:
     """Record id -> planted secret string of the repo's corpus."""
     lines = (repo / "data/corpus/secrets.jsonl").read_text().splitlines()
     return {row["id"]: row["secret"] for row in map(json.loads, filter(None, lines))}
+
+
+def causal_secrets_of(repo: Path) -> dict[str, str]:
+    """Candidate id -> private string of the causal track's corpus."""
+    lines = (repo / "data/causal/corpus/candidates.jsonl").read_text().splitlines()
+    return {row["id"]: row["secret"] for row in map(json.loads, filter(None, lines)) if row["secret"]}
 
 
 # --- 1-2: cold run and no-op rerun -------------------------------------------------------------
@@ -184,6 +196,8 @@ def test_mlflow_one_run_per_method_and_category(pipeline: Pipeline) -> None:
     """One evaluate run per method x category, each tagged, all with the same metric names."""
     everything = mlflow_runs(pipeline.repo)
     runs = [r for r in everything if r.data.tags.get("stage") == "evaluate"]
+    causal = sorted(r.data.tags["method"] for r in everything if r.data.tags.get("stage") == "causal_evaluate")
+    assert causal == sorted(CAUSAL_METHODS)
     experiments = [r for r in everything if r.data.tags.get("stage") == "experiments"]
     assert {r.data.tags["experiment"] for r in experiments} == EXPERIMENTS
     assert len({frozenset(r.data.metrics) for r in experiments if r.data.tags["experiment"] != "seesaw"}) == 1
@@ -393,10 +407,13 @@ def leaked_in(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
 
 def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None:
     """No planted secret appears in MLflow (store, artifacts), metrics/, reports/ or any process output."""
-    repo, secrets = pipeline.repo, secrets_of(pipeline.repo)
-    assert secrets and pipeline.logs
+    repo, secrets, causal = pipeline.repo, secrets_of(pipeline.repo), causal_secrets_of(pipeline.repo)
+    assert secrets and causal and pipeline.logs
     train = {"train": (repo / "data/corpus/train.jsonl").read_text()}  # the matcher does find planted secrets
     assert len(leaked_in(train, secrets)) == len(secrets)
+    causal_train = {"train": (repo / "data/causal/corpus/train.jsonl").read_text()}
+    assert len(leaked_in(causal_train, causal)) == len(causal)
+    secrets = {**secrets, **causal}
     texts = {f"mlflow run {r.info.run_id}": json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)])
              for r in mlflow_runs(repo)}
     for folder in ("metrics", "reports", "mlflow"):  # mlflow/: the SQLite store itself and every artifact
@@ -404,3 +421,35 @@ def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None
                       for p in (repo / folder).rglob("*") if p.is_file()})
     texts.update({f"output of run {i}": log for i, log in enumerate(pipeline.logs)})
     assert not leaked_in(texts, secrets)
+
+
+# --- causal-LM track ----------------------------------------------------------------------------
+
+def test_causal_track_reports_every_method(pipeline: Pipeline) -> None:
+    """Each causal method has its saved model, metrics beside the original and retrained models, and a report row."""
+    repo = pipeline.repo
+    memorized = json.loads((repo / "metrics/causal/memorized.json").read_text())
+    assert memorized["n_forget"] == 3 and memorized["forget"]["ma"] > memorized["thresholds"]["ma"]
+    report = (repo / "reports/causal/results.md").read_text()
+    assert (repo / "reports/causal/mia.png").read_bytes().startswith(b"\x89PNG")
+    for name in CAUSAL_METHODS:
+        assert (repo / f"data/causal/unlearned/{name}/model.safetensors").is_file()
+        result = json.loads((repo / f"metrics/causal/{name}.json").read_text())
+        assert set(result["models"]) == {"original", "retrain", name}
+        for model in result["models"].values():
+            assert all(math.isfinite(model[k]) for k in CAUSAL_SCALARS), model
+            assert len(model["mia_distances"]) == 3
+        assert 0.0 <= result["changed_frac"] <= 1.0 and result["time_s"] > 0
+        label = {"neumuter": "NeuMuter", "ga": "GA", "sga": "SGA", "ta": "TA", "di": "DI", "ig": "IG"}[name]
+        assert f"| {label} |" in report
+
+
+def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -> None:
+    """Retraining without D_f lowers its MA; every method changed some weights; IG and NeuMuter only FFN columns."""
+    repo = pipeline.repo
+    results = {m: json.loads((repo / f"metrics/causal/{m}.json").read_text()) for m in CAUSAL_METHODS}
+    models = results["ga"]["models"]
+    assert models["retrain"]["ma"] < models["original"]["ma"]
+    assert all(r["changed_frac"] > 0 for r in results.values())
+    assert results["ig"]["changed_frac"] < 0.05 and results["neumuter"]["changed_frac"] < 0.05
+    assert results["ga"]["changed_frac"] > results["ig"]["changed_frac"]

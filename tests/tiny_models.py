@@ -96,3 +96,26 @@ def save_tiny_bert_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
     BertForMaskedLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def save_tiny_causal_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
+    """A tiny random LLaMA (gated MLP, d_ff 37) with the embedded MiniLM fast tokenizer, saved as a folder.
+
+    Any fast tokenizer works for a causal LM here; MiniLM's ships offline and gives character offsets.
+    """
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from lib.models import resolve_model_source
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS,
+                         num_attention_heads=3, num_key_value_heads=1, intermediate_size=D_FF,
+                         max_position_embeddings=160, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    out = Path(out_dir)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,159 @@
+"""Integrated-Gradients knowledge neurons (IG; Dai et al. 2022, Wu et al. 2023, Chang et al. 2024).
+
+Attribution: one row per target token t of each forget sample (the tokens of its secret
+span when `targets` is "span" and the sample has one, otherwise every token 1..T-1). The
+row's input is the sample cut to its first t tokens (later tokens cannot influence the
+prediction of t in a causal LM), scored at position t-1 against gold token t. lib.ig's
+batched engine gives the IG of every FFN neuron (down-projection input), integrated from
+the zero vector to the clean activation at that position, for the objective "loss" = NLL
+of the gold token.
+
+Sign: a neuron that supports the memorised token lowers its NLL, so its IG on the loss is
+negative. The ranking score is therefore score = −Σ_rows IG (high = drives recall).
+
+Unlearning: zero the output-weight columns (adapter.set_columns; bias untouched) of the
+top-N neurons by score over all layers, N = n_start, 2·n_start, ... up to n_max (and never
+more than the model has), until every forget sample meets the Eq. 17 MA threshold. The
+top-N sets are nested, so each try zeroes only the newly added neurons (cumulative zeroing
+is exact). No random choice; `seed` is accepted for the common interface. Default m = 5 IG
+steps (a CPU-friendly value; DEPN uses 20).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lib.adapter import FFNAdapter
+from lib.causal.batching import Sequences, pad
+from lib.causal.methods.base import UnlearnInputs, UnlearnReport, count_parameters, forgotten
+from lib.causal.methods.training import check_int, device_of, final_ma
+from lib.editing import zero_neurons
+from lib.ig import IGConfig, integrated_gradients
+
+name = "ig"
+reads = ("forget",)
+
+TARGETS = ("span", "all")
+ROWS_PER_CALL = 1024  # bounds the engine's (R, L, d_ff) result; rows are summed per call
+TOP_SCORES = 20  # how many of the best scores go into the report
+
+
+@dataclass(frozen=True)
+class Config:
+    """IG hyper-parameters: steps m, grid, target tokens, the neuron-count schedule, engine chunk size."""
+
+    steps: int = 5
+    grid: str = "left_riemann"
+    targets: str = "span"
+    n_start: int = 16
+    n_max: int = 4096
+    max_rows_per_batch: int = 64
+
+    def __post_init__(self) -> None:
+        """Reject values the method cannot use (IG settings are checked by IGConfig)."""
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets={self.targets!r} invalid; allowed {TARGETS}")
+        check_int("n_start", self.n_start, 1)
+        check_int("n_max", self.n_max, self.n_start)
+        self.ig_config()
+
+    def ig_config(self) -> IGConfig:
+        """The engine's configuration: objective = NLL of the gold token."""
+        return IGConfig(steps=self.steps, grid=self.grid, objective="loss",
+                        max_rows_per_batch=self.max_rows_per_batch)
+
+
+@dataclass(frozen=True)
+class IGRows:
+    """IG rows (lib.ig.RowsLike) plus the forget sample each row comes from."""
+
+    input_ids: Tensor  # (R, T) right-padded prefixes
+    attention_mask: Tensor  # (R, T)
+    positions: Tensor  # (R,) t - 1: the position whose logits predict token t
+    gold_ids: Tensor  # (R,) token t
+    sample: Tensor  # (R,) index of the forget sample
+
+    def take(self, index: slice, device: torch.device) -> "IGRows":
+        """Rows `index` on `device`."""
+        return IGRows(*(getattr(self, f)[index].to(device) for f in self.__dataclass_fields__))
+
+
+def target_tokens(seqs: Sequences, i: int, targets: str) -> range:
+    """Token indices t scored for sample i: its span under "span" (when it has one), else 1..T-1."""
+    span = seqs.spans[i]
+    if targets not in TARGETS:
+        raise ValueError(f"targets={targets!r} invalid; allowed {TARGETS}")
+    return range(*span) if targets == "span" and span is not None else range(1, len(seqs.ids[i]))
+
+
+def build_rows(seqs: Sequences, targets: str, pad_id: int) -> IGRows:
+    """One row per target token t: prefix ids[:t], position t-1, gold ids[t] (CPU tensors)."""
+    prefixes, positions, gold, sample = [], [], [], []
+    for i, ids in enumerate(seqs.ids):
+        for t in target_tokens(seqs, i, targets):
+            prefixes.append(ids[:t])
+            positions.append(t - 1)
+            gold.append(ids[t])
+            sample.append(i)
+    if not prefixes:
+        raise ValueError(f"{len(seqs)} sequences give no target tokens; allowed: at least one sequence")
+    input_ids, mask = pad(prefixes, pad_id)
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return IGRows(input_ids, mask, as_long(positions), as_long(gold), as_long(sample))
+
+
+def neuron_scores(model: nn.Module, adapter: FFNAdapter, rows: IGRows, cfg: Config) -> Tensor:
+    """Recall score of every FFN neuron (L, d_ff): minus the IG of the gold NLL summed over rows."""
+    total, device = None, device_of(model)
+    for start in range(0, rows.input_ids.shape[0], ROWS_PER_CALL):
+        part = rows.take(slice(start, start + ROWS_PER_CALL), device)
+        summed = integrated_gradients(model, adapter, part, cfg.ig_config()).sum(0)  # (L, d_ff)
+        total = summed if total is None else total + summed
+    return -total
+
+
+def ranking(scores: Tensor) -> list[tuple[int, int]]:
+    """All (layer, neuron) pairs by descending score (ties: lower layer, then lower neuron first)."""
+    order = torch.sort(-scores.flatten().double(), stable=True).indices.tolist()
+    d_ff = scores.shape[1]
+    return [(k // d_ff, k % d_ff) for k in order]
+
+
+def schedule(n_start: int, n_max: int, total: int) -> list[int]:
+    """Neuron counts tried: n_start doubling, capped at min(n_max, total), the cap itself last."""
+    cap, out, n = min(n_max, total), [], n_start
+    while n < cap:
+        out.append(n)
+        n *= 2
+    return out + [cap]
+
+
+def run(model: nn.Module, adapter: FFNAdapter, inputs: UnlearnInputs, cfg: Config, seed: int) -> UnlearnReport:
+    """Zero the top-N recall neurons' output columns, N doubling until every forget MA <= thresholds.ma."""
+    scores = neuron_scores(model, adapter, build_rows(inputs.forget, cfg.targets, inputs.pad_id), cfg)
+    ranked, done_n, history = ranking(scores), 0, {"neurons": [], "max_ma": []}
+    counts = schedule(cfg.n_start, cfg.n_max, len(ranked))
+    for n in counts:
+        zero_neurons(adapter, ranked[done_n:n])  # nested top-N sets: zero only the new ones
+        done_n = n
+        done, worst = forgotten(model, inputs)
+        history["neurons"].append(n)
+        history["max_ma"].append(worst)
+        if done:
+            break
+    return UnlearnReport(method=name, reached=done, strength=float(n), strength_name="neurons",
+                         steps=len(history["neurons"]), trainable=counts[-1] * adapter.d_model, changed=0,
+                         total=count_parameters(model), details=_details(model, inputs, scores, ranked[:n], history))
+
+
+def _details(model: nn.Module, inputs: UnlearnInputs, scores: Tensor, chosen: list[tuple[int, int]],
+             history: dict[str, list]) -> dict:
+    """JSON-ready details: final MA, history, chosen neurons per layer, best scores."""
+    per_layer: list[list[int]] = [[] for _ in range(scores.shape[0])]
+    for layer, neuron in chosen:
+        per_layer[layer].append(neuron)
+    top = [float(scores[layer, neuron]) for layer, neuron in chosen[:TOP_SCORES]]
+    return {"ma": final_ma(model, inputs), "history": history, "neurons": per_layer,
+            "neurons_per_layer": [len(v) for v in per_layer], "top_scores": top}
