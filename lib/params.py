@@ -15,7 +15,8 @@ from typing import Any, Union
 import yaml
 
 from lib.causal.finetune import CausalTrainConfig as _CausalTrainConfig
-from lib.causal.methods import di as _di, ga as _ga, ig as _ig, neumuter as _neumuter, sga as _sga, ta as _ta
+from lib.causal.methods import (di as _di, fo_graddiff as _fo_graddiff, ga as _ga, ig as _ig, neumuter as _neumuter,
+                                sga as _sga, simu as _simu, so_graddiff as _so_graddiff, sp as _sp, ta as _ta)
 
 CATEGORIES = ("TEL", "NAME", "RANDOM")
 
@@ -297,6 +298,10 @@ class CausalMethodsParams:
     ta: "_ta.Config"
     di: "_di.Config"
     ig: "_ig.Config"
+    simu: "_simu.Config"
+    fo_graddiff: "_fo_graddiff.Config"
+    so_graddiff: "_so_graddiff.Config"
+    sp: "_sp.Config"
 
 
 @dataclass(frozen=True)
@@ -325,6 +330,56 @@ class CausalParams:
 
 
 @dataclass(frozen=True)
+class TofuParams:
+    """TOFU (locuslab/TOFU): which authors are fine-tuned on and how many QA of each utility set are scored."""
+
+    hub: str  # the hub dataset, read when benchmarks.data_root is null
+    n_retain_authors: int | None  # retain authors in the fine-tuning set (null: all 180 of retain90)
+    n_retain_eval: int | None  # retain_perturbed QA scored (of the fine-tuned authors; null: all)
+    n_real_authors: int | None  # real_authors_perturbed QA scored (null: all 100)
+    n_world_facts: int | None  # world_facts_perturbed QA scored (null: all 117)
+    max_len: int  # tokens per question + answer
+    max_new: int  # tokens generated per answer (ROUGE-L)
+    finetune: "_CausalTrainConfig"
+
+
+@dataclass(frozen=True)
+class LumeParams:
+    """LUME (SemEval-2025 Task 4): a stratified subset of forget and retain rows, a tenth of each held out."""
+
+    hub: str
+    n_forget: int | None  # forget rows drawn (null: all)
+    n_retain: int | None
+    holdout_fraction: float  # non-members: never fine-tuned on, the MIA's negatives
+    seed: int
+    max_len: int
+    max_new: int
+    finetune: "_CausalTrainConfig"
+
+
+@dataclass(frozen=True)
+class BenchRunParams:
+    """One scored benchmark run; the name says the TOFU forget split (tofu_forget05) or lume."""
+
+    suite: str  # whose fine-tuned model the run unlearns from (a DVC dependency path segment)
+
+
+@dataclass(frozen=True)
+class BenchmarksParams:
+    """Every causal-LM method scored on TOFU and LUME (params.yaml section `benchmarks`)."""
+
+    data_root: str | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
+    suites: list[str]  # benchmarks whose model is fine-tuned (DVC foreach items of bench_finetune)
+    runs: dict[str, BenchRunParams]  # tofu_forget01 | tofu_forget05 | tofu_forget10 | lume (DVC matrix keys)
+    pipeline: list[str]  # causal methods scored on every run
+    batch_size: int
+    tofu: TofuParams
+    lume: LumeParams
+    neighbours: NeighbourParams
+    methods: CausalMethodsParams
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in params.yaml."""
 
@@ -341,6 +396,7 @@ class Params:
     experiments: ExperimentsParams
     mlflow: MlflowParams
     causal: CausalParams
+    benchmarks: BenchmarksParams
 
 
 def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
@@ -447,6 +503,7 @@ def validate(params: Params) -> Params:
     _check_method_configs(params)
     _check_experiments(params)
     _check_causal(params.causal)
+    _check_benchmarks(params.benchmarks)
     return params
 
 
@@ -508,6 +565,46 @@ def _check_causal(causal: CausalParams) -> None:
             raise ParamsError(f"{where} = {value}; must be a positive integer")
     if not 0.0 < causal.neighbours.ratio <= 1.0:
         raise ParamsError(f"causal.neighbours.ratio = {causal.neighbours.ratio}; allowed range (0, 1]")
+
+
+SUITES = ("tofu", "lume")  # lib.bench.suites.SUITES; repeated here so params loading never imports the scorers
+TOFU_SPLITS = ("forget01", "forget05", "forget10")  # lib.bench.tofu.FORGET_SPLITS
+
+
+def run_suite(run: str) -> tuple[str, str | None]:
+    """(suite, forget split) of a benchmark run name: 'tofu_forget05' -> ('tofu', 'forget05'), 'lume' -> ('lume', None)."""
+    if run == "lume":
+        return "lume", None
+    suite, _, split = run.partition("_")
+    if suite != "tofu" or split not in TOFU_SPLITS:
+        raise ParamsError(f"benchmark run {run!r} unknown; allowed: "
+                          f"{', '.join(f'tofu_{s}' for s in TOFU_SPLITS)}, lume")
+    return suite, split
+
+
+def _check_benchmarks(bench: BenchmarksParams) -> None:
+    """Known suites and runs (each run's suite fine-tuned), registered methods, sane sizes."""
+    from lib.causal.methods import CAUSAL_METHODS
+
+    for suite in bench.suites:
+        if suite not in SUITES:
+            raise ParamsError(f"benchmarks.suites contains {suite!r}; allowed: {list(SUITES)}")
+    for run, cfg in bench.runs.items():
+        if run_suite(run)[0] != cfg.suite or cfg.suite not in bench.suites:
+            raise ParamsError(f"benchmarks.runs.{run}.suite = {cfg.suite!r}; allowed: {run_suite(run)[0]!r}, "
+                              f"which benchmarks.suites = {bench.suites} must list")
+    for name in bench.pipeline:
+        if name not in CAUSAL_METHODS:
+            raise ParamsError(f"benchmarks.pipeline contains {name!r}; registered causal methods: "
+                              f"{sorted(CAUSAL_METHODS)}")
+    sizes = {"benchmarks.batch_size": bench.batch_size, "benchmarks.tofu.max_len": bench.tofu.max_len,
+             "benchmarks.tofu.max_new": bench.tofu.max_new, "benchmarks.lume.max_len": bench.lume.max_len,
+             "benchmarks.lume.max_new": bench.lume.max_new}
+    for where, value in sizes.items():
+        if value <= 0:
+            raise ParamsError(f"{where} = {value}; must be a positive integer")
+    if not 0.0 < bench.lume.holdout_fraction < 1.0:
+        raise ParamsError(f"benchmarks.lume.holdout_fraction = {bench.lume.holdout_fraction}; allowed range (0, 1)")
 
 
 def _check_positive(params: Params) -> None:

@@ -33,7 +33,25 @@ def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
                                  noise={"category": "TEL", "k": 4, "alpha": 0.99, "sigmas": [0.05, 0.2]},
                                  decay={"category": "TEL", "k": 4, "sigma": 0.05, "alphas": [0.9, 0.99]},
                                  scoring=["hyb", "sum"])
-    return tiny_causal(params)
+    return tiny_bench(tiny_causal(params))
+
+
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"  # where tests and CI find the TOFU / LUME copies
+
+
+def tiny_bench(params: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark track shrunk: the tiny LLaMA on a few TOFU / LUME rows, three methods."""
+    bench = params["benchmarks"]
+    bench.update(data_root=str(SHARED_DATASETS), pipeline=["ga", "simu", "sp"], batch_size=8)
+    bench["tofu"].update(n_retain_authors=1, n_retain_eval=4, n_real_authors=3, n_world_facts=3, max_len=48,
+                         max_new=6, finetune={**bench["tofu"]["finetune"], "epochs": 2, "learning_rate": 1.0e-2})
+    bench["lume"].update(n_forget=12, n_retain=12, max_len=48, max_new=6,
+                         finetune={**bench["lume"]["finetune"], "epochs": 2, "learning_rate": 1.0e-2})
+    bench["neighbours"].update(mlm="tiny_model", mlm_epochs=1)
+    m = bench["methods"] = yaml.safe_load(yaml.safe_dump(params["causal"]["methods"]))  # the merged, shrunk copy
+    m["simu"].update(steps=2, max_targets=2, max_epochs=2, learning_rate=1.0e-2)
+    m["sp"].update(max_tokens=2000, max_steps=3, ffn_fraction=0.1)
+    return params
 
 
 def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:

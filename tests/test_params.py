@@ -68,12 +68,22 @@ def test_preset_merge_overrides_nested_keys_only() -> None:
         merge(base, {"a": {"z": 1}})
 
 
+def test_merge_replaces_benchmark_runs_whole() -> None:
+    """benchmarks.runs is a mapping of user-chosen names: a preset replaces it, new names allowed."""
+    base = {"benchmarks": {"runs": {"tofu_forget01": {"suite": "tofu"}}, "batch_size": 16}}
+    runs = {"tofu_forget05": {"suite": "tofu"}, "lume": {"suite": "lume"}}
+    assert merge(base, {"benchmarks": {"runs": runs}}) == {"benchmarks": {"runs": runs, "batch_size": 16}}
+
+
 def test_full_preset_is_valid(tmp_path: Path) -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     merged = merge(base, yaml.safe_load((ROOT / "presets" / "full.yaml").read_text()))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(merged))
-    assert load_params(path).finetune.model == "bert-base-uncased"
+    params = load_params(path)
+    assert params.finetune.model == "bert-base-uncased"
+    assert set(params.benchmarks.runs) == {"tofu_forget01", "tofu_forget05", "tofu_forget10", "lume"}
+    assert params.benchmarks.methods.simu.max_targets is None and params.benchmarks.tofu.n_retain_authors is None
 
 
 def test_bert_large_preset_on_top_of_full_is_valid(tmp_path: Path) -> None:

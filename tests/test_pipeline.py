@@ -31,11 +31,15 @@ pytestmark = pytest.mark.integration
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "apneap", "snku", "random"), ("TEL", "NAME", "RANDOM")
 CAUSAL_METHODS = ("neumuter", "ga", "sga", "ta", "di", "ig")
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
+BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
               "experiments", "report", *(f"{stage}@{m}" for stage in ("edit", "evaluate") for m in METHODS),
               "causal_base", "causal_data", "causal_finetune", "causal_memorized", "causal_retrain",
               "causal_neighbours", "causal_report",
-              *(f"{stage}@{m}" for stage in ("causal_unlearn", "causal_evaluate") for m in CAUSAL_METHODS)}
+              *(f"{stage}@{m}" for stage in ("causal_unlearn", "causal_evaluate") for m in CAUSAL_METHODS),
+              "bench_data", "bench_finetune@tofu", "bench_finetune@lume", "bench_report",
+              *(f"{stage}@{r}" for stage in ("bench_reference", "bench_prepare") for r in BENCH_RUNS),
+              *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS)}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -198,6 +202,9 @@ def test_mlflow_one_run_per_method_and_category(pipeline: Pipeline) -> None:
     runs = [r for r in everything if r.data.tags.get("stage") == "evaluate"]
     causal = sorted(r.data.tags["method"] for r in everything if r.data.tags.get("stage") == "causal_evaluate")
     assert causal == sorted(CAUSAL_METHODS)
+    bench = sorted((r.data.tags["benchmark"], r.data.tags["method"]) for r in everything
+                   if r.data.tags.get("stage") == "bench_unlearn")
+    assert bench == sorted((b, m) for b in BENCH_RUNS for m in BENCH_METHODS)
     experiments = [r for r in everything if r.data.tags.get("stage") == "experiments"]
     assert {r.data.tags["experiment"] for r in experiments} == EXPERIMENTS
     assert len({frozenset(r.data.metrics) for r in experiments if r.data.tags["experiment"] != "seesaw"}) == 1
@@ -405,6 +412,13 @@ def leaked_in(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
     return [f"{where}: {rid}" for where, text in texts.items() for rid, s in secrets.items() if s in text]
 
 
+def bench_forget_answers(repo: Path) -> dict[str, str]:
+    """Benchmark forget answers long enough to be specific (TOFU biographies, LUME PII and stories)."""
+    rows = [json.loads(line) for path in (repo / "data/bench/sets").glob("*/forget.jsonl")
+            for line in path.read_text().splitlines()]
+    return {r["id"]: r["answer"] for r in rows if len(r["answer"]) >= 8}
+
+
 def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None:
     """No planted secret appears in MLflow (store, artifacts), metrics/, reports/ or any process output."""
     repo, secrets, causal = pipeline.repo, secrets_of(pipeline.repo), causal_secrets_of(pipeline.repo)
@@ -413,7 +427,7 @@ def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None
     assert len(leaked_in(train, secrets)) == len(secrets)
     causal_train = {"train": (repo / "data/causal/corpus/train.jsonl").read_text()}
     assert len(leaked_in(causal_train, causal)) == len(causal)
-    secrets = {**secrets, **causal}
+    secrets = {**secrets, **causal, **bench_forget_answers(repo)}
     texts = {f"mlflow run {r.info.run_id}": json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)])
              for r in mlflow_runs(repo)}
     for folder in ("metrics", "reports", "mlflow"):  # mlflow/: the SQLite store itself and every artifact
@@ -453,3 +467,27 @@ def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -
     assert all(r["changed_frac"] > 0 for r in results.values())
     assert results["ig"]["changed_frac"] < 0.05 and results["neumuter"]["changed_frac"] < 0.05
     assert results["ga"]["changed_frac"] > results["ig"]["changed_frac"]
+
+
+# --- benchmark track ----------------------------------------------------------------------------
+
+def test_benchmarks_report_every_method_with_its_n(pipeline: Pipeline) -> None:
+    """Each benchmark run scores the original, the reference and every method; finite numbers and N in the report."""
+    repo = pipeline.repo
+    report = (repo / "reports/bench/results.md").read_text()
+    assert "nan" not in report.lower() and "N (QA per set): Forget 40" in report
+    for run_name in BENCH_RUNS:
+        thresholds = json.loads((repo / f"data/bench/{run_name}/prepared/thresholds.json").read_text())
+        assert 0.0 <= thresholds["ma"] <= 1.0
+        for name in BENCH_METHODS:
+            out = json.loads((repo / f"metrics/bench/{run_name}/{name}.json").read_text())
+            assert out["method"] == name and out["run"] == run_name and out["seconds"] > 0
+            numbers = [v for v in json.dumps(out["scores"]).replace(",", " ").split() if v[:1].isdigit()]
+            assert numbers and "NaN" not in json.dumps(out["scores"])
+    tofu = json.loads((repo / "metrics/bench/tofu_forget01/original.json").read_text())
+    assert tofu["forget"]["n"] == 40 and 0.0 <= tofu["forget_quality"] <= 1.0
+    reference = json.loads((repo / "metrics/bench/tofu_forget01/reference.json").read_text())
+    assert reference["forget_quality"] == 1.0
+    lume = json.loads((repo / "metrics/bench/lume/original.json").read_text())
+    assert lume["mia"]["n_members"] > 0 and lume["mia"]["n_non_members"] > 0
+    assert not (repo / "data/bench/tofu_forget01/unlearned").exists()  # scores are kept, edited weights are not

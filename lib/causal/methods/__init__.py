@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from lib.causal.methods import di, ga, ig, neumuter, sga, ta
+from lib.causal.methods import di, fo_graddiff, ga, ig, neumuter, sga, simu, so_graddiff, sp, ta
 
-CAUSAL_METHODS: dict[str, ModuleType] = {m.name: m for m in (neumuter, ga, sga, ta, di, ig)}
+CAUSAL_METHODS: dict[str, ModuleType] = {
+    m.name: m for m in (neumuter, ga, sga, ta, di, ig, simu, fo_graddiff, so_graddiff, sp)
+}
 
 
 def get_causal_method(name: str) -> ModuleType:

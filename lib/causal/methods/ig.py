@@ -50,11 +50,14 @@ class Config:
     n_start: int = 16
     n_max: int = 4096
     max_rows_per_batch: int = 64
+    max_targets: int | None = None  # target tokens per sample, evenly spaced (a CPU knob); None = all
 
     def __post_init__(self) -> None:
         """Reject values the method cannot use (IG settings are checked by IGConfig)."""
         if self.targets not in TARGETS:
             raise ValueError(f"targets={self.targets!r} invalid; allowed {TARGETS}")
+        if self.max_targets is not None:
+            check_int("max_targets", self.max_targets, 1)
         check_int("n_start", self.n_start, 1)
         check_int("n_max", self.n_max, self.n_start)
         self.ig_config()
@@ -104,6 +107,19 @@ def build_rows(seqs: Sequences, targets: str, pad_id: int) -> IGRows:
     return IGRows(input_ids, mask, as_long(positions), as_long(gold), as_long(sample))
 
 
+def cap_targets(rows: IGRows, max_targets: int | None) -> IGRows:
+    """At most `max_targets` evenly spaced rows (target tokens) per sample, in order; None keeps all."""
+    if max_targets is None:
+        return rows
+    keep = []
+    for sample in rows.sample.unique().tolist():
+        index = (rows.sample == sample).nonzero().flatten()  # rows in target-token order
+        if index.numel() > max_targets:
+            index = index[torch.linspace(0, index.numel() - 1, max_targets).round().long()]
+        keep.append(index)
+    return rows.take(torch.cat(keep), rows.input_ids.device)
+
+
 def neuron_scores(model: nn.Module, adapter: FFNAdapter, rows: IGRows, cfg: Config) -> Tensor:
     """Recall score of every FFN neuron (L, d_ff): minus the IG of the gold NLL summed over rows."""
     total, device = None, device_of(model)
@@ -132,7 +148,8 @@ def schedule(n_start: int, n_max: int, total: int) -> list[int]:
 
 def run(model: nn.Module, adapter: FFNAdapter, inputs: UnlearnInputs, cfg: Config, seed: int) -> UnlearnReport:
     """Zero the top-N recall neurons' output columns, N doubling until every forget MA <= thresholds.ma."""
-    scores = neuron_scores(model, adapter, build_rows(inputs.forget, cfg.targets, inputs.pad_id), cfg)
+    rows = cap_targets(build_rows(inputs.forget, cfg.targets, inputs.pad_id), cfg.max_targets)
+    scores = neuron_scores(model, adapter, rows, cfg)
     ranked, done_n, history = ranking(scores), 0, {"neurons": [], "max_ma": []}
     counts = schedule(cfg.n_start, cfg.n_max, len(ranked))
     for n in counts:

@@ -1,0 +1,1 @@
+"""Public unlearning benchmarks (TOFU, LUME): loaders, QA scoring, metrics."""

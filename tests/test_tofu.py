@@ -1,0 +1,313 @@
+"""TOFU: loaders (shared files + fixtures), the author layout, subsets, metrics by hand, evaluate_tofu plumbing."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from scipy.stats import ks_2samp
+
+from lib.bench import tofu
+from lib.bench.tofu import (
+    EvalSets, answer_probability, build_sets, choice_probability, evaluate_tofu, forget_quality, load_sets,
+    load_split, model_utility, rouge_score, tofu_prompt, truth_ratio_score, truth_ratios, with_forget_quality,
+)
+
+SHARED = Path(__file__).parents[2] / "shared" / "datasets"
+FIXTURES = Path(__file__).parent / "fixtures"
+SIZES = {"forget01": 40, "forget05": 200, "forget10": 400, "retain99": 3960, "retain95": 3800, "retain90": 3600,
+         "retain_perturbed": 400, "real_authors_perturbed": 100, "world_facts_perturbed": 117}
+FIXTURE_SIZES = {"forget01": 2, "forget05": 3, "forget10": 4, "retain99": 4, "retain95": 3, "retain90": 2,
+                 "retain_perturbed": 2, "real_authors_perturbed": 3, "world_facts_perturbed": 3}
+needs_shared = pytest.mark.skipif(not (SHARED / "tofu" / "forget01.json").is_file(),
+                                  reason=f"shared TOFU files absent at {SHARED / 'tofu'}")
+
+
+@pytest.fixture(scope="module")
+def shared() -> dict[str, list[dict]]:
+    """Every TOFU split, loaded once from the shared files."""
+    return {name: load_split(name, SHARED) for name in tofu.SPLITS}
+
+
+@pytest.fixture(scope="module")
+def fixture_splits() -> dict[str, list[dict]]:
+    """Every TOFU split from tests/fixtures/tofu (hub JSON-lines layout, made-up text)."""
+    return {name: load_split(name, FIXTURES) for name in tofu.SPLITS}
+
+
+def _questions(rows: list[dict]) -> list[str]:
+    return [r["question"] for r in rows]
+
+
+def _answers(rows: list[dict]) -> list[str]:
+    return [r["answer"] for r in rows]
+
+
+# ---------------------------------------------------------------- loaders
+
+@needs_shared
+def test_shared_splits_load_with_sizes_and_fields(shared):
+    for name, rows in shared.items():
+        assert len(rows) == SIZES[name], name
+        assert set(tofu.FIELDS[name]) <= set(rows[0]), name
+    assert {len(r["perturbed_answer"]) for r in shared["forget10"]} == {5}
+    assert {len(r["perturbed_answer"]) for r in shared["world_facts_perturbed"]} == {3}
+
+
+def test_fixture_splits_load(fixture_splits):
+    assert {n: len(rows) for n, rows in fixture_splits.items()} == FIXTURE_SIZES
+    for name, rows in fixture_splits.items():
+        assert all(set(tofu.FIELDS[name]) <= set(r) for r in rows), name
+    assert isinstance(fixture_splits["forget01"][0]["perturbed_answer"], list)
+
+
+def test_bad_name_missing_file_and_missing_field(tmp_path):
+    with pytest.raises(ValueError, match=r"'forget02'.*forget01, forget05"):
+        load_split("forget02", FIXTURES)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "tofu" / "forget01.json"))):
+        load_split("forget01", tmp_path)
+    (tmp_path / "tofu").mkdir()
+    row = json.loads((FIXTURES / "tofu" / "forget01.json").read_text().splitlines()[0])
+    del row["paraphrased_answer"]
+    (tmp_path / "tofu" / "forget01.json").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"'forget01' row 0: field 'paraphrased_answer'"):
+        load_split("forget01", tmp_path)
+    row["paraphrased_answer"], row["perturbed_answer"] = "x", []
+    (tmp_path / "tofu" / "forget01.json").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="perturbed_answer"):
+        load_split("forget01", tmp_path)
+
+
+def test_without_data_root_calls_the_hub(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+        return [{"question": "q?", "answer": "a."}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    assert load_split("retain90", None, hub="me/TOFU") == [{"question": "q?", "answer": "a."}]
+    assert calls == [(("me/TOFU", "retain90"), {"split": "train"})]
+
+
+# ---------------------------------------------------------------- author layout
+
+@needs_shared
+def test_author_layout_of_the_released_files(shared):
+    full = shared["retain90"] + shared["forget10"]
+    assert len(full) == 200 * tofu.QA_PER_AUTHOR
+    q = _questions(full)
+    assert _questions(shared["forget05"]) == q[-10 * 20:] and _questions(shared["forget01"]) == q[-2 * 20:]
+    assert _questions(shared["retain_perturbed"]) == q[:400]  # authors 0-19
+    for name, n_authors in (("retain95", 190), ("retain99", 198)):
+        rows = shared[name]
+        assert _answers(rows) == _answers(full)[: n_authors * 20], name
+        # the one known wording difference (author 183); everything else is identical
+        assert [i for i, x in enumerate(_questions(rows)) if x != q[i]] == [3660], name
+
+
+def _block_names_ok(rows: list[dict], offset: int) -> int:
+    """Count 20-row blocks (starting at offset) whose most frequent capitalised word stays inside the block."""
+    stop = {"What", "Who", "How", "The", "Which", "Can", "Does", "Did", "Has", "Have", "Are", "Is", "Was", "Were",
+            "In", "His", "Her", "Their", "This", "Yes", "Could", "Award", "Book", "Books", "When", "Where", "Why"}
+    words = [set(re.findall(r"[A-Z][\w'-]+", r["question"] + " " + r["answer"])) - stop for r in rows[offset:]]
+    ok = 0
+    for b in range(len(words) // 20 - 1):
+        name, count = Counter(w for t in words[b * 20:(b + 1) * 20] for w in t).most_common(1)[0]
+        neighbours = sum(name in t for t in words[max(0, b - 1) * 20: b * 20] + words[(b + 1) * 20:(b + 2) * 20])
+        ok += count >= 5 and neighbours <= 2
+    return ok
+
+
+@needs_shared
+def test_blocks_of_20_rows_are_authors(shared):
+    full = shared["retain90"] + shared["forget10"]
+    assert _block_names_ok(full, 0) == 199  # every block but the last (its next neighbour is missing) ...
+    assert _block_names_ok(full, 10) < 100  # ... while blocks shifted by half an author fail the check
+
+
+# ---------------------------------------------------------------- subsets
+
+@needs_shared
+def test_subsets_on_shared_files(shared):
+    sets = build_sets(shared, ["forget01", "forget05"], n_retain_authors=5, n_retain_eval=30, n_real_authors=10)
+    assert len(sets.finetune) == 5 * 20 + 200 and set(sets.finetune[0]) == {"question", "answer"}
+    assert _questions(sets.finetune) == _questions(shared["retain90"][:100] + shared["forget05"])
+    assert _questions(sets.reference["forget01"]) == _questions(sets.finetune)[:260]
+    assert not set(_questions(sets.reference["forget01"])) & set(_questions(shared["forget01"]))
+    assert _questions(sets.reference["forget05"]) == _questions(shared["retain90"][:100])
+    assert sets.forget["forget01"] == shared["forget01"]
+    assert len(sets.retain_eval) == 30 and set(_questions(sets.retain_eval)) <= set(_questions(sets.finetune))
+    assert "paraphrased_answer" in sets.retain_eval[0]
+    assert len(sets.real_authors) == 10 and len(sets.world_facts) == 117 and sets.n_retain_authors == 5
+    assert build_sets(shared, ["forget01"], n_retain_authors=5).retain_eval == shared["retain_perturbed"][:100]
+    split = sets.for_split("forget05")
+    assert split.forget == shared["forget05"] and split.retain == sets.retain_eval
+    with pytest.raises(ValueError, match="forget10"):
+        sets.for_split("forget10")
+
+
+@needs_shared
+def test_reference_for_forget01_is_retain99_with_all_authors(shared):
+    sets = build_sets(shared, ["forget01", "forget10"])
+    assert _answers(sets.finetune) == _answers(shared["retain90"] + shared["forget10"])
+    assert _answers(sets.reference["forget01"]) == _answers(shared["retain99"])
+    assert _answers(sets.reference["forget10"]) == _answers(shared["retain90"])
+
+
+def test_subsets_on_fixtures_and_load_sets(fixture_splits):
+    sets = build_sets(fixture_splits, ["forget05", "forget01"], n_retain_authors=1, qa_per_author=1)
+    assert _questions(sets.finetune) == _questions(fixture_splits["retain90"][:1] + fixture_splits["forget05"])
+    assert _questions(sets.reference["forget01"]) == _questions(sets.finetune)[:2]
+    assert sets.retain_eval == fixture_splits["retain_perturbed"][:1]
+    loaded = load_sets(FIXTURES, ["forget01"], n_real_authors=2, n_world_facts=1, qa_per_author=1)
+    assert len(loaded.real_authors) == 2 and len(loaded.world_facts) == 1 and loaded.forget_splits == ("forget01",)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"forget_splits": ["forget02"]}, "forget02"),
+    ({"forget_splits": []}, "forget_splits"),
+    ({"forget_splits": "forget01"}, "forget_splits"),
+    ({"forget_splits": ["forget01", "forget01"]}, "forget_splits"),
+    ({"n_retain_authors": 0}, "n_retain_authors=0"),
+    ({"n_retain_authors": True}, "n_retain_authors=True"),
+    ({"n_retain_authors": 3}, r"n_retain_authors=3.*1\.\.2"),
+    ({"n_retain_eval": -1}, "n_retain_eval=-1"),
+    ({"qa_per_author": 3}, r"retain90 has 2 rows.*qa_per_author=3"),
+])
+def test_subset_validation(fixture_splits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_sets(fixture_splits, **{"forget_splits": ["forget01"], "qa_per_author": 1, **kwargs})
+
+
+def test_subsets_reject_a_forget_split_that_is_not_a_suffix(fixture_splits):
+    broken = {**fixture_splits, "forget01": fixture_splits["forget10"][:2]}
+    with pytest.raises(ValueError, match="not the last authors"):
+        build_sets(broken, ["forget01", "forget10"], qa_per_author=1)
+
+
+# ---------------------------------------------------------------- metrics by hand
+
+def test_prompt_and_probabilities():
+    assert tofu_prompt("Who?") == "Question: Who?\nAnswer:"
+    assert answer_probability([math.log(0.5), math.log(0.25)]) == pytest.approx(0.375)
+    # 0.4 / (0.4 + 0.1 + 0.1) and 0.2 / (0.2 + 0.6)
+    value = choice_probability([math.log(0.4), math.log(0.2)], [[math.log(0.1)] * 2, [math.log(0.6)]])
+    assert value == pytest.approx((0.4 / 0.6 + 0.2 / 0.8) / 2)
+    assert choice_probability([-1000.0], [[-1000.0, -1000.0]]) == pytest.approx(1 / 3)  # no underflow NaN
+    with pytest.raises(ValueError, match="perturbed rows"):
+        choice_probability([0.0, 0.0], [[0.0]])
+    with pytest.raises(ValueError, match="no values"):
+        answer_probability([])
+
+
+def test_truth_ratios_and_reported_values():
+    ratios = truth_ratios([math.log(0.5), math.log(0.1)], [[math.log(0.2), math.log(0.4)], [math.log(0.3)]])
+    assert ratios == pytest.approx([0.3 / 0.5, 3.0])
+    geometric = truth_ratios([math.log(0.5)], [[math.log(0.2), math.log(0.4)]], geometric=True)
+    assert geometric == pytest.approx([math.sqrt(0.08) / 0.5])
+    assert truth_ratios([-900.0], [[-901.0, -899.0]]) == pytest.approx([(math.exp(-1) + math.exp(1)) / 2])
+    assert truth_ratio_score([0.5, 2.0, 1.0], forget=True) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert truth_ratio_score([0.5, 2.0], forget=False) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="> 0"):
+        truth_ratio_score([0.0], forget=True)
+
+
+def test_rouge_score():
+    assert rouge_score(["the cat sat", "nothing"], ["the cat sat down", "dog"]) == pytest.approx((3 / 4 + 0) / 2)
+    with pytest.raises(ValueError, match="equal counts"):
+        rouge_score(["a"], [])
+
+
+def test_forget_quality():
+    sample = [0.2, 0.5, 0.9, 1.3, 2.0]
+    assert forget_quality(sample, list(sample)) == pytest.approx(1.0)
+    low, high = [0.1 + 0.01 * i for i in range(20)], [5.0 + 0.1 * i for i in range(20)]
+    assert forget_quality(low, high) < 1e-9  # exact two-sided p = 2 / C(40, 20)
+    # TOFU's code tests 1/R; the KS p-value is unchanged by that monotone map
+    a, b = [0.3, 0.8, 1.1, 0.45, 2.2, 0.9], [0.5, 1.6, 0.7, 3.0, 1.2]
+    assert forget_quality(a, b) == pytest.approx(ks_2samp([1 / x for x in a], [1 / x for x in b]).pvalue)
+    assert 0.0 < forget_quality(a, b) < 1.0
+    with pytest.raises(ValueError, match="empty"):
+        forget_quality([], b)
+
+
+def test_model_utility():
+    assert model_utility([0.5] * 9) == pytest.approx(0.5)
+    assert model_utility([1.0] * 8 + [0.5]) == pytest.approx(9 / (8 + 2))
+    assert model_utility([0.9] * 8 + [0.0]) == 0.0
+    with pytest.raises(ValueError, match="9 values"):
+        model_utility([0.5] * 8)
+    with pytest.raises(ValueError, match="9 values"):
+        model_utility([0.5] * 8 + [-0.1])
+
+
+# ---------------------------------------------------------------- evaluate_tofu
+
+@pytest.fixture(scope="module")
+def eval_sets(fixture_splits) -> EvalSets:
+    sets = build_sets(fixture_splits, ["forget01"], qa_per_author=1)
+    return sets.for_split("forget01")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from lib.causal.models import load_causal_lm
+    from tests.tiny_models import save_tiny_causal_checkpoint
+
+    return load_causal_lm(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_tofu"))))
+
+
+def test_evaluate_tofu_on_a_tiny_model(tiny, eval_sets):
+    model, tokenizer = tiny
+    result = evaluate_tofu(model, tokenizer, eval_sets, max_len=48, max_new=6, batch_size=3)
+    assert set(result) == {"forget", "retain", "real_authors", "world_facts", "model_utility", "forget_truth_ratios"}
+    for name, n in (("forget", 2), ("retain", 2), ("real_authors", 3), ("world_facts", 3)):
+        assert set(result[name]) == {"prob", "rouge", "truth_ratio", "n"} and result[name]["n"] == n
+        assert all(0.0 <= result[name][k] <= 1.0 for k in ("prob", "rouge", "truth_ratio")), name
+    assert 0.0 < result["forget"]["prob"] < 0.5  # a random model spreads mass over ~30k tokens
+    assert len(result["forget_truth_ratios"]) == 2 and all(r > 0 for r in result["forget_truth_ratios"])
+    assert 0.0 <= result["model_utility"] <= 1.0
+    text = json.dumps(result)  # JSON-serialisable, and no question/answer text leaks into it
+    assert not any(w in text for w in ("Okonkwo", "Lindqvist", "Venn", "Tessmoor", "Pruitt"))
+    again = evaluate_tofu(model, tokenizer, eval_sets, max_len=48, max_new=6, batch_size=2)
+    assert json.dumps(again) == text  # deterministic, batch size does not matter
+    assert with_forget_quality(result, again["forget_truth_ratios"])["forget_quality"] == pytest.approx(1.0)
+
+
+def test_evaluate_tofu_formulas_through_stubbed_scores(monkeypatch, eval_sets):
+    import lib.bench.qa as qa
+
+    def fake_logprob(model, tokenizer, prompts, answers, max_len, batch_size=16):
+        import torch
+        # depends on the answer only: -0.1 per character, so every value is computable by hand
+        return torch.tensor([-0.1 * len(a) for a in answers], dtype=torch.float64)
+
+    monkeypatch.setattr(qa, "answer_logprob", fake_logprob)
+    monkeypatch.setattr(qa, "greedy_answers", lambda m, t, prompts, max_new, max_len, batch_size=16:
+                        ["is known for" for _ in prompts])
+    result = evaluate_tofu(None, None, eval_sets, max_len=48, max_new=6, batch_size=2)
+    lp = lambda text: -0.1 * len(text)  # noqa: E731
+    forget = eval_sets.forget
+    assert result["forget"]["prob"] == pytest.approx(sum(math.exp(lp(r["answer"])) for r in forget) / 2)
+    ratios = [sum(math.exp(lp(p)) for p in r["perturbed_answer"]) / len(r["perturbed_answer"])
+              / math.exp(lp(r["paraphrased_answer"])) for r in forget]
+    assert result["forget_truth_ratios"] == pytest.approx(ratios)
+    assert result["forget"]["truth_ratio"] == pytest.approx(sum(min(r, 1 / r) for r in ratios) / 2)
+    world = eval_sets.world_facts
+    shares = [math.exp(lp(r["answer"])) / (math.exp(lp(r["answer"])) + sum(math.exp(lp(p))
+              for p in r["perturbed_answer"])) for r in world]
+    assert result["world_facts"]["prob"] == pytest.approx(sum(shares) / 3)
+    w_ratios = [sum(math.exp(lp(p)) for p in r["perturbed_answer"]) / 3 / math.exp(lp(r["answer"])) for r in world]
+    assert result["world_facts"]["truth_ratio"] == pytest.approx(sum(max(0, 1 - r) for r in w_ratios) / 3)
+    retain_rouge = sum(3 / len(re.findall(r"\w+", r["answer"].lower())) for r in eval_sets.retain) / 2
+    assert result["retain"]["rouge"] == pytest.approx(retain_rouge)
+    values = [result[n][k] for n in ("retain", "real_authors", "world_facts") for k in ("prob", "rouge", "truth_ratio")]
+    assert result["model_utility"] == pytest.approx(model_utility(values))
+    with pytest.raises(ValueError, match="'retain' is empty"):
+        evaluate_tofu(None, None, EvalSets(forget, [], world, world), 48, 6, 2)
