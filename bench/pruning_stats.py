@@ -1,7 +1,8 @@
 """Benchmark: Selective Pruning statistics, batched (lib.causal.pruning.collect_stats) vs a per-token loop.
 
 Usage: python bench/pruning_stats.py [--layers 4] [--tokens 4096] [--batch-size 8] [--length 128]
-                                     [--vocab 49152] [--dtype float32] [--threads 1] [--seed 0]
+                                     [--vocab 49152] [--dtype float32] [--threads 1] [--repeats 3]
+                                     [--seed 0]
 
 Per-token baseline (`per_token_stats`, below), the way the public code works: every sequence runs alone
 (batch 1, no padding); hooks keep every layer's FFN neuron inputs (down-projection input) and attention
@@ -16,10 +17,13 @@ random token ids, sequences of --length//2..--length tokens. Each side runs in a
 untimed warm-up forward, then the peak RSS is reset (/proc/self/clear_refs "5") so the reported peak (VmHWM;
 torch's allocations are invisible to tracemalloc) covers the collection alone, also shown over the RSS just
 before it. After collection each side times the same forwards again without hooks (padded batches /
-batch 1), so "statistics" = wall − forwards is the cost of the hooks and the accumulation.
-Prints tokens, each side's wall time, the ratios (whole and statistics alone), peak RSS and the max |difference| of every statistic per
-neuron kind, and asserts the two agree (freq_pos in float32 within a few sign flips of near-zero
-activations: batch-1 and padded-batch forwards round differently).
+batch 1), so "statistics" = wall − forwards is the cost of the hooks and the accumulation. Times are the
+best of --repeats runs of each (the machine is shared); the peak RSS is the first collection's.
+Prints tokens, each side's wall time, the ratios (whole and statistics alone), peak RSS and the max
+|difference| of every statistic per neuron kind, and asserts the two agree (freq_pos in float32 within a
+few sign flips of near-zero activations: batch-1 and padded-batch forwards round differently).
+Keep --threads 1 on a shared machine: with 2 threads the baseline's tiny per-token ops can stall on the
+thread pool (seen here: 14 s instead of ~0.5 s of statistics for 512 tokens).
 """
 from __future__ import annotations
 
@@ -194,11 +198,15 @@ def run_side(args: argparse.Namespace) -> None:
         model(input_ids=torch.tensor([seqs.ids[0]]))
     reset_peak()
     before = memory_mb("VmRSS")
-    start = time.perf_counter()
-    results = collect(model, adapter, seqs, args.side, args.batch_size)
-    wall = time.perf_counter() - start
-    peak = memory_mb("VmHWM")
-    forward = forward_only(model, seqs, model.config.pad_token_id, 1 if args.side == "per_token" else args.batch_size)
+    walls, forwards, peaks = [], [], []
+    for _ in range(args.repeats):  # best of --repeats: the machine is shared, the minimum is the least noisy
+        start = time.perf_counter()
+        results = collect(model, adapter, seqs, args.side, args.batch_size)
+        walls.append(time.perf_counter() - start)
+        peaks.append(memory_mb("VmHWM"))  # peaks[0]: the first collection's, before any timed forward
+        forwards.append(forward_only(model, seqs, model.config.pad_token_id,
+                                     1 if args.side == "per_token" else args.batch_size))
+    wall, forward, peak = min(walls), min(forwards), peaks[0]
     torch.save(results, args.out)
     print(json.dumps({"wall": wall, "forward": forward, "rss_before": before, "rss_peak": peak,
                       "sequences": len(seqs)}))
@@ -215,12 +223,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, default in (("layers", 4), ("tokens", 4096), ("batch-size", 8), ("length", 128),
-                          ("vocab", 49152), ("threads", 1), ("seed", 0)):
+                          ("vocab", 49152), ("threads", 1), ("repeats", 3), ("seed", 0)):
         parser.add_argument(f"--{flag}", type=int, default=default)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--side", choices=("batched", "per_token"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.layers, args.batch_size, args.threads, args.repeats) < 1:
+        raise ValueError(f"--layers, --batch-size, --threads, --repeats must be >= 1; got {args.layers}, "
+                         f"{args.batch_size}, {args.threads}, {args.repeats}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -240,7 +252,8 @@ def report(args: argparse.Namespace, stats: dict[str, dict[str, float]],
     """Print both sides' numbers and every statistic's max |diff|; assert the statistics agree."""
     print(f"model=random llama {args.layers} layers, hidden 576, d_ff 1536, vocab {args.vocab} "
           f"dtype={args.dtype} tokens={args.tokens} ({stats['batched']['sequences']} sequences of "
-          f"{args.length // 2}..{args.length}) batch-size={args.batch_size} threads={args.threads}")
+          f"{args.length // 2}..{args.length}) batch-size={args.batch_size} threads={args.threads} "
+          f"best of {args.repeats}")
     for side, s in stats.items():
         print(f"{side:9s} wall {s['wall']:.2f} s (forwards alone {s['forward']:.2f} s, statistics "
               f"{s['wall'] - s['forward']:.2f} s), peak RSS {s['rss_peak']:.0f} MB "

@@ -59,6 +59,7 @@ def _tofu_flat(s: dict[str, Any]) -> dict[str, float]:
     """TOFU scalars: prob / rouge / truth ratio per set, model utility, forget quality."""
     out = {f"{name}_{key}": s[name][key] for name in tofu.SET_NAMES for key in ("prob", "rouge", "truth_ratio")}
     out["model_utility"] = s["model_utility"]
+    out["n_forget"] = s["forget"]["n"]
     if "forget_quality" in s:
         out["forget_quality"] = s["forget_quality"]
     return out
@@ -69,7 +70,7 @@ def _lume_flat(s: dict[str, Any]) -> dict[str, float | None]:
     out = {f"{side}_{group}_{metric}": s[side][group][metric]["mean"]
            for side in ("forget", "retain") for group in ("overall",) + lume.TASKS
            for metric in ("regurgitation", "knowledge")}
-    return out | {"mia_auc": s["mia"]["auc"], "mia_official": s["mia"]["official"], "aggregate": s["aggregate"],
+    return out | {"n_forget": s["mia"]["n_members"], "mia_auc": s["mia"]["auc"], "mia_official": s["mia"]["official"], "aggregate": s["aggregate"],
                   "official_task_aggregate": s["official_task_aggregate"]}
 
 

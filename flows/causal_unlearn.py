@@ -12,11 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from flows.causal_bag import CORPUS, FINETUNED, NEIGHBOURS, UNLEARNED, encode_candidates, forget_candidates, thresholds
 from flows.cli import params_path, run_stage
 from lib.adapter import FFNAdapter
-from lib.causal.batching import of
+from lib.causal.batching import Sequences, of
 from lib.causal.methods import CAUSAL_METHODS, get_causal_method
 from lib.causal.methods.base import Thresholds, UnlearnInputs, UnlearnReport
 from lib.causal.metrics import changed_parameters
 from lib.causal.neighbours import neighbours
+from lib.causal.tokens import encode_all
 from lib.finetune import TrainConfig
 from lib.io import read_jsonl, write_json, write_jsonl
 from lib.params import CausalParams, load_params, section
@@ -50,14 +51,23 @@ def neighbours_flow(params_file: str = "params.yaml") -> dict:
     return stats
 
 
+def retain_sequences(tokenizer, causal: CausalParams) -> Sequences:
+    """D_r: the first `retain_samples` background (secret-free) training emails; public text for dumps."""
+    rows = [r for r in read_jsonl(CORPUS / "train.jsonl") if not r["secret"]]
+    rows = rows or read_jsonl(CORPUS / "public.jsonl")  # a JSONL / TDEC dump brings no training text
+    texts = [(r["text"], None) for r in rows[: causal.retain_samples]]
+    return encode_all(tokenizer, texts, causal.data.max_len)
+
+
 def unlearn_inputs(tokenizer, causal: CausalParams) -> UnlearnInputs:
-    """D_f, its neighbours and the Eq. 17 thresholds as token sequences."""
+    """D_f, its neighbours, D_r and the Eq. 17 thresholds as token sequences."""
     forget = encode_candidates(tokenizer, forget_candidates(), causal.data.max_len)
     rows = read_jsonl(NEIGHBOURS / "neighbours.jsonl")
     near = [tokenizer(r["text"], add_special_tokens=False)["input_ids"][: causal.data.max_len] for r in rows]
     limits = thresholds()
     return UnlearnInputs(forget, Thresholds(limits["ma"], limits["el"]), tokenizer.pad_token_id,
-                         neighbours=of(near), batch_size=causal.memorized.batch_size)
+                         neighbours=of(near), retain=retain_sequences(tokenizer, causal),
+                         batch_size=causal.memorized.batch_size)
 
 
 @task(name="unlearn", task_run_name="unlearn-{name}", cache_policy=NO_CACHE)

@@ -326,6 +326,7 @@ class CausalParams:
     neighbours: NeighbourParams
     methods: CausalMethodsParams
     evaluate: CausalEvaluateParams
+    retain_samples: int  # D_r of methods with a retain term (SIMU, GradDiff, SP): first N background emails
     pipeline: list[str]  # the causal methods to run (DVC foreach items)
 
 
@@ -559,7 +560,8 @@ def _check_causal(causal: CausalParams) -> None:
     sizes = {"causal.data.max_len": data.max_len, "causal.memorized.n_forget": causal.memorized.n_forget,
              "causal.memorized.n_valid": causal.memorized.n_valid, "causal.memorized.el_n": causal.memorized.el_n,
              "causal.evaluate.el_n": causal.evaluate.el_n, "causal.neighbours.k": causal.neighbours.k,
-             "causal.finetune.batch_size": causal.finetune.batch_size, "causal.data.n_public": data.n_public}
+             "causal.finetune.batch_size": causal.finetune.batch_size, "causal.data.n_public": data.n_public,
+             "causal.retain_samples": causal.retain_samples}
     for where, value in sizes.items():
         if value <= 0:
             raise ParamsError(f"{where} = {value}; must be a positive integer")
@@ -590,6 +592,10 @@ def _check_benchmarks(bench: BenchmarksParams) -> None:
         if suite not in SUITES:
             raise ParamsError(f"benchmarks.suites contains {suite!r}; allowed: {list(SUITES)}")
     for run, cfg in bench.runs.items():
+        try:
+            run_suite(run)
+        except ParamsError as err:
+            raise ParamsError(f"benchmarks.runs: {err}") from None
         if run_suite(run)[0] != cfg.suite or cfg.suite not in bench.suites:
             raise ParamsError(f"benchmarks.runs.{run}.suite = {cfg.suite!r}; allowed: {run_suite(run)[0]!r}, "
                               f"which benchmarks.suites = {bench.suites} must list")

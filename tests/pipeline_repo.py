@@ -71,6 +71,8 @@ def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
     m["ta"].update(finetune_steps=3, finetune_lr=1.0e-2, tau_max=5.0)
     m["di"].update(max_steps=4, learning_rate=1.0e-2)
     m["ig"].update(steps=2, n_start=4, n_max=64)
+    causal["retain_samples"] = 8
+    causal["pipeline"] = ["neumuter", "ga", "sga", "ta", "di", "ig"]  # SIMU, GradDiff and SP run in tiny_bench
     return params
 
 

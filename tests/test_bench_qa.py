@@ -1,9 +1,8 @@
 """lib.bench.qa on a tiny LLaMA checkpoint with MiniLM's word-piece tokenizer (no eos: sep 102 ends answers)."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -38,9 +37,11 @@ class Renamed:
         self.sep_token_id, self.pad_token_id = inner.sep_token_id, inner.pad_token_id
 
     def __call__(self, text: str, **kwargs: Any) -> Any:
+        """The inner tokenizer's encoding."""
         return self.inner(text, **kwargs)
 
     def decode(self, tokens: list[int], skip_special_tokens: bool = False) -> str:
+        """The inner decoding, with a newline in place of every `newline_id`."""
         parts, run = [], []
         for token in tokens:
             if token == self.newline_id:
@@ -206,6 +207,7 @@ def test_greedy_answers_condition_on_the_left_cut_prompt(loaded, monkeypatch) ->
     real = qa.greedy_continuations
 
     def spy(model, heads, lengths, pad_id, batch_size):
+        """Record what greedy_answers asks to decode, then decode it."""
         seen.update(heads=heads, lengths=lengths, pad_id=pad_id)
         return real(model, heads, lengths, pad_id, batch_size)
 

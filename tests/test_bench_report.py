@@ -54,19 +54,20 @@ def test_tofu_markdown_cells_and_shape() -> None:
     lines = table_lines(text)
     assert len(lines) == 2 + len(rows)
     header = columns(lines[0])
-    assert header == 1 + len(report.TOFU_SETS) + 2 + 3 == 10
+    assert header == 2 + len(report.TOFU_SETS) + 2 + 3 == 11  # model, N, sets, quality + utility, cost
     assert all(columns(line) == header for line in lines)
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
     original, reference, neumuter, mine = cells
     assert original[0] == LABELS["original"] and reference[0] == LABELS["reference"]
+    assert original[1] == "-"  # no n_forget in these rows
     assert neumuter[0] == "NeuMuter" and mine[0] == "my_method"  # unknown names print as they are
-    assert original[1] == "- / 0.51 / 0.52"  # None -> '-'
-    assert original[2] == "0.53 / - / 0.55"  # NaN -> '-'
-    assert original[5] == "-" and original[6] == "0.432"  # no forget quality; 3 significant digits
-    assert original[7:] == ["-", "-", "-"]
-    assert reference[5] == "1" and reference[7:] == ["-", "-", "-"]
-    assert neumuter[5] == "0.0123" and neumuter[7:] == ["12.3", "30 passes", "reached"]
-    assert mine[7:] == ["12.3", "2.5", "not reached"]
+    assert original[2] == "- / 0.51 / 0.52"  # None -> '-'
+    assert original[3] == "0.53 / - / 0.55"  # NaN -> '-'
+    assert original[6] == "-" and original[7] == "0.432"  # no forget quality; 3 significant digits
+    assert original[8:] == ["-", "-", "-"]
+    assert reference[6] == "1" and reference[8:] == ["-", "-", "-"]
+    assert neumuter[6] == "0.0123" and neumuter[8:] == ["12.3", "30 passes", "reached"]
+    assert mine[8:] == ["12.3", "2.5", "not reached"]
     assert "N (QA per set): Forget 4, Retain 40, Real authors 39, World facts ?." in text
 
 
@@ -79,17 +80,17 @@ def test_lume_markdown_cells_and_shape() -> None:
     lines = table_lines(text)
     assert len(lines) == 4
     header = columns(lines[0])
-    assert header == 1 + 2 * len(report.LUME_GROUPS) + 2 + 3 == 14
+    assert header == 2 + 2 * len(report.LUME_GROUPS) + 2 + 3 == 15
     assert all(columns(line) == header for line in lines)
     assert "Forget Task2 Reg / Kno" in lines[0] and "Retain overall Reg / Kno" in lines[0]
     original, simu = ([c.strip() for c in line.split("|")[1:-1]] for line in lines[2:])
     assert original[0] == LABELS["original"] and simu[0] == "SIMU"
-    assert original[1] == "0.1 / 0.11"  # forget overall reg / kno
-    assert original[9] == "-" and original[10] == "0.556" and original[11:] == ["-", "-", "-"]
-    assert simu[9] == "0.612"
-    assert simu[3] == "0.14 / -"  # forget Task2: knowledge None
-    assert simu[8] == "- / 0.25"  # retain Task3: regurgitation NaN
-    assert simu[11:] == ["12.3", "3 epochs", "not reached"]
+    assert original[2] == "0.1 / 0.11"  # forget overall reg / kno
+    assert original[10] == "-" and original[11] == "0.556" and original[12:] == ["-", "-", "-"]
+    assert simu[10] == "0.612"
+    assert simu[4] == "0.14 / -"  # forget Task2: knowledge None
+    assert simu[9] == "- / 0.25"  # retain Task3: regurgitation NaN
+    assert simu[12:] == ["12.3", "3 epochs", "not reached"]
     assert "N: forget members (D_f) 45, forget non-members 5, retain members 45." in text
 
 
@@ -159,7 +160,8 @@ def lume_scores(with_mia: bool = True) -> dict[str, Any]:
 def test_flat_tofu_without_and_with_forget_quality() -> None:
     scores = tofu_scores()
     out = flat(scores, "tofu_forget01")
-    assert set(out) == set(TOFU_KEYS) | {"model_utility"}  # no counts, no ratio list, no forget quality
+    assert set(out) == set(TOFU_KEYS) | {"model_utility", "n_forget"}  # no ratio list, no forget quality
+    assert out["n_forget"] == scores["forget"]["n"]
     assert out["retain_rouge"] == pytest.approx(0.4) and out["world_facts_truth_ratio"] == pytest.approx(0.2)
     assert out["model_utility"] == pytest.approx(scores["model_utility"])
     assert all(type(v) is float for v in out.values())
@@ -177,7 +179,8 @@ def test_flat_tofu_drops_none() -> None:
 def test_flat_lume_drops_none() -> None:
     out = flat(lume_scores(), "lume")
     present = {k for k in LUME_KEYS if "Task3" not in k}
-    assert set(out) == present | {"mia_auc", "mia_official", "aggregate"}  # Task3 and the task aggregate: None
+    assert set(out) == present | {"n_forget", "mia_auc", "mia_official", "aggregate"}  # Task3, task aggregate: None
+    assert out["n_forget"] == 2.0  # forget members
     assert out["forget_overall_regurgitation"] == pytest.approx(0.7)
     assert out["retain_Task2_knowledge"] == pytest.approx(1.0)
     assert out["mia_auc"] == pytest.approx(0.75) and out["mia_official"] == pytest.approx(0.5)

@@ -21,6 +21,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _count(row: Mapping[str, Any]) -> str:
+    """The row's N: forget samples it was scored on (D_f)."""
+    n = row.get("n_forget")
+    return "-" if n is None else f"{n:.0f}"
+
+
 def _cost(row: Mapping[str, Any]) -> list[str]:
     """time, strength and stop cells ('-' for the original and reference models)."""
     if row.get("time_s") is None:
@@ -45,12 +51,12 @@ def frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
 def tofu_markdown(rows: Sequence[Mapping[str, Any]], n: Mapping[str, int]) -> str:
     """TOFU: Prob / ROUGE-L / Truth Ratio per set, forget quality, model utility, cost."""
     sets = " | ".join(f"{label} P / R / TR" for _, label in TOFU_SETS)
-    lines = [f"| Model | {sets} | Forget quality ↑ | Model utility ↑ | time s | strength | stop |",
-             "|" + "---|" * (len(TOFU_SETS) + 6)]
+    lines = [f"| Model | N forget | {sets} | Forget quality ↑ | Model utility ↑ | time s | strength | stop |",
+             "|" + "---|" * (len(TOFU_SETS) + 7)]
     for row in rows:
         cells = [" / ".join(_num(row.get(f"{key}_{m}")) for m in ("prob", "rouge", "truth_ratio"))
                  for key, _ in TOFU_SETS]
-        lines.append(f"| {LABELS.get(row['model'], row['model'])} | " + " | ".join(cells)
+        lines.append(f"| {LABELS.get(row['model'], row['model'])} | {_count(row)} | " + " | ".join(cells)
                      + f" | {_num(row.get('forget_quality'))} | {_num(row.get('model_utility'))} | "
                      + " | ".join(_cost(row)) + " |")
     sizes = ", ".join(f"{label} {n.get(key, '?')}" for key, label in TOFU_SETS)
@@ -61,12 +67,12 @@ def tofu_markdown(rows: Sequence[Mapping[str, Any]], n: Mapping[str, int]) -> st
 def lume_markdown(rows: Sequence[Mapping[str, Any]], n: Mapping[str, int]) -> str:
     """LUME: regurgitation / knowledge per task on forget and retain, MIA AUC, aggregate, cost."""
     groups = " | ".join(f"{side} {g} Reg / Kno" for side in ("Forget", "Retain") for g in LUME_GROUPS)
-    lines = [f"| Model | {groups} | MIA AUC | Aggregate ↑ | time s | strength | stop |",
-             "|" + "---|" * (2 * len(LUME_GROUPS) + 6)]
+    lines = [f"| Model | N forget | {groups} | MIA AUC | Aggregate ↑ | time s | strength | stop |",
+             "|" + "---|" * (2 * len(LUME_GROUPS) + 7)]
     for row in rows:
         cells = [" / ".join(_num(row.get(f"{side}_{g}_{m}")) for m in ("regurgitation", "knowledge"))
                  for side in ("forget", "retain") for g in LUME_GROUPS]
-        lines.append(f"| {LABELS.get(row['model'], row['model'])} | " + " | ".join(cells)
+        lines.append(f"| {LABELS.get(row['model'], row['model'])} | {_count(row)} | " + " | ".join(cells)
                      + f" | {_num(row.get('mia_auc'))} | {_num(row.get('aggregate'))} | " + " | ".join(_cost(row))
                      + " |")
     sizes = ", ".join(f"{k} {v}" for k, v in n.items())
