@@ -32,7 +32,7 @@ def bench_inputs(tokenizer, run: str, params: Params) -> UnlearnInputs:
             for r in read_jsonl(prepared(run) / "neighbours.jsonl")]
     limits = thresholds(run)
     return UnlearnInputs(encode(tokenizer, SETS / run / "forget.jsonl", max_len), Thresholds(limits["ma"], limits["el"]),
-                         tokenizer.pad_token_id, neighbours=of([n for n in near if len(n) >= 2]),
+                         tokenizer.pad_token_id, neighbours=of(near),
                          retain=encode(tokenizer, SETS / run / "retain.jsonl", max_len), batch_size=bench.batch_size)
 
 

@@ -1,0 +1,52 @@
+"""D_r of the causal track: the first `retain_samples` background (secret-free) training emails."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from flows.causal_unlearn import retain_sequences
+from lib.io import write_jsonl
+from lib.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class WordTokenizer:
+    """One id per whitespace word (enough for encode_all's offsets)."""
+
+    def __call__(self, text: str, **_kwargs) -> dict:
+        words = text.split()
+        offsets, start = [], 0
+        for word in words:
+            start = text.index(word, start)
+            offsets.append((start, start + len(word)))
+            start += len(word)
+        return {"input_ids": [len(w) for w in words], "offset_mapping": offsets}
+
+
+def _corpus(tmp_path: Path, train: list[dict], public: list[dict]) -> None:
+    """Write data/causal/corpus/{train,public}.jsonl under tmp_path."""
+    write_jsonl(tmp_path / "data/causal/corpus/train.jsonl", train)
+    write_jsonl(tmp_path / "data/causal/corpus/public.jsonl", public)
+
+
+def test_retain_is_the_first_background_emails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = [{"id": "a", "text": "private one two three", "copies": 8, "secret": "two"},
+             {"id": "b", "text": "bg alpha beta", "copies": 1, "secret": None},
+             {"id": "c", "text": "bg gamma delta epsilon", "copies": 1, "secret": None},
+             {"id": "d", "text": "bg zeta eta", "copies": 1, "secret": None}]
+    _corpus(tmp_path, train, [{"id": "p", "text": "public text here"}])
+    causal = dataclasses.replace(load_params(ROOT / "params.yaml").causal, retain_samples=2)
+    monkeypatch.chdir(tmp_path)
+    seqs = retain_sequences(WordTokenizer(), causal)
+    assert [list(ids) for ids in seqs.ids] == [[2, 5, 4], [2, 5, 5, 7]]  # b and c; never the private email
+    assert all(span is None for span in seqs.spans)
+
+
+def test_retain_falls_back_to_public_text_for_dumps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _corpus(tmp_path, [], [{"id": "p", "text": "public text here"}, {"id": "q", "text": "more public words"}])
+    causal = dataclasses.replace(load_params(ROOT / "params.yaml").causal, retain_samples=5)
+    monkeypatch.chdir(tmp_path)
+    assert len(retain_sequences(WordTokenizer(), causal)) == 2
