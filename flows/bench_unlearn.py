@@ -24,6 +24,11 @@ from tasks.common import set_threads
 from tasks.tracking import log_run_task
 
 
+# what a method's report adds to the metrics file (per-sample lists and neuron ids stay out: they are large)
+DETAILS = ("history", "neurons_per_layer", "critical_per_layer", "critical_total", "attribution_seconds",
+           "pruned", "pruned_per_layer", "accuracy", "optimizer", "learning_rate", "lam")
+
+
 def bench_inputs(tokenizer, run: str, params: Params) -> UnlearnInputs:
     """D_f, D_r, NeuMuter's neighbours and the stop thresholds of a run, as token sequences."""
     bench = params.benchmarks
@@ -50,7 +55,7 @@ def unlearn_flow(run: str, name: str, params_file: str = "params.yaml") -> dict:
            "strength": report.strength, "strength_name": report.strength_name, "steps": report.steps,
            "changed_frac": report.changed / report.total, "trainable_frac": report.trainable / report.total,
            "thresholds": thresholds(run), "config": section(params, f"benchmarks.methods.{name}"),
-           "details": {k: v for k, v in report.details.items() if k in ("history", "neurons_per_layer")},
+           "details": {k: v for k, v in report.details.items() if k in DETAILS},
            "scores": scores}
     write_json(METRICS / run / f"{name}.json", out)
     _log(params, run, name, out)
