@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from flows.serve import check_loopback, main, stream_command, validate_request
-from tests.pipeline_repo import ROOT, make_repo, tiny_params
+from tests.pipeline_repo import ROOT, make_repo, run as run_in, set_param, tiny_params
 
 STAGE_FLOWS = {"data", "finetune", "memorized", "activations", "attribution", "clustering", "edit", "evaluate",
                "report"}
-RUN_TIMEOUT_S = 480.0
+RUN_TIMEOUT_S = 720.0  # a cold run of every stage of the tiny repo, on a shared 2-core machine
 
 
 @pytest.fixture
@@ -201,6 +201,9 @@ def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> 
 
     started = time.monotonic()
     repo, port, env = make_repo(tmp_path / "repo"), free_port(), spawn_env(tmp_path)
+    for key in ("causal.pipeline", "benchmarks.pipeline"):  # one method per track: this test is about the UI path
+        set_param(repo, key, ["ga"])
+    run_in(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "one method"], repo)
     api = f"http://127.0.0.1:{port}/api"
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     server = serve = None
