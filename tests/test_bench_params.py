@@ -13,6 +13,7 @@ from lib.causal.finetune import CausalTrainConfig
 from lib.causal.methods import CAUSAL_METHODS
 from lib.params import (BenchmarksParams, BenchRunParams, LumeParams, ParamsError, TofuParams, load_params,
                         run_suite)
+from tests.test_causal_params import causal_error, write as causal_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("tofu_forget01", "tofu_forget05", "tofu_forget10", "lume")
@@ -25,20 +26,13 @@ def bench() -> BenchmarksParams:
 
 
 def write(tmp_path: Path, mutate) -> Path:
-    """A copy of the project's params.yaml (anchors resolved) changed by `mutate`."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    mutate(params["benchmarks"])
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params), encoding="utf-8")
-    return path
+    """A copy of the project's params.yaml (anchors resolved) with its `benchmarks` section changed by `mutate`."""
+    return causal_write(tmp_path, lambda params: mutate(params["benchmarks"]))
 
 
 def error(tmp_path: Path, mutate) -> str:
     """The one-line ParamsError message of the mutated params."""
-    with pytest.raises(ParamsError) as err:
-        load_params(write(tmp_path, mutate))
-    assert "\n" not in str(err.value)
-    return str(err.value)
+    return causal_error(tmp_path, lambda params: mutate(params["benchmarks"]))
 
 
 # ---------------------------------------------------------------- the real file
