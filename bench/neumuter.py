@@ -23,8 +23,6 @@ import argparse
 import copy
 import json
 import math
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from _sides import rss_mb, spawn  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 from lib.adapter import FFNAdapter  # noqa: E402
 from lib.causal.batching import batches, of  # noqa: E402
 from lib.causal.hard_concrete import HardConcreteMask, gated  # noqa: E402
@@ -116,10 +115,6 @@ def naive_train(model: nn.Module, adapter: FFNAdapter, inputs: UnlearnInputs, cf
     return mask
 
 
-def rss_mb() -> float:
-    """This process's peak resident set size so far, MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def run_side(args: argparse.Namespace) -> None:
     """Child process: build model and inputs, train one side, save its mask values and stats."""
@@ -141,12 +136,6 @@ def run_side(args: argparse.Namespace) -> None:
     print(json.dumps({"wall": wall, "rss_before": before, "rss_peak": rss_mb()}))
 
 
-def spawn(side: str, out: Path, argv: list[str]) -> dict[str, float]:
-    """Run one side in a fresh interpreter; its last stdout line is its stats."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--side", side, "--out", str(out)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags; as a child run one side, else spawn both sides and compare."""
@@ -163,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.side:
         return run_side(args)
     with tempfile.TemporaryDirectory() as tmp:
-        stats = {side: spawn(side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "naive")}
+        stats = {side: spawn(__file__, side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "naive")}
         masks = {side: torch.load(Path(tmp) / f"{side}.pt") for side in stats}
     report(args, stats, masks)
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from _sides import rss_mb, spawn  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 from lib.adapter import FFNAdapter  # noqa: E402
 from lib.causal.batching import Sequences, batches, of, on_model, pad  # noqa: E402
 from lib.causal.pruning import IMPORTANCES, KINDS, attn_outputs, collect_stats, widths  # noqa: E402
@@ -156,7 +155,7 @@ def memory_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: lifetime peak, KiB
+    return rss_mb()  # no /proc: lifetime peak
 
 
 def reset_peak() -> None:
@@ -212,12 +211,6 @@ def run_side(args: argparse.Namespace) -> None:
                       "sequences": len(seqs)}))
 
 
-def spawn(side: str, out: Path, argv: list[str]) -> dict[str, float]:
-    """Run one side in a fresh interpreter; its last stdout line is its stats."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--side", side, "--out", str(out)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Command-line flags."""
@@ -242,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.side:
         return run_side(args)
     with tempfile.TemporaryDirectory() as tmp:
-        stats = {side: spawn(side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "per_token")}
+        stats = {side: spawn(__file__, side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "per_token")}
         results = {side: torch.load(Path(tmp) / f"{side}.pt") for side in stats}
     report(args, stats, results)
 

@@ -125,7 +125,7 @@ def test_jsonl_valid_rows_default_ids(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [{"id": "x"}, {"text": ""}, {"text": "   "}, {"text": 3}, ["text"]])
 def test_jsonl_missing_or_empty_text_names_the_line(tmp_path: Path, bad) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"text": "fine"}, bad])
-    with pytest.raises(ValueError, match=rf"c\.jsonl:2: .*'text'"):
+    with pytest.raises(ValueError, match=r"c\.jsonl:2: .*'text'"):
         read_jsonl_candidates(path)
 
 

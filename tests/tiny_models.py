@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -80,9 +81,8 @@ ALL_TINY: dict[str, Callable[..., PreTrainedModel]] = {
 }
 
 
-def save_tiny_bert_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
+def save_tiny_bert_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     """A tiny random BERT MLM with the embedded MiniLM tokenizer, saved as a checkpoint folder."""
-    from pathlib import Path
 
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
@@ -98,12 +98,11 @@ def save_tiny_bert_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
     return out
 
 
-def save_tiny_causal_checkpoint(out_dir: "str | Path", seed: int = 0) -> "Path":
+def save_tiny_causal_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     """A tiny random LLaMA (gated MLP, d_ff 37) with the embedded MiniLM fast tokenizer, saved as a folder.
 
     Any fast tokenizer works for a causal LM here; MiniLM's ships offline and gives character offsets.
     """
-    from pathlib import Path
 
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

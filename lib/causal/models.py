@@ -50,18 +50,30 @@ def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def _source(name: str) -> dict:
+    """from_pretrained arguments for a causal LM: an embedded GGUF file, a local folder or a hub name."""
+    if name.startswith("embedded:"):
+        path = gguf_file(name)
+        return {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name, "local_files_only": True}
+    # a packaged file or a local folder never needs the hub; saying so also keeps the saved tokenizer config
+    # (it records local_files_only) the same whether or not HF_HUB_OFFLINE is set, and dvc.lock hashes it
+    return {"pretrained_model_name_or_path": name, "local_files_only": Path(name).is_dir()}
+
+
+def load_causal_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a causal LM (embedded name, folder or hub name), padding with EOS if it has no pad."""
+    return _with_pad(AutoTokenizer.from_pretrained(**_source(name)))
+
+
 def load_causal_lm(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM in fp32 eval mode: 'embedded:smollm2', a local folder, or a hub name."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name.startswith("embedded:"):
-            path = gguf_file(name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = _dequantized(model)
+            model = _dequantized(AutoModelForCausalLM.from_pretrained(**_source(name), dtype=torch.float32))
         else:
             check_causal_family(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(**_source(name), dtype=torch.float32)
+        tokenizer = load_causal_tokenizer(name)
     model.config.use_cache = False  # training and scoring never reuse a cache; generation asks for it
-    return model.eval(), _with_pad(tokenizer)
+    return model.eval(), tokenizer
