@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test ui mlflow-ui bench clean-cache
+.PHONY: install run run-masked run-causal run-bench test ui mlflow-ui bench clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -36,6 +36,19 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	@cat reports/results.md
+
+# one track at a time (each is a DVC target with everything it needs upstream)
+run-masked: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro report
+	@cat reports/results.md
+
+run-causal: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro causal_report
+	@cat reports/causal/results.md
+
+run-bench: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro bench_report
+	@cat reports/bench/results.md
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
