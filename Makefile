@@ -37,18 +37,16 @@ run: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	@cat reports/results.md
 
-# one track at a time (each is a DVC target with everything it needs upstream)
-run-masked: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro report
-	@cat reports/results.md
-
-run-causal: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro causal_report
-	@cat reports/causal/results.md
-
-run-bench: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro bench_report
-	@cat reports/bench/results.md
+# one track at a time: the track's DVC target (everything it needs upstream runs too) and its report
+run-masked: TRACK := report
+run-masked: REPORT := reports/results.md
+run-causal: TRACK := causal_report
+run-causal: REPORT := reports/causal/results.md
+run-bench: TRACK := bench_report
+run-bench: REPORT := reports/bench/results.md
+run-masked run-causal run-bench: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro $(TRACK)
+	@cat $(REPORT)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

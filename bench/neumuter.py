@@ -115,7 +115,6 @@ def naive_train(model: nn.Module, adapter: FFNAdapter, inputs: UnlearnInputs, cf
     return mask
 
 
-
 def run_side(args: argparse.Namespace) -> None:
     """Child process: build model and inputs, train one side, save its mask values and stats."""
     torch.set_num_threads(args.threads)
@@ -134,7 +133,6 @@ def run_side(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - start
     torch.save({"values": mask.deterministic().detach(), "log_alpha": mask.log_alpha.detach()}, args.out)
     print(json.dumps({"wall": wall, "rss_before": before, "rss_peak": rss_mb()}))
-
 
 
 def main(argv: list[str] | None = None) -> None:

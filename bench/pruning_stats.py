@@ -211,7 +211,6 @@ def run_side(args: argparse.Namespace) -> None:
                       "sequences": len(seqs)}))
 
 
-
 def parse(argv: list[str]) -> argparse.Namespace:
     """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

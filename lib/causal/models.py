@@ -67,13 +67,14 @@ def load_causal_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 def load_causal_lm(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM in fp32 eval mode: 'embedded:smollm2', a local folder, or a hub name."""
+    source = _source(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name.startswith("embedded:"):
-            model = _dequantized(AutoModelForCausalLM.from_pretrained(**_source(name), dtype=torch.float32))
+            model = _dequantized(AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32))
         else:
             check_causal_family(name)
-            model = AutoModelForCausalLM.from_pretrained(**_source(name), dtype=torch.float32)
-        tokenizer = load_causal_tokenizer(name)
+            model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
+        tokenizer = _with_pad(AutoTokenizer.from_pretrained(**source))
     model.config.use_cache = False  # training and scoring never reuse a cache; generation asks for it
     return model.eval(), tokenizer
