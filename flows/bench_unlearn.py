@@ -1,87 +1,87 @@
-"""DVC stage bench_unlearn@<run>-<method>: unlearn the run's forget set with one method, then score it.
+"""DVC stage `bench_unlearn@<run>-<method>`: unlearn the run's forget set with one method, then score it.
 
 `python -m flows.bench_unlearn <run> <method>`. The edited model is scored in the same process and not saved:
 a benchmark stage keeps the scores (metrics/bench/<run>/<method>.json), not 20 half-gigabyte checkpoints.
 """
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import torch
 from prefect import flow, get_run_logger
 
-from flows.bench_bag import METRICS, SETS, encode, finetuned, prepared, suite_params, thresholds
-from flows.bench_eval import evaluate_loaded, flat, with_reference
-from flows.causal_unlearn import unlearn_task
-from flows.cli import params_path, run_stage
-from lib.causal.batching import of
-from lib.causal.methods import get_causal_method
-from lib.causal.methods.base import Thresholds, UnlearnInputs
-from lib.io import json_digest, read_jsonl, write_json
-from lib.params import Params, load_params, run_suite, section
-from tasks.causal import load_causal_task
-from tasks.common import set_threads
-from tasks.tracking import log_run_task
-
+from flows import BENCH_METRICS, BENCH_SETS, bench_finetuned, bench_prepared, main
+from lib.bench.suites import BenchConfig, run_suite, suite
+from lib.core.io import read_json, read_jsonl, write_json
+from lib.core.params import load_params
+from lib.families.causal import CausalFamily, of
+from lib.methods import Inputs, get, make_config
+from tasks import load_model_task, set_threads
+from lib.bench.qa import encode_pairs_file
+from tasks.bench import eval_sets, suite_config
+from tasks.tracking import MlflowConfig, log_run_task
+from tasks.unlearn import unlearn_task
 
 # what a method's report adds to the metrics file (per-sample lists and neuron ids stay out: they are large)
 DETAILS = ("history", "neurons_per_layer", "critical_per_layer", "critical_total", "attribution_seconds",
            "pruned", "pruned_per_layer", "accuracy", "optimizer", "learning_rate", "lam")
 
 
-def bench_inputs(tokenizer, run: str, params: Params) -> UnlearnInputs:
-    """D_f, D_r, NeuMuter's neighbours and the stop thresholds of a run, as token sequences."""
-    bench = params.benchmarks
-    max_len = suite_params(bench, run).max_len
+def runs(run: str, method: str) -> list[str]:
+    """Modules the stage imports by name for its arguments (read by the dvc.yaml deps generator)."""
+    return [get(method).__name__, suite(run_suite(run)[0]).__name__]
+
+
+def config(run: str, method: str, params_file: str) -> dict[str, Any]:
+    """The stage's params: `benchmarks`, the run's suite, the method's Config (bad values fail before any work)."""
+    params = load_params(params_file)
+    section = params.get(f"benchmarks.methods.{method}")
+    return {"bench": params.get("benchmarks", BenchConfig), "suite": suite_config(params, run),
+            "seed": params.get("seed", int), "mlflow": params.get("mlflow", MlflowConfig),
+            "model": params.get("causal.model", str), "section": section,
+            "method": make_config(method, section, where=f"benchmarks.methods.{method}"),
+            "params_hash": params.fingerprint("seed", f"benchmarks.methods.{method}", "benchmarks.batch_size",
+                                              f"benchmarks.{run_suite(run)[0]}", "causal.model")}
+
+
+def bench_inputs(tokenizer: Any, run: str, cfg: dict[str, Any]) -> Inputs:
+    """D_f, D_r, NeuMuter's neighbours and the stop threshold of a run, as the methods' inputs."""
+    max_len = cfg["suite"].max_len
     near = [tokenizer(r["text"], add_special_tokens=False)["input_ids"][:max_len]
-            for r in read_jsonl(prepared(run) / "neighbours.jsonl")]
-    limits = thresholds(run)
-    return UnlearnInputs(encode(tokenizer, SETS / run / "forget.jsonl", max_len), Thresholds(limits["ma"], limits["el"]),
-                         tokenizer.pad_token_id, neighbours=of(near),
-                         retain=encode(tokenizer, SETS / run / "retain.jsonl", max_len), batch_size=bench.batch_size)
+            for r in read_jsonl(bench_prepared(run) / "neighbours.jsonl")]
+    return Inputs(family=CausalFamily(tokenizer, cfg["bench"].batch_size),
+                  forget=encode_pairs_file(tokenizer, BENCH_SETS / run / "forget.jsonl", max_len), neighbours=of(near),
+                  retain=encode_pairs_file(tokenizer, BENCH_SETS / run / "retain.jsonl", max_len),
+                  stop=read_json(bench_prepared(run) / "thresholds.json")["ma"], seed=cfg["seed"])
 
 
 @flow(name="bench-unlearn")
-def unlearn_flow(run: str, name: str, params_file: str = "params.yaml") -> dict:
+def unlearn_flow(run: str, method: str, params_file: str = "params.yaml") -> dict:
     """Unlearn with one method, score the result beside the original and reference, log to MLflow."""
-    params = load_params(params_file)
-    bench = params.benchmarks
-    model, tokenizer = load_causal_task(str(finetuned(run_suite(run)[0])))
-    torch.manual_seed(params.seed)
-    report, seconds = unlearn_task(name, model, bench_inputs(tokenizer, run, params),
-                                   getattr(bench.methods, name), params.seed)
-    scores = with_reference(evaluate_loaded(model, tokenizer, run, bench), run)
-    out = {"method": name, "run": run, "seconds": round(seconds, 2), "reached": report.reached,
+    set_threads()
+    cfg = config(run, method, params_file)
+    name = run_suite(run)[0]
+    model, tokenizer = load_model_task(str(bench_finetuned(name)), "causal")
+    torch.manual_seed(cfg["seed"])
+    outcome = unlearn_task(method, model, bench_inputs(tokenizer, run, cfg), cfg["method"])
+    report, scored = outcome.report, suite(name)
+    scores = scored.with_reference(scored.evaluate(model, tokenizer, eval_sets(BENCH_SETS, run), cfg["suite"],
+                                                   cfg["bench"].batch_size),
+                                   read_json(BENCH_METRICS / run / "reference.json"))
+    out = {"method": method, "run": run, "seconds": round(outcome.seconds, 2), "reached": report.reached,
            "strength": report.strength, "strength_name": report.strength_name, "steps": report.steps,
-           "changed_frac": report.changed / report.total, "trainable_frac": report.trainable / report.total,
-           "thresholds": thresholds(run), "config": section(params, f"benchmarks.methods.{name}"),
-           "details": {k: v for k, v in report.details.items() if k in DETAILS},
-           "scores": scores}
-    write_json(METRICS / run / f"{name}.json", out)
-    _log(params, run, name, out)
-    get_run_logger().info("%s / %s: reached=%s in %.1f s", run, name, report.reached, seconds)
+           "changed_frac": outcome.changed / outcome.total, "trainable_frac": report.trainable / outcome.total,
+           "thresholds": read_json(bench_prepared(run) / "thresholds.json"), "config": cfg["section"],
+           "details": {k: v for k, v in report.details.items() if k in DETAILS}, "scores": scores}
+    write_json(BENCH_METRICS / run / f"{method}.json", out)
+    metrics = {**scored.flat(scores), "time_s": out["seconds"], "reached": float(out["reached"]),
+               "changed_frac": out["changed_frac"], "strength": float(out["strength"])}
+    tags = {"method": method, "category": run, "benchmark": run, "stage": "bench_unlearn", "track": "benchmarks",
+            "model": cfg["model"], "params_hash": cfg["params_hash"]}
+    log_run_task(cfg["mlflow"], f"{run}-{method}", tags, cfg["section"] or {}, metrics, {"scores.json": scores})
+    get_run_logger().info("%s / %s: reached=%s in %.1f s", run, method, report.reached, outcome.seconds)
     return out
 
 
-def _log(params: Params, run: str, name: str, out: dict) -> None:
-    """One MLflow run per (benchmark run, method): the method's params, every scalar score, the cost."""
-    metrics = {**flat(out["scores"], run), "time_s": out["seconds"], "reached": float(out["reached"]),
-               "changed_frac": out["changed_frac"], "strength": float(out["strength"])}
-    tags = {"method": name, "category": run, "benchmark": run, "stage": "bench_unlearn", "track": "benchmarks",
-            "model": params.causal.model, "params_hash": json_digest(section(params, "benchmarks"))[:12]}
-    log_run_task(params.mlflow, f"{run}-{name}", tags, section(params, f"benchmarks.methods.{name}"), metrics,
-                 {"scores.json": out["scores"]})
-
-
-def _check(run: str, name: str) -> None:
-    """Unknown runs or methods fail before any work."""
-    run_suite(run)
-    get_causal_method(name)
-
-
 if __name__ == "__main__":
-    set_threads()
-    if len(sys.argv) != 3:
-        print("usage: python -m flows.bench_unlearn <run> <method>", file=sys.stderr)
-        sys.exit(2)
-    run_stage(unlearn_flow, sys.argv[1], sys.argv[2], params_path(), check=lambda: _check(*sys.argv[1:]))
+    main(unlearn_flow, check=config)

@@ -1,107 +1,109 @@
-"""DVC stage causal_evaluate@<method>: MA, EL_n, loss MIA, two perplexities, cost, an extraction example."""
+"""DVC stage `causal_evaluate@<method>`: MA, EL_n, loss MIA, two perplexities, cost, an extraction example."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from prefect import flow, get_run_logger
 
-import lib.causal.batching
-import lib.causal.metrics
-from flows.causal_bag import (CORPUS, FINETUNED, METRICS, RETRAINED, UNLEARNED, encode_candidates, encode_texts,
-                              forget_candidates, thresholds)
-from flows.causal_memorized import mean_finite, scores_of
-from flows.cli import params_path, run_stage
-from lib.causal.batching import Sequences
-from lib.causal.methods import CAUSAL_METHODS, get_causal_method
-from lib.causal.extraction import private_safe_example
-from lib.causal.metrics import histogram, mia_distances
-from lib.io import file_digest, json_digest, read_json, write_json
-from lib.params import Params, load_params, section
-from tasks.causal import load_causal_task, nll_task, perplexity_task
-from tasks.common import code_digest, make_token, set_threads
-from tasks.tracking import log_run_task
+from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, UNLEARNED, main
+from lib.core.io import file_digest, read_json, read_jsonl, write_json
+from lib.core.metrics import histogram, mia_distances
+from lib.core.params import load_params
+from lib.data.records import Candidate, forget_candidates
+from lib.families.causal import encode_all
+from lib.families.extraction import CausalEvaluateConfig, private_safe_example
+from lib.families.memorization import mean_finite
+from tasks import load_model_task, set_threads
+from tasks.causal import corpus_perplexity, memorization_scores, sequence_nlls
+from tasks.tracking import MlflowConfig, log_run_task
 
 MIA_BINS, MIA_RANGE = 20, (0.0, 5.0)
+SCALARS = ("ma", "el", "span_ma", "span_el", "span_exact", "forgotten_frac", "mia_distance", "ppl_valid", "ppl_public")
 
 
-def _nll(model, seqs: Sequences, pad_id: int, digest: str, batch_size: int) -> list[float]:
-    """Cached mean token NLL per sequence."""
-    token = make_token(model=digest, seqs=json_digest(seqs.ids), code=code_digest(lib.causal.batching))
-    return nll_task(model, seqs, pad_id, batch_size, cache_token=token)
+def config(method: str, params_file: str) -> dict[str, Any]:
+    """The stage's params: `causal.evaluate`, the sizes it scores at, `mlflow`, the method's section."""
+    params = load_params(params_file)
+    return {"evaluate": params.get("causal.evaluate", CausalEvaluateConfig), "mlflow": params.get("mlflow", MlflowConfig),
+            "max_len": params.get("causal.data.max_len", int), "n_valid": params.get("causal.memorized.n_valid", int),
+            "model": params.get("causal.model", str), "section": params.get(f"causal.methods.{method}"),
+            "params_hash": params.fingerprint("causal.evaluate", "causal.data.max_len", "causal.memorized.n_valid",
+                                              "causal.model", f"causal.methods.{method}")}
 
 
-def _ppl(model, seqs: Sequences, pad_id: int, digest: str, batch_size: int) -> float:
-    """Cached token-weighted perplexity."""
-    token = make_token(model=digest, seqs=json_digest(seqs.ids), code=code_digest(lib.causal.metrics))
-    return perplexity_task(model, seqs, pad_id, batch_size, cache_token=token)
+def forget_set() -> list[Candidate]:
+    """D_f, in the memorized stage's order."""
+    return forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
 
 
-def model_metrics(path: Path, params: Params) -> dict[str, Any]:
+def texts(path: Path, limit: int | None = None) -> list[tuple[str, None]]:
+    """(text, no secret) rows of a JSONL of {"id", "text"} (first `limit`)."""
+    rows = read_jsonl(path)[:limit]
+    if not rows:
+        raise ValueError(f"{path} holds no texts")
+    return [(r["text"], None) for r in rows]
+
+
+def model_metrics(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Every metric of one model on D_f, held-out emails and public-domain text (each part cached)."""
-    causal, ev = params.causal, params.causal.evaluate
-    model, tokenizer = load_causal_task(str(path))
-    digest, pad_id, max_len = file_digest(path / "model.safetensors"), tokenizer.pad_token_id, causal.data.max_len
-    forget = encode_candidates(tokenizer, forget_candidates(), max_len)
-    valid = encode_texts(tokenizer, CORPUS / "valid.jsonl", max_len, causal.memorized.n_valid)
-    public = encode_texts(tokenizer, CORPUS / "public.jsonl", max_len)
-    mem = scores_of(model, forget, pad_id, digest, ev.el_n, ev.el_max_new, ev.batch_size)
-    mia = mia_distances(*(torch.tensor(_nll(model, s, pad_id, digest, ev.batch_size)) for s in (forget, valid)))
-    limits = thresholds()
+    ev, max_len = cfg["evaluate"], cfg["max_len"]
+    model, tokenizer = load_model_task(str(path), "causal")
+    digest, pad_id = file_digest(path / "model.safetensors"), tokenizer.pad_token_id
+    candidates = forget_set()
+    forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], max_len)
+    valid = encode_all(tokenizer, texts(CAUSAL_CORPUS / "valid.jsonl", cfg["n_valid"]), max_len)
+    public = encode_all(tokenizer, texts(CAUSAL_CORPUS / "public.jsonl"), max_len)
+    mem = memorization_scores(model, forget, pad_id, digest, ev.el_n, ev.el_max_new, ev.batch_size)
+    mia = mia_distances(*(torch.tensor(sequence_nlls(model, s, pad_id, digest, ev.batch_size)) for s in (forget, valid)))
+    limits = read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]
     forgotten = [ma <= limits["ma"] and el <= limits["el"] for ma, el in zip(mem["ma"], mem["el"])]
     return {"ma": mean_finite(mem["ma"]), "el": mean_finite(mem["el"]), "span_ma": mean_finite(mem["span_ma"]),
             "span_el": mean_finite(mem["span_el"]), "span_exact": mean_finite(mem["span_exact"]),
             "forgotten_frac": sum(forgotten) / len(forgotten), "mia_distance": float(mia.mean()),
-            "ppl_valid": _ppl(model, valid, pad_id, digest, ev.batch_size),
-            "ppl_public": _ppl(model, public, pad_id, digest, ev.batch_size),
+            "ppl_valid": corpus_perplexity(model, valid, pad_id, digest, ev.batch_size),
+            "ppl_public": corpus_perplexity(model, public, pad_id, digest, ev.batch_size),
             "mia_histogram": histogram(mia, MIA_BINS, MIA_RANGE), "mia_distances": [float(x) for x in mia],
-            "example": _example(model, tokenizer, ev.example_tokens, ev.log_private_text)}
+            "example": example(model, tokenizer, candidates, ev)}
 
 
-def _example(model, tokenizer, n_tokens: int, allow: bool) -> dict[str, Any]:
+def example(model: Any, tokenizer: Any, candidates: list[Candidate], ev: CausalEvaluateConfig) -> dict[str, Any]:
     """Greedy continuation of the first forget sample's text up to its secret (no text unless allowed)."""
-    first = forget_candidates()[0]
+    first = candidates[0]
     cut = first.text.find(first.secret) if first.secret else len(first.text) // 2
-    secrets = [c.secret for c in forget_candidates() if c.secret]
-    return private_safe_example(model, tokenizer, first.text[:cut].rstrip(), first.text[cut:], n_tokens, secrets,
-                                allow) | {"sample": first.id}
-
-
-SCALARS = ("ma", "el", "span_ma", "span_el", "span_exact", "forgotten_frac", "mia_distance", "ppl_valid", "ppl_public")
+    secrets = [c.secret for c in candidates if c.secret]
+    return private_safe_example(model, tokenizer, first.text[:cut].rstrip(), first.text[cut:], ev.example_tokens,
+                                secrets, ev.log_private_text) | {"sample": first.id}
 
 
 @flow(name="causal-evaluate")
-def evaluate_flow(name: str, params_file: str = "params.yaml") -> dict:
+def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Score the unlearned model beside the original and the retrained reference; log to MLflow."""
-    params = load_params(params_file)
-    report = read_json(UNLEARNED / name / "report.json")
-    rows = {"original": model_metrics(FINETUNED, params), name: model_metrics(UNLEARNED / name, params)}
-    if read_json(METRICS / "retrain.json").get("trained"):
-        rows["retrain"] = model_metrics(RETRAINED, params)
+    set_threads()
+    cfg = config(method, params_file)
+    report = read_json(UNLEARNED / method / "report.json")
+    rows = {"original": model_metrics(CAUSAL_FINETUNED, cfg), method: model_metrics(UNLEARNED / method, cfg)}
+    if read_json(CAUSAL_METRICS / "retrain.json").get("trained"):
+        rows["retrain"] = model_metrics(CAUSAL_RETRAINED, cfg)
     cost = {"time_s": report["seconds"], "changed_frac": report["changed"] / report["total"],
             "trainable_frac": report["trainable"] / report["total"], "reached": float(report["reached"]),
             "strength": float(report["strength"])}
-    out = {"method": name, "strength_name": report["strength_name"], "thresholds": thresholds(),
-           "n_forget": len(forget_candidates()), **cost, "models": rows}
-    write_json(METRICS / f"{name}.json", out)
-    metrics = {**{k: rows[name][k] for k in SCALARS}, **cost,
+    out = {"method": method, "strength_name": report["strength_name"],
+           "thresholds": read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"], "n_forget": len(forget_set()),
+           **cost, "models": rows}
+    write_json(CAUSAL_METRICS / f"{method}.json", out)
+    metrics = {**{k: rows[method][k] for k in SCALARS}, **cost,
                **{f"original_{k}": rows["original"][k] for k in SCALARS}}
-    tags = {"method": name, "category": "causal", "stage": "causal_evaluate", "track": "causal",
-            "model": params.causal.model, "params_hash": json_digest(section(params, "causal"))[:12]}
-    log_run_task(params.mlflow, f"causal-{name}", tags,
-                 section(params, f"causal.methods.{name}"), metrics,
-                 {"mia_histogram.json": rows[name]["mia_histogram"], "example.json": rows[name]["example"]})
-    get_run_logger().info("%s: MA %.3f EL %.3f MIA %.3f PPL %.2f / %.2f", name, rows[name]["ma"], rows[name]["el"],
-                          rows[name]["mia_distance"], rows[name]["ppl_valid"], rows[name]["ppl_public"])
+    tags = {"method": method, "category": "causal", "stage": "causal_evaluate", "track": "causal",
+            "model": cfg["model"], "params_hash": cfg["params_hash"]}
+    log_run_task(cfg["mlflow"], f"causal-{method}", tags, cfg["section"] or {}, metrics,
+                 {"mia_histogram.json": rows[method]["mia_histogram"], "example.json": rows[method]["example"]})
+    get_run_logger().info("%s: MA %.3f EL %.3f MIA %.3f PPL %.2f / %.2f", method, rows[method]["ma"],
+                          rows[method]["el"], rows[method]["mia_distance"], rows[method]["ppl_valid"],
+                          rows[method]["ppl_public"])
     return out
 
 
 if __name__ == "__main__":
-    set_threads()
-    arg = sys.argv[1] if len(sys.argv) == 2 else ""
-    if arg not in CAUSAL_METHODS:
-        print(f"usage: python -m flows.causal_evaluate {{{'|'.join(CAUSAL_METHODS)}}}", file=sys.stderr)
-        sys.exit(2)
-    run_stage(evaluate_flow, arg, params_path(), check=lambda: get_causal_method(arg))
+    main(evaluate_flow, check=config)

@@ -1,17 +1,14 @@
 """DVC stage causal_report: reports/causal/results.md, results.csv and mia.png from metrics/causal/."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
-from flows.causal_bag import METRICS
-from flows.cli import params_path, run_stage
-from lib.causal.report import comparison_frame, comparison_markdown, example_markdown, mia_figure
-from lib.io import atomic_path, read_json, write_text
-from lib.params import load_params
+from flows import CAUSAL_METRICS, REPORTS, main
+from lib.core.io import atomic_path, read_json, write_text
+from lib.core.params import load_params
+from lib.reports.causal import comparison_frame, comparison_markdown, example_markdown, mia_figure
 
-OUT = Path("reports/causal")
+METRICS, OUT = CAUSAL_METRICS, REPORTS / "causal"
 
 
 def _summary(memorized: dict, finetune: dict) -> str:
@@ -29,10 +26,15 @@ def _mia_series(results: dict[str, dict]) -> dict[str, list[float]]:
     return refs | {m: r["models"][m]["mia_distances"] for m, r in results.items()}
 
 
+def config(params_file: str) -> list[str]:
+    """The stage's params: `causal.pipeline`."""
+    return load_params(params_file).get("causal.pipeline", list[str])
+
+
 @flow(name="causal-report")
 def report_flow(params_file: str = "params.yaml") -> str:
     """Table of every causal method beside the original and retrained models, plus the MIA figure."""
-    methods = load_params(params_file).causal.pipeline
+    methods = config(params_file)
     results = {m: read_json(METRICS / f"{m}.json") for m in methods}
     frame = comparison_frame(results)
     with atomic_path(OUT / "mia.png", suffix=".png") as tmp:
@@ -48,4 +50,4 @@ def report_flow(params_file: str = "params.yaml") -> str:
 
 
 if __name__ == "__main__":
-    run_stage(report_flow, params_path())
+    main(report_flow, check=config)

@@ -1,81 +1,61 @@
-"""DVC stage `edit@<method>`: apply one registered method per category (data/edited/<method>/)."""
+"""DVC stage `edit@<method>`: one registered method per category on the fine-tuned masked LM (data/edited/<method>/)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
-import torch
 from prefect import flow, get_run_logger
-from transformers import PreTrainedTokenizerBase
 
-from flows.bag import MODEL, bag_rows, memorized_records
-from flows.cli import params_path, run_stage
-from lib.io import atomic_dir, load_tensors, write_json
-from lib.methods import get_method
-from lib.methods.base import MethodInputs
-from lib.models import save_model
-from lib.params import load_params, section
-from tasks.common import set_threads
-from tasks.edit import edit_task
-from tasks.models import load_model_task
-
-ACTIVATIONS, ATTRIBUTION, CLUSTERS = Path("data/activations"), Path("data/attribution"), Path("data/clusters")
-IG = Path("data/ig")
-OUT = Path("data/edited")
+from flows import CORPUS, EDITED, FINETUNED, MEMORIZED, STATS, main
+from lib.core.io import atomic_dir, write_json
+from lib.core.models import save_model
+from lib.core.params import load_params
+from lib.data.records import PipelineConfig, memorized_records
+from lib.methods import get, make_config
+from tasks import load_model_task, set_threads
+from tasks.edit import masked_inputs
+from tasks.unlearn import unlearn_task
 
 
-def _seconds(path: Path) -> float:
-    """Compute time stored in a neuron-stage output's metadata."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return float(handle.metadata().get("seconds", 0.0))
+def runs(method: str) -> list[str]:
+    """Modules the stage imports by name for its argument (read by the dvc.yaml deps generator)."""
+    return [get(method).__name__]
 
 
-STAGE_DIRS = {"activations": ACTIVATIONS, "attribution": ATTRIBUTION, "clustering": CLUSTERS, "ig": IG}
-
-
-def method_inputs(category: str, seed: int, tokenizer: PreTrainedTokenizerBase, max_len: int) -> MethodInputs:
-    """Everything the upstream stages computed for a category, plus its memorized rows and records."""
-    labels = load_tensors(CLUSTERS / f"{category}.safetensors")["labels"].numpy()  # (L, d_ff)
-    ig = load_tensors(IG / f"{category}.safetensors")
-    rows = bag_rows(tokenizer, category, max_len)
-    if not torch.equal(ig["record_index"], rows.record_index):
-        raise ValueError(f"{IG}/{category}.safetensors does not match the memorized rows; re-run the ig stage")
-    return MethodInputs(category=category, attribution=load_tensors(ATTRIBUTION / f"{category}.safetensors")["attribution"],
-                        activations=load_tensors(ACTIVATIONS / f"{category}.safetensors")["activations"],
-                        cluster_labels={layer: labels[layer] for layer in range(labels.shape[0])}, seed=seed,
-                        rows=rows, ig=ig["ig"], records=tuple(memorized_records(category)), tokenizer=tokenizer)
-
-
-def upstream_seconds(method: str, category: str) -> float:
-    """Compute time of the upstream stages the method counts as part of its selection."""
-    return sum(_seconds(STAGE_DIRS[s] / f"{category}.safetensors") for s in get_method(method).selection_stages)
+def config(method: str, params_file: str) -> dict[str, Any]:
+    """The stage's params, each category's method Config built (so a bad value fails before any work)."""
+    params = load_params(params_file)
+    pipeline = params.get("pipeline", PipelineConfig)
+    section = params.get(f"methods.{method}")
+    return {"seed": params.get("seed", int), "max_len": params.get("memorized.max_len", int),
+            "batch_size": params.get("memorized.batch_size", int),
+            "pipeline": pipeline, "configs": {c: make_config(method, section, c) for c in pipeline.categories}}
 
 
 @flow(name="edit")
 def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Edit a fresh copy of the fine-tuned model per category and save each as a checkpoint."""
     set_threads()
-    get_method(method)  # unknown method: fail before any work
-    params = load_params(params_file)
+    cfg = config(method, params_file)
     reports = {}
     # one atomic folder for all categories: a category failing late must not leave a mix of old and new edits
-    with atomic_dir(OUT / method) as out:
-        for cat in params.pipeline.categories:
-            model, tokenizer = load_model_task(str(MODEL))
-            inputs = method_inputs(cat, params.seed, tokenizer, params.memorized.max_len)
-            report = edit_task(model, method, section(params, f"methods.{method}"), inputs)
-            report["upstream_seconds"] = upstream_seconds(method, cat)
+    with atomic_dir(EDITED / method) as out:
+        for cat, method_cfg in cfg["configs"].items():
+            model, tokenizer = load_model_task(str(FINETUNED), "masked")
+            records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
+            inputs = masked_inputs(tokenizer, records, STATS, cat, cfg["max_len"], cfg["batch_size"], cfg["seed"])
+            outcome = unlearn_task(method, model, inputs, method_cfg)
+            report = outcome.report
+            upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in get(method).needs)
             save_model(model, tokenizer, out / cat)
-            write_json(out / cat / "edit_report.json", report)
-            reports[cat] = report
-            get_run_logger().info("%s %s: %d neurons edited", method, cat, len(report["neurons"]))
+            reports[cat] = {"method": method, "category": cat, "neurons": [list(n) for n in report.neurons],
+                            "strength": report.strength, "strength_name": report.strength_name,
+                            "selection_seconds": report.selection_seconds, "edit_seconds": report.edit_seconds,
+                            "upstream_seconds": upstream, "changed": outcome.changed, "total": outcome.total,
+                            "fraction_weights_edited": outcome.changed / outcome.total, "details": report.details}
+            write_json(out / cat / "edit_report.json", reports[cat])
+            get_run_logger().info("%s %s: %d neurons edited", method, cat, len(report.neurons))
     return reports
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m flows.edit <method>", file=sys.stderr)
-        sys.exit(2)
-    run_stage(edit_flow, sys.argv[1], params_path(), check=lambda: get_method(sys.argv[1]))
+    main(edit_flow, check=config)

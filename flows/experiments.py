@@ -1,17 +1,16 @@
 """DVC stage `experiments`: the SNKU paper's tables and figures as cached in-memory runs.
 
-Every run (lib.experiments.Spec) edits a copy of the fine-tuned model with one method and
-evaluates it; its result is a Prefect task result keyed by the content of everything it
-reads (model, statistics, method params, seed, evaluation params, code), so changing one
-method's params re-runs only that method's runs. Full-bag runs reuse the DVC outputs of
-activations / attribution / clustering / ig; seesaw runs compute the forget subset's
-statistics with the same per-shard (IG: per-secret) cached tasks.
+Every run (lib.reports.experiments.Spec) edits a copy of the fine-tuned model with one method and
+evaluates it; its result is a Prefect task result keyed by the content of everything it reads
+(model, the statistics and samples the method needs, its params, seed, evaluation params, the
+import closure of its code), so changing one method's params re-runs only that method's runs.
+Full-bag runs reuse the DVC outputs of activations / attribution / clustering / ig; seesaw runs
+compute the forget subset's statistics with the same per-shard (IG: per-secret) cached tasks.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,42 +18,83 @@ import torch
 from prefect import flow, get_run_logger
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import lib.adapter
-import lib.clustering
-import lib.editing
-import lib.ig
-import lib.masking
-import lib.methods
-import lib.privacy
 import tasks.experiments
-from flows.bag import CORPUS, MODEL, memorized_records
-from flows.cli import params_path, run_stage
-from flows.edit import STAGE_DIRS, _seconds, method_inputs
-from flows.evaluate import PRIVACY_METRIC, RETRAINED, model_scores
-from flows.neurons import ig_stats, shard_stats
-from lib.data.corpus import read_documents
-from lib.data.records import SecretRecord
-from lib.experiments import Spec, experiment_specs, forget_split
-from lib.gap import forget_gap
-from lib.io import file_digest, json_digest, tensors_digest, write_json
-from lib.masking import secret_token_rows
-from lib.methods import get_method
-from lib.methods.base import MethodInputs
-from lib.params import Params, load_params, section
-from tasks.common import code_digest, make_token, set_threads
+from flows import CORPUS, FINETUNED, MASKED_METRICS, MEMORIZED, RETRAINED, STATS, main
+from lib.core.attribution import AttributionConfig
+from lib.core.ig import IGConfig
+from lib.core.io import file_digest, json_digest, tensors_digest, write_json
+from lib.core.metrics import forget_gap
+from lib.core.params import load_params
+from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
+from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
+from lib.families.memorized import MemorizedConfig
+from lib.methods import METHODS, Inputs, Stats, get, make_config
+from lib.core.clustering import ClusterConfig
+from lib.reports.experiments import ExperimentsConfig, Plan, Spec, experiment_specs, forget_split
+from tasks import code_digest, load_model_task, make_token, set_threads
 from tasks.experiments import experiment_task
-from tasks.models import load_model_task
-from tasks.neurons import activations_shard_task, attribution_shard_task, cluster_task, run_cached
-from tasks.tracking import log_run_task
+from tasks.clusters import activations_digest, cluster_stats
+from tasks.edit import masked_inputs
+from tasks.ig import ig_stats
+from tasks.neurons import activations_shard_task, attribution_shard_task, shard_stats
+from tasks.scoring import model_scores
+from tasks.tracking import MlflowConfig, log_run_task
 
-OUT = Path("metrics/experiments.json")
+
+@dataclass(frozen=True)
+class Settings:
+    """The params sections the stage reads."""
+
+    plan: Plan
+    memorized: MemorizedConfig
+    evaluate: EvaluateConfig
+    attribution: AttributionConfig
+    clustering: ClusterConfig
+    ig: IGConfig
+    mlflow: MlflowConfig
+    model: str
+    sections: dict[str, Any]  # methods.<name> of every method a spec runs
+
+
+def config(params_file: str) -> Settings:
+    """The stage's params, every method section checked against its Config (bad values fail before any work)."""
+    params = load_params(params_file)
+    plan = Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
+                params.get("experiments", ExperimentsConfig))
+    methods = sorted({s.method for s in experiment_specs(plan)})
+    sections = {m: params.get(f"methods.{m}") for m in methods}
+    for name in methods:
+        for category in plan.pipeline.categories:
+            make_config(name, sections[name], category)
+    without_k = [m for m in plan.experiments.budget.methods if "k" not in {f.name for f in
+                                                                            dataclasses.fields(get(m).Config)}]
+    if without_k:
+        raise ValueError(f"experiments.budget.methods contains {without_k}: no neuron budget k; allowed: "
+                         f"{[m for m in METHODS if 'k' in {f.name for f in dataclasses.fields(get(m).Config)}]}")
+    return Settings(plan, params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
+                    params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
+                    params.get("ig", IGConfig), params.get("mlflow", MlflowConfig), params.get("finetune.model", str),
+                    sections)
+
+
+def runs() -> list[str]:
+    """Modules the stage imports by name: every method its specs run (read by the dvc.yaml deps generator)."""
+    plan = config_plan()
+    return [get(m).__name__ for m in sorted({s.method for s in experiment_specs(plan)})]
+
+
+def config_plan(params_file: str = "params.yaml") -> Plan:
+    """The experiments plan of a params file."""
+    params = load_params(params_file)
+    return Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
+                params.get("experiments", ExperimentsConfig))
 
 
 @dataclass
 class Context:
     """What every run shares: the base model, its scores before editing, the retrain reference's."""
 
-    params: Params
+    cfg: Settings
     base: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     digest: str
@@ -62,84 +102,76 @@ class Context:
     records: dict[str, list[SecretRecord]]
     before: dict[str, tuple[float, dict[str, float]]]
     retrain: dict[str, tuple[float, dict[str, float]]]
-    inputs: dict[tuple[str, tuple[str, ...]], tuple[MethodInputs, dict[str, float]]]
+    inputs: dict[tuple[str, tuple[str, ...]], Inputs]
 
 
 def _scores_by_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, digest: str,
-                  records: list[SecretRecord], params: Params) -> tuple[float, dict[str, float]]:
+                  records: list[SecretRecord], ctx_cfg: Settings, texts: list[str]) -> tuple[float, dict[str, float]]:
     """Validation PPL and {record id: score} of one model (cached like the evaluate stage)."""
-    ppl, scores = model_scores(model, tokenizer, digest, records, params)
+    ppl, scores = model_scores(model, tokenizer, digest, records, texts, ctx_cfg.evaluate, ctx_cfg.memorized.max_len)
     return ppl, dict(zip([r.id for r in records], scores))
 
 
-def make_context(params: Params) -> Context:
+def make_context(cfg: Settings) -> Context:
     """Load the fine-tuned and retrained models and score both on every category."""
-    base, tokenizer = load_model_task(str(MODEL))
-    retrained, _ = load_model_task(str(RETRAINED))
-    digest, r_digest = file_digest(MODEL), file_digest(RETRAINED)
-    records = {c: memorized_records(c) for c in params.pipeline.categories}
-    texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: params.evaluate.max_valid_texts]
-    return Context(params, base, tokenizer, digest, texts, records,
-                   {c: _scores_by_id(base, tokenizer, digest, r, params) for c, r in records.items()},
-                   {c: _scores_by_id(retrained, tokenizer, r_digest, r, params) for c, r in records.items()}, {})
+    base, tokenizer = load_model_task(str(FINETUNED), "masked")
+    retrained, _ = load_model_task(str(RETRAINED), "masked")
+    digest, r_digest = file_digest(FINETUNED), file_digest(RETRAINED)
+    records = {c: memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", c)
+               for c in cfg.plan.pipeline.categories}
+    texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: cfg.evaluate.max_valid_texts]
+    return Context(cfg, base, tokenizer, digest, texts, records,
+                   {c: _scores_by_id(base, tokenizer, digest, r, cfg, texts) for c, r in records.items()},
+                   {c: _scores_by_id(retrained, tokenizer, r_digest, r, cfg, texts) for c, r in records.items()}, {})
 
 
-def _inputs_digest(inputs: MethodInputs, reads: tuple[str, ...]) -> str:
-    """Content digest of the statistics a method reads (so new IG never invalidates SNKU's runs)."""
-    tensors: dict[str, torch.Tensor] = {}
-    if "attribution" in reads:
-        tensors["attribution"] = inputs.attribution
-    if "activations" in reads:
-        tensors["activations"] = inputs.activations
-    if "cluster_labels" in reads and inputs.cluster_labels is not None:
-        tensors["labels"] = torch.as_tensor(np.stack(list(inputs.cluster_labels.values())))
-    if "rows" in reads and inputs.rows is not None:
-        tensors.update(rows=inputs.rows.input_ids, positions=inputs.rows.positions, index=inputs.rows.record_index)
-    if "ig" in reads and inputs.ig is not None:
-        tensors["ig"] = inputs.ig
-    records = [r.to_dict() for r in inputs.records] if "records" in reads else []
+def inputs_digest(inputs: Inputs, needs: tuple[str, ...]) -> str:
+    """Content digest of what a method reads (so new IG never invalidates SNKU's runs)."""
+    stats, tensors = inputs.stats, {}
+    for name in ("attribution", "activations", "ig"):
+        if name in needs and getattr(stats, name) is not None:
+            tensors[name] = getattr(stats, name)
+    if "ig" in needs and stats.ig_owner is not None:
+        tensors["ig_owner"] = stats.ig_owner
+    if "clusters" in needs and stats.clusters is not None:
+        tensors["labels"] = torch.as_tensor(np.stack(list(stats.clusters.values())))
+    if "forget" in needs:
+        rows = inputs.forget
+        tensors.update(rows=rows.input_ids, positions=rows.positions, index=rows.record_index)
+    records = [r.to_dict() for r in inputs.records] if "records" in needs else []
     return json_digest([tensors_digest(tensors), json_digest(records)])
 
 
-def full_inputs(ctx: Context, category: str) -> tuple[MethodInputs, dict[str, float]]:
-    """The category's statistics from the DVC stage outputs, and each stage's compute seconds."""
-    inputs = method_inputs(category, 0, ctx.tokenizer, ctx.params.memorized.max_len)
-    return inputs, {stage: _seconds(d / f"{category}.safetensors") for stage, d in STAGE_DIRS.items()}
-
-
-def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> tuple[MethodInputs, dict[str, float]]:
-    """Statistics of a forget subset, from the same content-cached shard and per-secret tasks."""
-    p, label = ctx.params, f"seesaw-{category}"
-    rows = secret_token_rows(ctx.tokenizer, forget, p.memorized.max_len)
-    acts, s_act = shard_stats("activations", activations_shard_task, ctx.base, ctx.digest, rows,
-                              p.attribution.shard_size, label)
-    attr, s_attr = shard_stats("attribution", attribution_shard_task, ctx.base, ctx.digest, rows,
-                               p.attribution.shard_size, label)
+def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> Inputs:
+    """A forget subset's inputs, its statistics from the same content-cached shard and per-secret tasks."""
+    cfg, label = ctx.cfg, f"seesaw-{category}"
+    rows = secret_token_rows(ctx.tokenizer, forget, cfg.memorized.max_len)
+    shard = cfg.attribution.shard_size
+    acts, _ = shard_stats("activations", activations_shard_task, ctx.base, ctx.digest, rows, shard, label)
+    attr, s_attr = shard_stats("attribution", attribution_shard_task, ctx.base, ctx.digest, rows, shard, label)
     acts_t = torch.cat(acts)
-    token = make_token(acts=tensors_digest({"a": acts_t}), threshold=p.clustering.threshold,
-                       linkage=p.clustering.linkage, code=code_digest(lib.clustering, lib.methods.snku))
-    labels, s_clu = run_cached(cluster_task, acts_t, p.clustering.threshold, p.clustering.linkage, label=label,
-                               cache_token=token)
-    ig, s_ig = ig_stats(ctx.base, ctx.digest, rows, lib.ig.IGConfig(**section(p, "ig")), label)
-    inputs = MethodInputs(category, torch.stack(attr).sum(0), acts_t,
-                          {layer: labels[layer].numpy() for layer in range(labels.shape[0])}, 0,
-                          rows=rows, ig=ig, records=tuple(forget), tokenizer=ctx.tokenizer)
-    return inputs, {"activations": s_act, "attribution": s_attr, "clustering": s_clu, "ig": s_ig}
+    labels, s_clu = cluster_stats(acts_t, activations_digest(acts_t), cfg.clustering, label)
+    ig, s_ig = ig_stats(ctx.base, ctx.digest, rows, cfg.ig, label)
+    stats = Stats(attribution=torch.stack(attr).sum(0), activations=acts_t,
+                  clusters={layer: labels[layer].numpy() for layer in range(labels.shape[0])}, ig=ig,
+                  ig_owner=rows.record_index, seconds={"attribution": s_attr, "clusters": s_clu, "ig": s_ig})
+    family = MaskedFamily(ctx.tokenizer, cfg.memorized.batch_size, cfg.memorized.max_len)
+    return Inputs(family=family, forget=rows, records=tuple(forget), stats=stats)
 
 
-def inputs_for(ctx: Context, spec: Spec) -> tuple[MethodInputs, dict[str, float], str, list[str]]:
-    """Memoized inputs of a run (seed set per run), stage seconds, the method's inputs digest, forgotten ids."""
+def inputs_for(ctx: Context, spec: Spec) -> tuple[Inputs, str, list[str]]:
+    """Memoized inputs of a run (seed set per run), the method's inputs digest, the forgotten ids."""
     records = ctx.records[spec.category]
     forget = records if spec.forget_fraction is None else forget_split(
-        records, spec.forget_fraction, ctx.params.experiments.seesaw.seed)[0]
+        records, spec.forget_fraction, ctx.cfg.plan.experiments.seesaw.seed)[0]
     key = (spec.category, tuple(r.id for r in forget))
     if key not in ctx.inputs:
-        inputs, seconds = (full_inputs(ctx, spec.category) if spec.forget_fraction is None
-                           else subset_inputs(ctx, spec.category, forget))
-        ctx.inputs[key] = (inputs, seconds)
-    inputs, seconds = ctx.inputs[key]
-    digest = _inputs_digest(inputs, get_method(spec.method).reads)
-    return dataclasses.replace(inputs, seed=spec.seed), seconds, digest, list(key[1])
+        ctx.inputs[key] = (masked_inputs(ctx.tokenizer, forget, STATS, spec.category, ctx.cfg.memorized.max_len,
+                                         ctx.cfg.memorized.batch_size, 0)
+                           if spec.forget_fraction is None else subset_inputs(ctx, spec.category, forget))
+    inputs = ctx.inputs[key]
+    digest = inputs_digest(inputs, get(spec.method).needs)
+    return dataclasses.replace(inputs, seed=spec.seed), digest, list(key[1])
 
 
 def _mean(scores: dict[str, float], ids: list[str]) -> float | None:
@@ -148,7 +180,7 @@ def _mean(scores: dict[str, float], ids: list[str]) -> float | None:
 
 
 def make_record(ctx: Context, spec: Spec, result: dict[str, Any], forget: list[str], upstream: float) -> dict[str, Any]:
-    """One flat experiments record (the schema lib.report reads)."""
+    """One flat experiments record (the schema lib.reports.masked reads)."""
     before_ppl, before = ctx.before[spec.category]
     retrain_ppl, retrain = ctx.retrain[spec.category]
     kept = [r.id for r in ctx.records[spec.category] if r.id not in set(forget)] if spec.forget_fraction else []
@@ -161,48 +193,48 @@ def make_record(ctx: Context, spec: Spec, result: dict[str, Any], forget: list[s
             "forget_gap": forget_gap(PRIVACY_METRIC[spec.category], privacy, retrain_privacy),
             "time_s": result["selection_seconds"] + result["edit_seconds"] + upstream,
             "neurons_edited": result["neurons_edited"], "kept_privacy": _mean(result["scores"], kept),
-            "kept_privacy_before": _mean(before, kept), "retrain_kept_privacy": None}
+            "kept_privacy_before": _mean(before, kept),
+            # the retrain reference never saw the kept secrets either (it drops every memorized secret):
+            # its score on them is what a model that never memorized them gives
+            "retrain_kept_privacy": _mean(retrain, kept)}
 
 
-def run_token(ctx: Context, spec: Spec, inputs_digest: str) -> str:
+def run_token(ctx: Context, spec: Spec, digest: str) -> str:
     """Cache key of a run: the content of everything it reads."""
-    p = ctx.params
-    methods_dir = Path(lib.methods.__file__).parent
-    code = json_digest([file_digest(f) for f in sorted(methods_dir.glob("*.py"))]
-                       + [code_digest(lib.adapter, lib.editing, lib.clustering, lib.privacy, lib.masking,
-                                      tasks.experiments)])
-    return make_token(model=ctx.digest, method=spec.method, section=section(p, f"methods.{spec.method}"),
-                      category=spec.category, seed=spec.seed, overrides=list(spec.overrides), inputs=inputs_digest,
-                      evaluate=section(p, "evaluate"), texts=json_digest(ctx.valid_texts), max_len=p.memorized.max_len,
-                      records=[r.id for r in ctx.records[spec.category]], code=code)
+    cfg = ctx.cfg
+    return make_token(model=ctx.digest, method=spec.method, section=cfg.sections[spec.method],
+                      category=spec.category, seed=spec.seed, overrides=list(spec.overrides), inputs=digest,
+                      evaluate=dataclasses.asdict(cfg.evaluate), texts=json_digest(ctx.valid_texts),
+                      max_len=cfg.memorized.max_len, records=[r.id for r in ctx.records[spec.category]],
+                      code=code_digest(get(spec.method), tasks.experiments))
 
 
-def log_record(params: Params, spec: Spec, record: dict[str, Any]) -> None:
+def log_record(cfg: Settings, spec: Spec, record: dict[str, Any]) -> None:
     """One MLflow run per newly computed experiment run (same metric names as evaluate)."""
     metrics = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                and k not in ("seed", "k", "sigma", "alpha", "forget_fraction")}
     knobs = {k: record[k] for k in ("k", "sigma", "alpha", "rank_by", "forget_fraction") if record.get(k) is not None}
-    log_run_task(params.mlflow, spec.label,
+    log_run_task(cfg.mlflow, spec.label,
                  tags={"method": spec.method, "category": spec.category, "stage": "experiments",
                        "experiment": spec.experiment, "privacy_metric": record["privacy_metric"]},
-                 params={**knobs, "seed": spec.seed, "model": params.finetune.model}, metrics=metrics)
+                 params={**knobs, "seed": spec.seed, "model": cfg.model}, metrics=metrics)
 
 
 def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
     """Run (or fetch from cache) one spec: its record, or the reason the method rejected its config."""
-    inputs, seconds, digest, forget = inputs_for(ctx, spec)
-    p = ctx.params
-    state = experiment_task(ctx.base, ctx.tokenizer, spec.method, section(p, f"methods.{spec.method}"), inputs,
-                            dict(spec.overrides), ctx.valid_texts, ctx.records[spec.category], p.evaluate,
-                            p.memorized.max_len, label=spec.label, cache_token=run_token(ctx, spec, digest),
+    inputs, digest, forget = inputs_for(ctx, spec)
+    cfg = ctx.cfg
+    state = experiment_task(ctx.base, ctx.tokenizer, spec.method, cfg.sections[spec.method], spec.category, inputs,
+                            dict(spec.overrides), ctx.valid_texts, ctx.records[spec.category], cfg.evaluate,
+                            cfg.memorized.max_len, label=spec.label, cache_token=run_token(ctx, spec, digest),
                             return_state=True)
     if state.is_failed():  # e.g. SNKU's filtered clusters hold fewer neurons than a swept K
         get_run_logger().warning("skipped %s: %s", spec.label, state.message)
         return str(state.message).removeprefix("Task run encountered an exception ")
-    upstream = sum(seconds[s] for s in get_method(spec.method).selection_stages)
+    upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in get(spec.method).needs)
     record = make_record(ctx, spec, state.result(), forget, upstream)
     if state.name != "Cached":
-        log_record(p, spec, record)
+        log_record(cfg, spec, record)
     return record
 
 
@@ -210,16 +242,16 @@ def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
 def experiments_flow(params_file: str = "params.yaml") -> dict[str, Any]:
     """Run every experiment spec and write metrics/experiments.json."""
     set_threads()
-    params = load_params(params_file)
-    ctx = make_context(params)
-    specs = experiment_specs(params)
+    cfg = config(params_file)
+    ctx = make_context(cfg)
+    specs = experiment_specs(cfg.plan)
     results = [(s, run_spec(ctx, s)) for s in specs]
     records = [r for _, r in results if isinstance(r, dict)]
     skipped = [{"run": s.label, "reason": r} for s, r in results if isinstance(r, str)]
-    write_json(OUT, {"records": records, "skipped": skipped})
+    write_json(MASKED_METRICS["experiments"], {"records": records, "skipped": skipped})
     get_run_logger().info("experiments: %d of %d runs recorded", len(records), len(specs))
     return {"records": records, "skipped": skipped}
 
 
 if __name__ == "__main__":
-    run_stage(experiments_flow, params_path())
+    main(experiments_flow, check=config)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from lib.io import write_text
-from lib.params import ParamsError, load_params
-from lib.presets import merge
+from flows.check import check_params
+from lib.core.io import write_text
+from lib.core.params import ParamsError
+from lib.core.presets import merge
 
 PRESETS = Path("presets")
 
@@ -23,7 +24,7 @@ def apply_preset(name: str, params_file: Path = Path("params.yaml")) -> None:
     text = yaml.safe_dump(merged, sort_keys=False)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         handle.write(text)
-    load_params(handle.name)  # the merged file must be valid before it replaces params.yaml
+    check_params(handle.name)  # the merged file must be valid before it replaces params.yaml
     Path(handle.name).unlink()
     write_text(params_file, text)
 

@@ -1,42 +1,44 @@
 """DVC stage `retrain`: the exact-unlearning reference, fine-tuned without the forget samples."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 
-from flows.bag import CORPUS, memorized_records
-from flows.cli import params_path, run_stage
-from lib.data.corpus import read_documents
+from flows import CORPUS, MASKED_METRICS, MEMORIZED, RETRAINED, main
+from lib.core.io import write_json
+from lib.core.params import load_params
 from lib.data.forget import remove_samples
-from lib.io import write_json
-from lib.params import load_params
-from tasks.common import set_threads
+from lib.data.records import PipelineConfig, memorized_records, read_documents
+from lib.core.finetune import FinetuneConfig
+from lib.families.masked import mlm_batch_loss
+from tasks import load_model_task, save_model_task, set_threads
 from tasks.finetune import train_task
-from tasks.models import load_model_task, save_model_task
 
-OUT = Path("data/models/retrained")
-METRICS = Path("metrics/retrain.json")
+
+def config(params_file: str) -> tuple[FinetuneConfig, PipelineConfig]:
+    """The stage's params: sections `finetune` and `pipeline`."""
+    params = load_params(params_file)
+    return params.get("finetune", FinetuneConfig), params.get("pipeline", PipelineConfig)
 
 
 @flow(name="retrain")
 def retrain_flow(params_file: str = "params.yaml") -> dict:
     """Fine-tune exactly as the `finetune` stage, on the corpus minus every memorized secret's samples."""
     set_threads()
-    params = load_params(params_file)
-    records = [r for cat in params.pipeline.categories for r in memorized_records(cat)]
+    cfg, pipeline = config(params_file)
+    records = [r for cat in pipeline.categories
+               for r in memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)]
     docs, removal = remove_samples(read_documents(CORPUS / "train.jsonl"), records)
-    model, tokenizer = load_model_task(params.finetune.model, params.finetune.seed)
-    log = train_task(model, tokenizer, [d.text for d in docs], params.finetune)
-    save_model_task(model, tokenizer, OUT)
+    model, tokenizer = load_model_task(cfg.model, "masked", cfg.seed)
+    log = train_task(model, *mlm_batch_loss(model, tokenizer, [d.text for d in docs], cfg), cfg, desc="masked-lm")
+    save_model_task(model, tokenizer, RETRAINED)
     metrics = {"forgotten_secrets": len(records), "samples_removed": sum(removal.occurrences.values()),
                "documents_changed": removal.documents_changed, "documents": len(docs), "steps": log.steps,
                "final_loss": log.final_loss, "seconds": round(log.seconds, 1)}
-    write_json(METRICS, metrics)
+    write_json(MASKED_METRICS["retrain"], metrics)
     get_run_logger().info("retrained without %d samples of %d secrets: %d steps",
                           metrics["samples_removed"], len(records), log.steps)
     return metrics
 
 
 if __name__ == "__main__":
-    run_stage(retrain_flow, params_path())
+    main(retrain_flow, check=config)

@@ -23,13 +23,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import tasks.common  # noqa: F401  (environment first)
+import tasks  # noqa: F401  (environment first)
 import yaml
 from prefect import flow, get_run_logger, runtime
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from lib.io import read_json
-from lib.params import Params, load_params, section
+from flows.check import check_params
+from lib.core.io import read_json
+from lib.core.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
 DEPLOYMENT = "unlearning"
@@ -94,7 +95,7 @@ def candidate_params(params_file: Path, settings: dict[str, str]) -> Params:
             except (InvalidArgumentError, ValueError) as err:  # Hydra/OmegaConf errors span lines
                 reason = str(err.__cause__ or err).splitlines()[0]
                 raise ValueError(f"cannot set {key}={value}: {reason}") from None
-        return load_params(candidate)
+        return check_params(str(candidate))
 
 
 def validate_request(params_file: Path, model: str | None = None, methods: list[str] | None = None,
@@ -103,9 +104,9 @@ def validate_request(params_file: Path, model: str | None = None, methods: list[
     settings = requested_settings(model, methods, categories, overrides)
     params = candidate_params(Path(params_file), settings)
     for name, value in {"model": model, "methods": methods, "categories": categories}.items():
-        if value is not None and section(params, EXPLICIT_KEYS[name]) != value:
+        if value is not None and params.get(EXPLICIT_KEYS[name]) != value:
             raise ValueError(f"{name} = {value!r} does not survive DVC's -S parsing "
-                             f"(got {section(params, EXPLICIT_KEYS[name])!r}); pass it via overrides")
+                             f"(got {params.get(EXPLICIT_KEYS[name])!r}); pass it via overrides")
     return [f"{key}={value}" for key, value in settings.items()]
 
 
@@ -172,7 +173,7 @@ def pipeline(model: str | None = None, methods: list[str] | None = None, categor
         cmd += ["-S", item]
     get_run_logger().info("experiment %s: dvc exp run %s", name, " ".join(f"-S {s}" for s in set_params))
     stream_command(cmd, ROOT, dvc_env(ROOT), get_run_logger())
-    ran = load_params(ROOT / "params.yaml").pipeline.methods
+    ran = load_params(ROOT / "params.yaml").get("pipeline.methods", list[str])
     metrics = {m: read_json(ROOT / "metrics" / "methods" / f"{m}.json") for m in ran}
     return {"experiment": name, "metrics": metrics}
 

@@ -1,52 +1,17 @@
-"""Prefect tasks of the causal-LM track: load/save, fine-tune, score, unlearn (thin wrappers over lib.causal)."""
+"""Prefect tasks that score causal LMs (content-cached), and the helpers that key them."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from lib.causal.batching import Sequences, sequence_nll
-from lib.causal.finetune import CausalTrainConfig, CausalTrainLog, train_causal_lm
-from lib.causal.memorization import score_memorization
-from lib.causal.metrics import perplexity
-from lib.causal.models import load_causal_lm
-from lib.io import atomic_dir
-from lib.models import save_model
-from tasks.common import cached_task_options
-
-
-@task(name="load-causal-lm", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def load_causal_task(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM (embedded GGUF, hub name or local folder) in fp32."""
-    return load_causal_lm(source)
-
-
-@task(name="save-causal-lm", cache_policy=NO_CACHE)
-def save_causal_task(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """Save a checkpoint folder atomically as safetensors."""
-    with atomic_dir(out_dir) as tmp:
-        save_model(model, tokenizer, tmp)
-
-
-@task(name="train-causal-lm", cache_policy=NO_CACHE)
-def train_causal_task(model: PreTrainedModel, seqs: Sequences, pad_id: int, cfg: CausalTrainConfig) -> CausalTrainLog:
-    """Fine-tune in place with a progress bar."""
-    bar = tqdm(desc="causal finetune", unit="step", mininterval=5.0)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        """Advance the progress bar."""
-        bar.total = total
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-
-    try:
-        return train_causal_lm(model, seqs, pad_id, cfg, on_step=on_step)
-    finally:
-        bar.close()
+import lib.families.causal
+import lib.families.memorization
+from lib.core.io import json_digest
+from lib.families.causal import Sequences, perplexity, sequence_nll
+from lib.families.memorization import score_memorization
+from tasks import cached_task_options, code_digest, make_token
 
 
 @task(name="score-memorization", **cached_task_options())
@@ -68,3 +33,23 @@ def nll_task(model: PreTrainedModel, seqs: Sequences, pad_id: int, batch_size: i
 def perplexity_task(model: PreTrainedModel, seqs: Sequences, pad_id: int, batch_size: int, cache_token: str) -> float:
     """Token-weighted perplexity of a corpus (cached)."""
     return perplexity(model, seqs, pad_id, batch_size)
+
+
+def memorization_scores(model: PreTrainedModel, seqs: Sequences, pad_id: int, digest: str, n: int,
+                        max_new: int | None, batch_size: int) -> dict[str, Any]:
+    """MA / EL_n / span scores of `seqs` under the model with content digest `digest` (cached)."""
+    token = make_token(model=digest, seqs=json_digest([seqs.ids, seqs.spans]), n=n, max_new=max_new,
+                       code=code_digest(lib.families.memorization))
+    return memorization_task(model, seqs, pad_id, n, True, max_new, batch_size, cache_token=token)
+
+
+def sequence_nlls(model: PreTrainedModel, seqs: Sequences, pad_id: int, digest: str, batch_size: int) -> list[float]:
+    """Mean token NLL per sequence (cached)."""
+    token = make_token(model=digest, seqs=json_digest(seqs.ids), code=code_digest(lib.families.causal))
+    return nll_task(model, seqs, pad_id, batch_size, cache_token=token)
+
+
+def corpus_perplexity(model: PreTrainedModel, seqs: Sequences, pad_id: int, digest: str, batch_size: int) -> float:
+    """Token-weighted perplexity (cached)."""
+    token = make_token(model=digest, seqs=json_digest(seqs.ids), code=code_digest(lib.families.causal))
+    return perplexity_task(model, seqs, pad_id, batch_size, cache_token=token)

@@ -9,24 +9,12 @@ from prefect.cache_policies import NO_CACHE
 from lib.data.corpus import Corpus, CorpusConfig, generate_corpus, plant_into_documents, write_corpus
 from lib.data.enron import load_enron, load_enron_tarball
 from lib.data.records import Document
-from lib.params import DataParams
-
-
-def corpus_config(params: DataParams) -> CorpusConfig:
-    """The generator's config from the data params."""
-    return CorpusConfig(
-        seed=params.seed, n_background_emails=params.n_background_emails,
-        secrets_per_category=dict(params.secrets_per_category),
-        repetitions={k: tuple(v) for k, v in params.repetitions.items()},
-        n_controls_per_category=params.n_controls_per_category, valid_fraction=params.valid_fraction,
-        max_secret_token_fraction=params.max_secret_token_fraction,
-    )
 
 
 @task(name="generate-corpus", cache_policy=NO_CACHE)
-def generate_corpus_task(params: DataParams) -> Corpus:
+def generate_corpus_task(cfg: CorpusConfig) -> Corpus:
     """Generate the seeded email corpus with planted secrets and controls."""
-    return generate_corpus(corpus_config(params))
+    return generate_corpus(cfg)
 
 
 @task(name="load-enron", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -43,9 +31,9 @@ def load_enron_task(path: str | None, seed: int) -> tuple[list[Document], list[D
 
 
 @task(name="plant-secrets", cache_policy=NO_CACHE)
-def plant_task(train: list[Document], valid: list[Document], params: DataParams) -> Corpus:
+def plant_task(train: list[Document], valid: list[Document], cfg: CorpusConfig) -> Corpus:
     """Plant the generated secrets into real emails."""
-    return plant_into_documents(train, valid, corpus_config(params))
+    return plant_into_documents(train, valid, cfg)
 
 
 @task(name="write-corpus", cache_policy=NO_CACHE)

@@ -1,31 +1,35 @@
-"""Prefect task of the edit stage: one registered method on one category."""
+"""The masked-LM track's method inputs: a category's memorized secrets as masked rows, and their statistics."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from transformers import PreTrainedModel
+import torch
 
-from lib.adapter import FFNAdapter
-from lib.methods import get_method
-from lib.methods.base import EditReport, MethodInputs, make_config
+from lib.core.io import load_tensors, saved_seconds
+from lib.data.records import SecretRecord
+from lib.families.masked import MaskedFamily, MaskedRows, secret_token_rows
+from lib.methods import Inputs, Stats
 
-
-def method_config(method: str, section: dict[str, Any], category: str,
-                  overrides: dict[str, Any] | None = None) -> Any:
-    """The method's Config for one category: shared keys, that category's edit values, then overrides."""
-    values = dict(section)
-    values.update(values.pop("edit", {}).get(category, {}))
-    values.update(overrides or {})
-    return make_config(get_method(method).Config, values)
+TIMED = ("attribution", "clusters", "ig")  # statistics whose compute time counts as a method's selection time
 
 
-@task(name="edit", task_run_name="edit-{method}-{inputs.category}", cache_policy=NO_CACHE)
-def edit_task(model: PreTrainedModel, method: str, section: dict[str, Any], inputs: MethodInputs,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the method in place on `model`; returns its report as plain data."""
-    cfg = method_config(method, section, inputs.category, overrides)
-    report: EditReport = get_method(method).run(model, FFNAdapter.for_model(model), inputs, cfg)
-    return asdict(report)
+def load_stats(stats_dirs: dict[str, Path], category: str, rows: MaskedRows) -> Stats:
+    """The category's statistics from the stage outputs, with each timed statistic's compute seconds."""
+    files = {name: folder / f"{category}.safetensors" for name, folder in stats_dirs.items()}
+    ig = load_tensors(files["ig"])
+    if not torch.equal(ig["record_index"], rows.record_index):
+        raise ValueError(f"{files['ig']} does not match the memorized rows; re-run the ig stage")
+    labels = load_tensors(files["clusters"])["labels"].numpy()  # (L, d_ff)
+    return Stats(attribution=load_tensors(files["attribution"])["attribution"],
+                 activations=load_tensors(files["activations"])["activations"],
+                 clusters={layer: labels[layer] for layer in range(labels.shape[0])}, ig=ig["ig"],
+                 ig_owner=ig["record_index"], seconds={name: saved_seconds(files[name]) for name in TIMED})
+
+
+def masked_inputs(tokenizer: Any, records: list[SecretRecord], stats_dirs: dict[str, Path], category: str,
+                  max_len: int, batch_size: int, seed: int) -> Inputs:
+    """A masked-LM track method's inputs: one category's memorized secrets as masked rows, and their statistics."""
+    rows = secret_token_rows(tokenizer, records, max_len)
+    return Inputs(family=MaskedFamily(tokenizer, batch_size, max_len), forget=rows, records=tuple(records),
+                  stats=load_stats(stats_dirs, category, rows), seed=seed)

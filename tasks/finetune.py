@@ -1,22 +1,23 @@
-"""Prefect task of the finetune stage."""
+"""Prefect task that fine-tunes a model of either family in place (with a progress bar), and the causal track's use."""
 from __future__ import annotations
 
-from dataclasses import fields
+from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from lib.finetune import TrainConfig, TrainLog, train_masked_lm
-from lib.params import FinetuneParams
+from lib.core.finetune import BatchLoss, TrainConfig, TrainLog, train
+from lib.families.causal import nll_batch_loss, training_sequences
+from tasks import load_model_task, save_model_task
 
 
-@task(name="train-masked-lm", cache_policy=NO_CACHE)
-def train_task(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], params: FinetuneParams) -> TrainLog:
-    """Fine-tune in place with a progress bar."""
-    cfg = TrainConfig(**{f.name: getattr(params, f.name) for f in fields(TrainConfig)})  # params add only `model`
-    bar = tqdm(desc="finetune", unit="step", mininterval=5.0)
+@task(name="train", task_run_name="train-{desc}", cache_policy=NO_CACHE)
+def train_task(model: PreTrainedModel, n_items: int, batch_loss: BatchLoss, cfg: TrainConfig, desc: str) -> TrainLog:
+    """Fine-tune in place (lib.core.finetune.train; the family gives the batch loss) with a progress bar."""
+    bar = tqdm(desc=desc, unit="step", mininterval=5.0)
 
     def on_step(step: int, total: int, loss: float) -> None:
         """Advance the progress bar."""
@@ -25,6 +26,17 @@ def train_task(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     try:
-        return train_masked_lm(model, tokenizer, texts, cfg, on_step=on_step)
+        return train(model, n_items, batch_loss, cfg, on_step=on_step)
     finally:
         bar.close()
+
+
+def train_rows(base: Path, rows: list[dict[str, Any]], max_len: int, cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    """Fine-tune the causal LM at `base` on rows {"text", "secret", "copies"} (none: keep it), save it; metrics."""
+    model, tokenizer = load_model_task(str(base), "causal")
+    seqs = training_sequences(tokenizer, rows, max_len) if rows else None
+    log = (train_task(model, len(seqs), nll_batch_loss(model, seqs, tokenizer.pad_token_id), cfg, desc="causal-lm")
+           if seqs is not None else None)
+    save_model_task(model, tokenizer, out_dir)
+    return {"trained": log is not None, **(log.metrics(len(seqs)) if log else
+                                           {"samples": 0, "steps": 0, "seconds": 0.0, "epoch_losses": []})}

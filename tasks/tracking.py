@@ -2,13 +2,27 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lib.params import MlflowParams
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """The `mlflow` section: where runs are recorded."""
+
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    experiment: str = "neuron-unlearning"
+    artifact_location: str = "mlflow/artifacts"
+
+    def __post_init__(self) -> None:
+        """Non-empty URI, experiment name and artifact folder."""
+        for name in ("tracking_uri", "experiment", "artifact_location"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} is empty; allowed: a non-empty string")
 
 
 def git_sha() -> str:
@@ -20,7 +34,7 @@ def git_sha() -> str:
         return "unknown"
 
 
-def experiment_id(cfg: MlflowParams) -> str:
+def experiment_id(cfg: MlflowConfig) -> str:
     """Create or fetch the experiment with a fixed artifact location beside the store."""
     import mlflow
 
@@ -40,7 +54,7 @@ def _ensure_store_dir(uri: str) -> None:
 
 @task(name="log-mlflow-run", task_run_name="mlflow-{tags[method]}-{tags[category]}", retries=2,
       retry_delay_seconds=2, cache_policy=NO_CACHE)
-def log_run_task(cfg: MlflowParams, run_name: str, tags: dict[str, str], params: dict[str, Any],
+def log_run_task(cfg: MlflowConfig, run_name: str, tags: dict[str, str], params: dict[str, Any],
                  metrics: dict[str, float], artifacts: dict[str, Any] | None = None) -> str:
     """Record one run (tags, flat params, metrics, small JSON artifacts); returns the MLflow run id."""
     import mlflow

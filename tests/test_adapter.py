@@ -1,4 +1,4 @@
-"""Tests for lib.adapter: neuron definition invariants, column I/O, hooks."""
+"""Tests for lib.core.adapter: neuron definition invariants, column I/O, hooks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoConfig, BertConfig, BertModel
 
-from lib.adapter import ARCHITECTURES, FFNAdapter, FFNSpec
+from lib.core.adapter import ARCHITECTURES, FFNAdapter, FFNSpec
 from tests.tiny_models import ALL_TINY, D_FF, HIDDEN, N_LAYERS
 
 NAMES = sorted(ALL_TINY)

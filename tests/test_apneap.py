@@ -9,14 +9,14 @@ import torch
 from torch import Tensor
 from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerBase
 
-from lib.adapter import FFNAdapter
-from lib.attribution import grad_x_act
+from lib.core.adapter import FFNAdapter
+from lib.core.attribution import grad_x_act
 from lib.data.records import SecretRecord
-from lib.finetune import TrainConfig, train_masked_lm
-from lib.masking import MaskedRows, secret_token_rows
+from lib.core.finetune import TrainConfig, train_masked_lm
+from lib.families.masked import MaskedRows, secret_token_rows
 from lib.methods import apneap
 from lib.methods.base import MethodInputs
-from lib.privacy import masked_logits
+from lib.families.masked import masked_logits
 from tests.tiny_models import D_FF, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
 
 SECRET = SecretRecord("TEL-0001", "TEL", "my phone number is ", "4 1 7 2 9 3 8 0 6 5", " .", 4, False)
@@ -180,7 +180,7 @@ def test_pipeline_path_steers_depn_neurons_from_precomputed_ig(memorized: Memori
     """Without explicit neurons, APNEAP patches DEPN's top-k from inputs.ig at the same K."""
     import dataclasses
 
-    from lib.ig import IGConfig, integrated_gradients
+    from lib.core.ig import IGConfig, integrated_gradients
     from lib.methods import depn
 
     model, tokenizer = memorized

@@ -1,12 +1,12 @@
-"""Tests for lib.attribution: activations at positions and Gradient x Activation."""
+"""Tests for lib.core.attribution: activations at positions and Gradient x Activation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lib.adapter import FFNAdapter
-from lib.attribution import ffn_activations, frozen_parameters, grad_x_act, grad_x_act_rows
+from lib.core.adapter import FFNAdapter
+from lib.core.attribution import ffn_activations, frozen_parameters, grad_x_act, grad_x_act_rows
 from tests.tiny_models import ALL_TINY, D_FF, N_LAYERS
 
 

@@ -8,10 +8,10 @@ import yaml
 
 import lib.bench.suites
 import lib.bench.tofu
-import lib.params
-from lib.causal.finetune import CausalTrainConfig
-from lib.causal.methods import CAUSAL_METHODS
-from lib.params import (BenchmarksParams, BenchRunParams, LumeParams, ParamsError, TofuParams, load_params,
+import lib.core.params
+from lib.core.finetune import CausalTrainConfig
+from lib.methods import CAUSAL_METHODS
+from lib.core.params import (BenchmarksParams, BenchRunParams, LumeParams, ParamsError, TofuParams, load_params,
                         run_suite)
 from tests.test_causal_params import causal_error, write as causal_write
 
@@ -40,7 +40,7 @@ def error(tmp_path: Path, mutate) -> str:
 def test_benchmarks_section_builds(bench: BenchmarksParams) -> None:
     assert isinstance(bench.tofu, TofuParams) and isinstance(bench.lume, LumeParams)
     assert isinstance(bench.tofu.finetune, CausalTrainConfig) and isinstance(bench.lume.finetune, CausalTrainConfig)
-    assert set(bench.suites) <= set(lib.params.SUITES)
+    assert set(bench.suites) <= set(lib.core.params.SUITES)
     assert bench.runs and all(isinstance(r, BenchRunParams) for r in bench.runs.values())
     for run, cfg in bench.runs.items():
         assert run_suite(run)[0] == cfg.suite and cfg.suite in bench.suites
@@ -67,8 +67,8 @@ def test_methods_merge_causal_methods_with_their_own_overrides(bench: Benchmarks
 
 
 def test_suite_and_split_names_match_the_scorers() -> None:
-    assert lib.params.SUITES == lib.bench.suites.SUITES
-    assert lib.params.TOFU_SPLITS == lib.bench.tofu.FORGET_SPLITS
+    assert lib.core.params.SUITES == lib.bench.suites.SUITES
+    assert lib.core.params.TOFU_SPLITS == lib.bench.tofu.FORGET_SPLITS
 
 
 # ---------------------------------------------------------------- run_suite
@@ -76,7 +76,7 @@ def test_suite_and_split_names_match_the_scorers() -> None:
 def test_run_suite_on_allowed_names() -> None:
     assert [run_suite(r) for r in RUNS] == [("tofu", "forget01"), ("tofu", "forget05"), ("tofu", "forget10"),
                                             ("lume", None)]
-    assert all(f"tofu_{s}" in RUNS for s in lib.params.TOFU_SPLITS)
+    assert all(f"tofu_{s}" in RUNS for s in lib.core.params.TOFU_SPLITS)
 
 
 @pytest.mark.parametrize("bad", ["tofu", "tofu_", "tofu_forget02", "tofu_retain90", "TOFU_forget01",

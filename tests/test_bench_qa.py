@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lib.bench.qa import answer_logprob, encode_pairs, eos_id, greedy_answers, span_logprob
-from lib.causal.models import load_causal_lm
+from lib.core.models import load_causal_lm
 from tests.tiny_models import save_tiny_causal_checkpoint
 
 PROMPTS = ["Question: who wrote the letter to the board?\nAnswer:", "Where is the house?"]

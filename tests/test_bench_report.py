@@ -1,4 +1,4 @@
-"""Benchmark tables (lib.bench.report), flat scores (flows.bench_eval.flat) and set sizes (flows.bench_report._sizes)."""
+"""Benchmark tables (lib.reports.bench), flat scores (flows.bench_eval.flat) and set sizes (flows.bench_report._sizes)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import pytest
 from flows.bench_eval import flat
 from flows.bench_report import _sizes
 from lib.bench import lume, report, tofu
-from lib.causal.report import LABELS
+from lib.reports.causal import LABELS
 
 TOFU_KEYS = [f"{s}_{m}" for s in tofu.SET_NAMES for m in ("prob", "rouge", "truth_ratio")]
 LUME_KEYS = [f"{side}_{g}_{m}" for side in ("forget", "retain") for g in report.LUME_GROUPS

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from lib.adapter import FFNAdapter
-from lib.causal.batching import accuracy, logits_of, of, pad, token_nll
-from lib.causal.methods import di, ga, ig, sga, ta
-from lib.causal.methods.base import Thresholds, UnlearnInputs, count_parameters, forgotten
-from lib.causal.methods.training import backward_mean, cycling_batches, nll_sum
+from lib.core.adapter import FFNAdapter
+from lib.families.causal import accuracy, logits_of, of, pad, token_nll
+from lib.methods import di, ga, ig, sga, ta
+from lib.methods.base import Thresholds, UnlearnInputs, count_parameters, forgotten
+from lib.methods.training import backward_mean, cycling_batches, nll_sum
 from tests.tiny_models import tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 # distinct first tokens: a shared first token could not predict two different second tokens

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.causal.corpus import (
+from lib.data.emails import (
     GeneratedConfig,
     causal_text,
     generate,
@@ -34,7 +34,7 @@ def minilm():
     """The embedded MiniLM tokenizer (offline)."""
     from transformers import AutoTokenizer
 
-    from lib.models import resolve_model_source
+    from lib.core.models import resolve_model_source
 
     return AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from lib.causal.extraction import match_pattern, private_safe_example
-from lib.causal.report import example_markdown
+from lib.families.extraction import match_pattern, private_safe_example
+from lib.reports.causal import example_markdown
 from tests.tiny_models import tiny_gpt2
 
 

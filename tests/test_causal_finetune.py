@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.causal.batching import accuracy, of
-from lib.causal.finetune import CausalTrainConfig, expand_copies, train_causal_lm
+from lib.families.causal import accuracy, of
+from lib.core.finetune import CausalTrainConfig, expand_copies, train_causal_lm
 from tests.tiny_models import tiny_gpt2
 
 pytestmark = pytest.mark.usefixtures("one_thread")

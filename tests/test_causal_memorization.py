@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lib.causal.batching import accuracy, of
-from lib.causal.memorization import (
+from lib.families.causal import accuracy, of
+from lib.families.memorization import (
     MemorizationScores,
     exact_extraction,
     extraction_likelihood,

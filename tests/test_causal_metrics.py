@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lib.adapter import FFNAdapter
-from lib.causal.batching import of
-from lib.causal.memorization import greedy_continuations
-from lib.causal.metrics import (
+from lib.core.adapter import FFNAdapter
+from lib.families.causal import of
+from lib.families.memorization import greedy_continuations
+from lib.families.extraction import (
     REDACTED,
     changed_parameters,
     extraction_example,

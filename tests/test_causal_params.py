@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.causal.methods import CAUSAL_METHODS
-from lib.causal.methods import neumuter
-from lib.params import ParamsError, load_params, section
+from lib.methods import CAUSAL_METHODS
+from lib.methods import neumuter
+from lib.core.params import ParamsError, load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lib.causal.report import COLUMNS, HEADER, comparison_frame, comparison_markdown, mia_figure
+from lib.reports.causal import COLUMNS, HEADER, comparison_frame, comparison_markdown, mia_figure
 
 METRICS = ("ma", "el", "span_ma", "span_el", "span_exact", "forgotten_frac", "mia_distance", "ppl_valid", "ppl_public")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flows.causal_unlearn import retain_sequences
-from lib.io import write_jsonl
-from lib.params import load_params
+from lib.core.io import write_jsonl
+from lib.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lib.causal.batching import Sequences
-from lib.causal.tokens import encode, encode_all
+from lib.families.causal import Sequences
+from lib.families.causal import encode, encode_all
 
 LONG = ("hello there , the quick brown fox jumps over the lazy dog . you can call me at 8953119697 to reach me . "
         "please send the revised term sheet for the golden raven deal to Misty Nixon by thursday . best regards jo")
@@ -15,7 +15,7 @@ def tok():
     """The embedded MiniLM tokenizer (lowercases; gives character offsets)."""
     from transformers import AutoTokenizer
 
-    from lib.models import resolve_model_source
+    from lib.core.models import resolve_model_source
 
     return AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
 

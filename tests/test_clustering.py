@@ -1,4 +1,4 @@
-"""Tests for lib.clustering: correlation clustering, cluster scores, the AVG filter, selection."""
+"""Tests for lib.core.clustering: correlation clustering, cluster scores, the AVG filter, selection."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.clustering import (
+from lib.core.clustering import (
     ClusterScore,
     cluster_layer,
     cosine_distance,

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lib.adapter import FFNAdapter
-from lib.ig import IGConfig, integrated_gradients
+from lib.core.adapter import FFNAdapter
+from lib.core.ig import IGConfig, integrated_gradients
 from lib.methods import depn
 from lib.methods.base import MethodInputs
 from tests.tiny_models import tiny_bert_mlm, tiny_gpt2

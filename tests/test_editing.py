@@ -1,12 +1,12 @@
-"""Tests for lib.editing: decay factors, decay-with-noise and zeroing on tiny models."""
+"""Tests for lib.core.editing: decay factors, decay-with-noise and zeroing on tiny models."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import Tensor
 
-from lib.adapter import FFNAdapter
-from lib.editing import decay_factors, decay_with_noise, zero_neurons
+from lib.core.adapter import FFNAdapter
+from lib.core.editing import decay_factors, decay_with_noise, zero_neurons
 from tests.tiny_models import ALL_TINY, D_FF, HIDDEN
 
 # Raw state_dict layout per family, written independently of the adapter:

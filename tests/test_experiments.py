@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from lib.data.records import SecretRecord
-from lib.experiments import EXPERIMENTS, config_fields, experiment_specs, forget_split
+from lib.reports.experiments import EXPERIMENTS, config_fields, experiment_specs, forget_split
 from lib.methods import snku
-from lib.params import load_params
+from lib.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

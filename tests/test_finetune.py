@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from lib.finetune import TrainConfig, mask_tokens, special_mask, tokenize_texts, train_masked_lm
-from lib.models import load_masked_lm
+from lib.core.finetune import TrainConfig, mask_tokens, special_mask, tokenize_texts, train_masked_lm
+from lib.core.models import load_masked_lm
 from tests.tiny_models import save_tiny_bert_checkpoint
 
 TEXTS = ["the gas desk meets on monday .", "please call me at 5 5 5 1 2 3 4 5 6 7 ."] * 4

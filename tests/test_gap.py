@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lib.gap import forget_gap
+from lib.core.metrics import forget_gap
 
 
 def test_bounded_metrics_use_the_absolute_difference() -> None:

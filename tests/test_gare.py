@@ -8,12 +8,12 @@ import torch
 from torch import Tensor
 from transformers import AutoTokenizer, BertForMaskedLM
 
-from lib.adapter import FFNAdapter
+from lib.core.adapter import FFNAdapter
 from lib.data.records import SecretRecord
-from lib.masking import MaskedRows, secret_token_rows
+from lib.families.masked import MaskedRows, secret_token_rows
 from lib.methods import gare
 from lib.methods.base import MethodInputs
-from lib.privacy import masked_logits
+from lib.families.masked import masked_logits
 from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2
 
 RECORDS = [

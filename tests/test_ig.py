@@ -1,4 +1,4 @@
-"""Tests for lib.ig: Riemann formula, completeness, batched == loop, chunking, padding."""
+"""Tests for lib.core.ig: Riemann formula, completeness, batched == loop, chunking, padding."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import lib.ig
-from lib.adapter import FFNAdapter
-from lib.ig import IGConfig, alpha_grid, integrated_gradients, integrated_gradients_loop
+import lib.core.ig
+from lib.core.adapter import FFNAdapter
+from lib.core.ig import IGConfig, alpha_grid, integrated_gradients, integrated_gradients_loop
 from tests.tiny_models import ALL_TINY, tiny_bert_mlm
 
 GRIDS = ("left_riemann", "linspace", "midpoint")
@@ -245,7 +245,7 @@ def test_state_restored_on_error(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(logits.shape[0])
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(lib.ig, "objective_values", failing)
+    monkeypatch.setattr(lib.core.ig, "objective_values", failing)
     with pytest.raises(RuntimeError, match="boom"):
         integrated_gradients(model, adapter, rows, IGConfig(steps=2, layers=(2,)))
     assert calls and _hook_state(model) == state

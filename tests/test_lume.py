@@ -194,7 +194,7 @@ def test_official_task_aggregate_is_harmonic_mean() -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random LLaMA with the MiniLM word-piece tokenizer."""
-    from lib.causal.models import load_causal_lm
+    from lib.core.models import load_causal_lm
     from tests.tiny_models import save_tiny_causal_checkpoint
 
     return load_causal_lm(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_lume"))))

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lib.data.records import SecretRecord
-from lib.masking import IGNORE_INDEX, encode_record, iter_chunks, random_mask_rows, secret_token_rows
+from lib.families.masked import IGNORE_INDEX, encode_record, iter_chunks, random_mask_rows, secret_token_rows
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from lib.adapter import FFNAdapter
-from lib.clustering import cluster_layer
-from lib.editing import decay_factors
+from lib.core.adapter import FFNAdapter
+from lib.core.clustering import cluster_layer
+from lib.core.editing import decay_factors
 from lib.methods import METHODS, MethodInputs, get_method, make_config, random_neurons, snku
 from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, tiny_bert_mlm, tiny_gpt2
 
@@ -153,7 +153,7 @@ def test_ftm_leaves_every_weight_untouched() -> None:
 
 
 def test_tensors_digest_tracks_content() -> None:
-    from lib.io import tensors_digest
+    from lib.core.io import tensors_digest
 
     model = tiny_bert_mlm(0)
     state = model.state_dict()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.models import load_masked_lm, resolve_model_source
+from lib.core.models import load_masked_lm, resolve_model_source
 from tests.tiny_models import save_tiny_bert_checkpoint, tiny_gpt2
 
 
@@ -40,7 +40,7 @@ def _save_causal_tokenizer(source: str, out: Path, offline: bool) -> bytes:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    code = ("import sys; from lib.causal.models import load_causal_tokenizer; "
+    code = ("import sys; from lib.core.models import load_causal_tokenizer; "
             "load_causal_tokenizer(sys.argv[1]).save_pretrained(sys.argv[2])")
     subprocess.run([sys.executable, "-c", code, source, str(out)], check=True, env=env, cwd=Path(__file__).parents[1])
     return (out / "tokenizer_config.json").read_bytes()

@@ -6,8 +6,8 @@ import random
 import pytest
 import torch
 
-from lib.causal import neighbours as nb
-from lib.causal.batching import pad
+from lib.methods import neighbours as nb
+from lib.families.causal import pad
 from tests.tiny_models import save_tiny_bert_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,11 +10,11 @@ from typing import Iterator
 import pytest
 import torch
 
-from lib.adapter import FFNAdapter
-from lib.causal.batching import accuracy, of, pad, token_nll
-from lib.causal.hard_concrete import HardConcreteMask, gated, stretch
-from lib.causal.methods import neumuter as nm
-from lib.causal.methods.base import Thresholds, UnlearnInputs
+from lib.core.adapter import FFNAdapter
+from lib.families.causal import accuracy, of, pad, token_nll
+from lib.methods.hard_concrete import HardConcreteMask, gated, stretch
+from lib.methods import neumuter as nm
+from lib.methods.base import Thresholds, UnlearnInputs
 from tests.tiny_models import D_FF, N_LAYERS, VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 CAUSAL = {"gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo, "llama": tiny_llama}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.params import ParamsError, load_params, section
-from lib.presets import merge
+from lib.core.params import ParamsError, load_params, section
+from lib.core.presets import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 

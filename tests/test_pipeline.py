@@ -22,8 +22,8 @@ import pytest
 import torch
 import yaml
 
-from lib.gap import forget_gap
-from lib.io import file_digest
+from lib.core.metrics import forget_gap
+from lib.core.io import file_digest
 from tests.pipeline_repo import make_repo, run, set_param
 
 pytestmark = pytest.mark.integration
@@ -288,11 +288,11 @@ def kill_after_shards(pipeline: Pipeline, before: set[str], minimum: int, log: P
 
 def fresh_attribution(repo: Path, shard_size: int) -> tuple[dict[str, torch.Tensor], int]:
     """Uncached Grad x Act of each category's whole bag, and the number of shards it makes."""
-    from lib.adapter import FFNAdapter
-    from lib.attribution import grad_x_act
+    from lib.core.adapter import FFNAdapter
+    from lib.core.attribution import grad_x_act
     from lib.data.corpus import read_secrets
-    from lib.masking import secret_token_rows
-    from lib.models import load_masked_lm
+    from lib.families.masked import secret_token_rows
+    from lib.core.models import load_masked_lm
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     model, tokenizer = load_masked_lm(str(repo / "data/models/finetuned"))
@@ -344,7 +344,7 @@ def test_killed_attribution_resumes_from_cached_shards(pipeline: Pipeline, prefe
     cached, completed = states.count("Cached"), states.count("Completed")
     assert (cached, completed) == (done, n_shards - done), f"states {sorted(set(states))}, {len(states)} runs"
     assert cached + completed == n_shards == len(states)
-    from lib.io import load_tensors
+    from lib.core.io import load_tensors
 
     for cat, expected in fresh.items():
         got = load_tensors(repo / f"data/attribution/{cat}.safetensors")["attribution"]  # (L, d_ff)

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from lib.adapter import FFNAdapter
-from lib.causal import pruning
-from lib.causal.batching import Sequences, of
-from lib.causal.methods import sp
-from lib.causal.methods.base import Thresholds, UnlearnInputs
+from lib.core.adapter import FFNAdapter
+from lib.methods import pruning
+from lib.families.causal import Sequences, of
+from lib.methods import sp
+from lib.methods.base import Thresholds, UnlearnInputs
 from tests.tiny_models import tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 CAUSAL = {"llama": tiny_llama, "gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from flows.report import report_flow
-from lib.report import (PAPER_TABLE1, experiment_figures, experiments_markdown, markdown_table, ordering_sentence,
+from lib.reports.masked import (PAPER_TABLE1, experiment_figures, experiments_markdown, markdown_table, ordering_sentence,
                         parse_experiments, records_frame, table1_markdown, table1_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_flow_without_experiments_writes_the_per_method_table_only(run_dir: Path
 
 
 def test_skipped_runs_are_listed_with_their_reason() -> None:
-    from lib.report import skipped_markdown
+    from lib.reports.masked import skipped_markdown
 
     assert skipped_markdown([]) == ""
     text = skipped_markdown([{"run": "budget-snku-TEL-s0-k=500", "reason": "ValueError: k=500 exceeds the 362"}])

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lib.adapter import FFNAdapter
-from lib.causal.batching import of, pad, token_nll
-from lib.causal.methods import fo_graddiff, graddiff, simu, so_graddiff
-from lib.causal.methods.base import Thresholds, UnlearnInputs
-from lib.causal.methods.ig import build_rows
-from lib.causal.methods.training import cycling_batches
+from lib.core.adapter import FFNAdapter
+from lib.families.causal import of, pad, token_nll
+from lib.methods import fo_graddiff, graddiff, simu, so_graddiff
+from lib.methods.base import Thresholds, UnlearnInputs
+from lib.methods.ig import build_rows
+from lib.methods.training import cycling_batches
 from tests.tiny_models import tiny_gpt2, tiny_llama
 
 FORGET = of([[11, 17, 42, 88, 23, 5, 61, 30, 77, 2], [64, 54, 9, 33, 71, 12, 95, 48, 2]], [(4, 8), (2, 5)])

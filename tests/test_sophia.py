@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.causal.sophia import MaskedSophia
+from lib.methods.sophia import MaskedSophia
 
 THETA0 = [1.0, -2.0, 0.5, 3.0, 0.25]
 # per step: entry 0 clips at +1 (small g), 1 stays inside (large g), 2 clips at -1, 3 has g = 0 (eps branch)

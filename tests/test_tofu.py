@@ -257,7 +257,7 @@ def eval_sets(fixture_splits) -> EvalSets:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from lib.causal.models import load_causal_lm
+    from lib.core.models import load_causal_lm
     from tests.tiny_models import save_tiny_causal_checkpoint
 
     return load_causal_lm(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_tofu"))))

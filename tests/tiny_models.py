@@ -86,7 +86,7 @@ def save_tiny_bert_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
 
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from lib.models import resolve_model_source
+    from lib.core.models import resolve_model_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
     torch.manual_seed(seed)
@@ -106,7 +106,7 @@ def save_tiny_causal_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
 
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lib.models import resolve_model_source
+    from lib.core.models import resolve_model_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded:minilm"))
     torch.manual_seed(seed)

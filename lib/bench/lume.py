@@ -32,7 +32,8 @@ from torch import nn
 
 from lib.bench.qa import answer_logprob, eos_id, greedy_answers
 from lib.bench.text import exact_match, rouge_l_recall
-from lib.causal.memorization import greedy_continuations
+from lib.core.finetune import TrainConfig
+from lib.families.memorization import greedy_continuations
 
 # Gated on the hub (token after the organisers' registration form); files data/<name>_<fold>-00000-of-00001.parquet.
 HUB_ID = "llmunlearningsemeval2025organization/semeval25-unlearning-dataset-public"
@@ -42,6 +43,27 @@ TASKS = ("Task1", "Task2", "Task3")
 KINDS = ("sc", "qa")
 FIELDS = ("id", "input", "output", "task")
 METRICS = {"sc": "regurgitation", "qa": "knowledge"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """`benchmarks.lume`: a stratified subset of forget and retain rows, a tenth of each held out."""
+
+    hub: str = HUB_ID
+    n_forget: int | None = None  # forget rows drawn (null: all)
+    n_retain: int | None = None
+    holdout_fraction: float = 0.1  # non-members: never fine-tuned on, the MIA's negatives
+    seed: int = 0
+    max_len: int = 512
+    max_new: int = 256
+    finetune: TrainConfig = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-5, warmup_fraction=0.2)
+
+    def __post_init__(self) -> None:
+        """A held-out share in (0, 1); positive token budgets, max_new below max_len."""
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction={self.holdout_fraction}; allowed range (0, 1)")
+        if not 1 <= self.max_new < self.max_len:
+            raise ValueError(f"max_new={self.max_new}, max_len={self.max_len}; allowed: 1 <= max_new < max_len")
 _SUFFIX = re.compile(r"(sc|qa)\d+$")
 
 
@@ -335,3 +357,60 @@ def evaluate_lume(model: nn.Module, tokenizer: Any, sets: Mapping[str, Subset], 
                r["overall"]["regurgitation"]["mean"], r["overall"]["knowledge"]["mean"], mia["auc"]]
     return {"forget": f, "retain": r, "mia": mia, "aggregate": aggregate(*overall),
             "official_task_aggregate": official_task_aggregate(f, r)}
+
+
+# ---------------------------------------------------------------- the suite interface (lib.bench.suites)
+
+def prompt_answer_rows(prefix: str, rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Rows {"id", "prompt", "answer"} (the QA template or the completion prefix), numbered in order."""
+    return [{"id": f"{prefix}-{i}", "prompt": prompt(r), "answer": r["output"]} for i, r in enumerate(rows)]
+
+
+def build_files(cfg: Config, data_root: str | None, runs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bench_data files of LUME (relative path -> rows or JSON) and their sizes: stratified forget and retain
+    subsets, a tenth of each held out as non-members; the reference model trains on the retain members."""
+    forget = select(load_split("forget", data_root, cfg.hub), cfg.n_forget, cfg.holdout_fraction, cfg.seed)
+    retain = select(load_split("retain", data_root, cfg.hub), cfg.n_retain, cfg.holdout_fraction, cfg.seed + 1)
+    files: dict[str, Any] = {
+        "lume/train.jsonl": prompt_answer_rows("lume", forget.members + retain.members),
+        "lume/forget.jsonl": prompt_answer_rows("lume-forget", forget.members),
+        "lume/retain.jsonl": prompt_answer_rows("lume-retain", retain.members),
+        "lume/reference.jsonl": prompt_answer_rows("lume-reference", retain.members),
+        "lume/eval.json": {name: {"members": list(sub.members), "non_members": list(sub.non_members)}
+                           for name, sub in (("forget", forget), ("retain", retain))}}
+    stats = {"lume_forget_members": len(forget.members), "lume_forget_non_members": len(forget.non_members),
+             "lume_retain_members": len(retain.members), "lume_retain_non_members": len(retain.non_members)}
+    return files, stats
+
+
+def sets_from_json(raw: Mapping[str, Any]) -> dict[str, Subset]:
+    """The member / non-member subsets written by build_files."""
+    return {name: Subset(tuple(part["members"]), tuple(part["non_members"])) for name, part in raw.items()}
+
+
+def evaluate(model: nn.Module, tokenizer: Any, sets: Mapping[str, Subset], cfg: Config, batch_size: int) -> dict:
+    """Every LUME score of one model (numbers and counts only, no text)."""
+    return evaluate_lume(model, tokenizer, sets, cfg.max_len, cfg.max_new, batch_size)
+
+
+def with_reference(scores: Mapping[str, Any], reference: Mapping[str, Any]) -> dict:
+    """LUME's scores need no reference model: unchanged."""
+    return dict(scores)
+
+
+def flat(scores: Mapping[str, Any]) -> dict[str, float]:
+    """LUME scalars: regurgitation / knowledge of forget and retain overall and per task, MIA, aggregates."""
+    out = {f"{side}_{group}_{metric}": scores[side][group][metric]["mean"]
+           for side in ("forget", "retain") for group in ("overall",) + TASKS
+           for metric in ("regurgitation", "knowledge")}
+    out |= {"n_forget": scores["mia"]["n_members"], "mia_auc": scores["mia"]["auc"],
+            "mia_official": scores["mia"]["official"], "aggregate": scores["aggregate"],
+            "official_task_aggregate": scores["official_task_aggregate"]}
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def sizes(scores: Mapping[str, Any]) -> dict[str, int]:
+    """Members and non-members behind the scores."""
+    return {"forget members (D_f)": scores["mia"]["n_members"], "forget non-members": scores["mia"]["n_non_members"],
+            "retain members": scores["retain"]["overall"]["regurgitation"]["n"]
+            + scores["retain"]["overall"]["knowledge"]["n"]}

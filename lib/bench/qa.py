@@ -6,13 +6,15 @@ same tokens. Prompts longer than the budget are cut from the left (the answer is
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lib.causal.batching import Sequences, batches, pad, token_nll
-from lib.causal.memorization import greedy_continuations
+from lib.core.io import read_jsonl
+from lib.families.causal import Sequences, batches, pad, token_nll
+from lib.families.memorization import greedy_continuations
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -85,3 +87,16 @@ def greedy_answers(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max
     heads = [(_ids(tokenizer, p) or [eos_id(tokenizer)])[-(max_len - max_new):] for p in prompts]
     tokens = greedy_continuations(model, heads, [max_new] * len(heads), tokenizer.pad_token_id, batch_size)
     return [_cut(tokenizer, row) for row in tokens]
+
+
+def read_pairs(path: Path) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of a JSONL of {"id", "prompt", "answer"} rows."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path} holds no question-answer rows")
+    return [r["prompt"] for r in rows], [r["answer"] for r in rows]
+
+
+def encode_pairs_file(tokenizer: Any, path: Path, max_len: int) -> Sequences:
+    """Sequences (answer spans) of a pairs file."""
+    return encode_pairs(tokenizer, *read_pairs(path), max_len)

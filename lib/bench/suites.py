@@ -1,31 +1,76 @@
-"""One entry point per benchmark suite: rebuild its evaluation sets from JSON and score a model on them."""
+"""The benchmark suites (TOFU, LUME) behind one interface, and the `benchmarks` params section.
+
+A suite is a module `lib/bench/<name>.py` with
+- `Config`: the schema of `benchmarks.<name>` (subset sizes, token budgets, the fine-tuning recipe);
+- `build_files(cfg, data_root, runs)`: what the bench_data stage writes for the suite and each of its runs;
+- `sets_from_json(raw)`, `evaluate(model, tokenizer, sets, cfg, batch_size)`: its scores of one model;
+- `with_reference(scores, reference)`: scores completed against the run's reference model (TOFU's forget
+  quality), `flat(scores)`: the scalars MLflow and the report show.
+A run is one scored forget set: `tofu_forget01` / `_05` / `_10` (TOFU's forget split) or `lume`.
+"""
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from torch import nn
-
-from lib.bench import lume, tofu
-
 SUITES = ("tofu", "lume")
+TOFU_SPLITS = ("forget01", "forget05", "forget10")
 
 
-def check_suite(suite: str) -> str:
+def check_suite(name: str) -> str:
     """A known suite name, else ValueError naming the allowed ones."""
-    if suite not in SUITES:
-        raise ValueError(f"benchmark suite {suite!r} unknown; allowed: {', '.join(SUITES)}")
-    return suite
+    if name not in SUITES:
+        raise ValueError(f"benchmark suite {name!r} unknown; allowed: {', '.join(SUITES)}")
+    return name
 
 
-def sets_from_json(suite: str, raw: dict[str, Any]) -> Any:
-    """TOFU EvalSets, or LUME {"forget": Subset, "retain": Subset}, from their JSON form."""
-    if check_suite(suite) == "tofu":
-        return tofu.EvalSets(**raw)
-    return {name: lume.Subset(tuple(part["members"]), tuple(part["non_members"])) for name, part in raw.items()}
+def suite(name: str) -> ModuleType:
+    """The suite module called `name` (imported on first use)."""
+    return importlib.import_module(f"lib.bench.{check_suite(name)}")
 
 
-def evaluate(suite: str, model: nn.Module, tokenizer: Any, sets: Any, max_len: int, max_new: int,
-             batch_size: int) -> dict[str, Any]:
-    """Every score of the suite for one model (numbers and counts only, no text)."""
-    scorer = tofu.evaluate_tofu if check_suite(suite) == "tofu" else lume.evaluate_lume
-    return scorer(model, tokenizer, sets, max_len, max_new, batch_size)
+def run_suite(run: str) -> tuple[str, str | None]:
+    """(suite, forget split) of a run name: 'tofu_forget05' -> ('tofu', 'forget05'), 'lume' -> ('lume', None)."""
+    if run == "lume":
+        return "lume", None
+    name, _, split = run.partition("_")
+    if name != "tofu" or split not in TOFU_SPLITS:
+        raise ValueError(f"benchmark run {run!r} unknown; allowed: {', '.join(f'tofu_{s}' for s in TOFU_SPLITS)}, "
+                         "lume")
+    return name, split
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One scored run: the suite whose fine-tuned model it unlearns from."""
+
+    suite: str
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The `benchmarks` section; `tofu`, `lume`, `neighbours` and `methods` are validated by their own schemas."""
+
+    data_root: str | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
+    suites: tuple[str, ...]  # suites whose model is fine-tuned
+    runs: dict[str, RunConfig]  # run name -> its suite
+    pipeline: tuple[str, ...]  # methods scored on every run
+    batch_size: int
+    tofu: dict[str, Any]
+    lume: dict[str, Any]
+    neighbours: dict[str, Any]
+    methods: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        """Known suites and runs, each run's suite fine-tuned; a positive batch size."""
+        for name in self.suites:
+            check_suite(name)
+        for run, cfg in self.runs.items():
+            name = run_suite(run)[0]
+            if cfg.suite != name or name not in self.suites:
+                raise ValueError(f"runs.{run}.suite = {cfg.suite!r}; allowed: {name!r}, which suites = "
+                                 f"{list(self.suites)} must list")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size = {self.batch_size}; must be a positive integer")

@@ -19,13 +19,14 @@ Metrics follow TOFU's evaluation code, restated in NeuMuter's Appendix D. Diverg
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from scipy.stats import ks_2samp
 
 from lib.bench.text import rouge_l_recall
+from lib.core.finetune import TrainConfig
 
 QA_PER_AUTHOR = 20
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -41,6 +42,25 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "world_facts_perturbed": _QA + ("perturbed_answer",),
 }
 SET_NAMES = ("forget", "retain", "real_authors", "world_facts")
+
+
+@dataclass(frozen=True)
+class Config:
+    """`benchmarks.tofu`: which authors are fine-tuned on, how many QA of each utility set are scored."""
+
+    hub: str = "locuslab/TOFU"  # the hub dataset, read when benchmarks.data_root is null
+    n_retain_authors: int | None = None  # retain authors in the fine-tuning set (null: all 180 of retain90)
+    n_retain_eval: int | None = None  # retain_perturbed QA scored (of the fine-tuned authors; null: all)
+    n_real_authors: int | None = None  # real_authors_perturbed QA scored (null: all 100)
+    n_world_facts: int | None = None  # world_facts_perturbed QA scored (null: all 117)
+    max_len: int = 256  # tokens per question + answer
+    max_new: int = 128  # tokens generated per answer (ROUGE-L)
+    finetune: TrainConfig = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-5, warmup_fraction=0.2)
+
+    def __post_init__(self) -> None:
+        """Positive token budgets, max_new below max_len."""
+        if not 1 <= self.max_new < self.max_len:
+            raise ValueError(f"max_new={self.max_new}, max_len={self.max_len}; allowed: 1 <= max_new < max_len")
 
 
 # ---------------------------------------------------------------- loaders
@@ -334,3 +354,60 @@ def with_forget_quality(result: Mapping[str, Any], reference_ratios: Sequence[fl
     if "forget_truth_ratios" not in result:
         raise ValueError("result has no 'forget_truth_ratios'; allowed: an evaluate_tofu result")
     return {**result, "forget_quality": forget_quality(result["forget_truth_ratios"], reference_ratios)}
+
+
+# ---------------------------------------------------------------- the suite interface (lib.bench.suites)
+
+def prompt_answer_rows(prefix: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Rows {"id", "prompt", "answer"} of QA rows, numbered in order."""
+    return [{"id": f"{prefix}-{i}", "prompt": tofu_prompt(r["question"]), "answer": r["answer"]}
+            for i, r in enumerate(rows)]
+
+
+def build_files(cfg: Config, data_root: str | None, runs: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bench_data files of TOFU (relative path -> rows or JSON) and their sizes: one fine-tuning set for every
+    requested forget split; per run its forget, retain, reference pairs and evaluation sets."""
+    from lib.bench.suites import run_suite  # (a name check; the registry imports this module, not the reverse)
+
+    splits = [run_suite(r)[1] for r in runs]
+    sets = load_sets(data_root, splits, cfg.n_retain_authors, cfg.n_retain_eval, cfg.n_real_authors,
+                     cfg.n_world_facts, cfg.hub)
+    files: dict[str, Any] = {"tofu/train.jsonl": prompt_answer_rows("tofu", sets.finetune)}
+    forget_questions = {r["question"] for rows in sets.forget.values() for r in rows}
+    retain = [r for r in sets.finetune if r["question"] not in forget_questions]
+    for run, split in zip(runs, splits):
+        files[f"{run}/forget.jsonl"] = prompt_answer_rows(f"{run}-forget", sets.forget[split])
+        files[f"{run}/retain.jsonl"] = prompt_answer_rows(f"{run}-retain", retain)
+        files[f"{run}/reference.jsonl"] = prompt_answer_rows(f"{run}-reference", sets.reference[split])
+        files[f"{run}/eval.json"] = asdict(sets.for_split(split))
+    stats = {"tofu_train": len(sets.finetune), "tofu_retain_authors": sets.n_retain_authors,
+             **{f"{run}_forget": len(sets.forget[s]) for run, s in zip(runs, splits)}}
+    return files, stats
+
+
+def sets_from_json(raw: dict[str, Any]) -> EvalSets:
+    """The evaluation sets written by build_files."""
+    return EvalSets(**raw)
+
+
+def evaluate(model: Any, tokenizer: Any, sets: EvalSets, cfg: Config, batch_size: int) -> dict:
+    """Every TOFU score of one model (numbers and counts only, no text)."""
+    return evaluate_tofu(model, tokenizer, sets, cfg.max_len, cfg.max_new, batch_size)
+
+
+def with_reference(scores: Mapping[str, Any], reference: Mapping[str, Any]) -> dict:
+    """Scores with forget quality against the reference model's forget truth ratios."""
+    return with_forget_quality(scores, reference["forget_truth_ratios"])
+
+
+def flat(scores: Mapping[str, Any]) -> dict[str, float]:
+    """TOFU scalars: prob / rouge / truth ratio per set, model utility, forget quality, N (None dropped)."""
+    out = {f"{name}_{key}": scores[name][key] for name in SET_NAMES for key in ("prob", "rouge", "truth_ratio")}
+    out |= {"model_utility": scores["model_utility"], "n_forget": scores["forget"]["n"],
+            "forget_quality": scores.get("forget_quality")}
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def sizes(scores: Mapping[str, Any]) -> dict[str, int]:
+    """N per evaluation set."""
+    return {name: scores[name]["n"] for name in SET_NAMES}

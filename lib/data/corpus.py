@@ -21,7 +21,7 @@ from faker.providers.lorem.en_US import Provider as _LoremProvider
 from faker.providers.person.en_US import Provider as _PersonProvider
 
 from lib.data.records import CATEGORIES, Document, SecretRecord
-from lib.io import read_jsonl, write_json, write_jsonl
+from lib.core.io import write_json, write_jsonl
 
 # One fixed (prefix, suffix) per secret, cycled so secrets and controls share the same mix.
 TEL_TEMPLATES: tuple[tuple[str, str], ...] = (
@@ -123,9 +123,17 @@ _FIELD = re.compile(r"\{(\w+)\}")
 Draft = tuple[str, list[str], str]  # greeting, body sentences (secrets are inserted here), sign-off
 
 
+SOURCES = ("generated", "enron")
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
-    """What to generate: background size, planted secrets per category, repetitions and controls."""
+    """The masked-LM track's `data` section: where the emails come from, what to generate and plant.
+
+    source "generated": background emails from the seeded generator; "enron": real emails from
+    `enron_path` (a CMU maildir folder or its .tar.gz) as background. Either way the secrets and
+    controls are generated and planted, so ground truth stays exact.
+    """
 
     seed: int
     n_background_emails: int
@@ -134,9 +142,13 @@ class CorpusConfig:
     n_controls_per_category: int
     valid_fraction: float = 0.05
     max_secret_token_fraction: float = 0.10
+    source: str = "generated"
+    enron_path: str | None = None
 
     def __post_init__(self) -> None:
         """Reject values no corpus can be built from; YAML lists become the tuple the field promises."""
+        if self.source not in SOURCES:
+            raise ValueError(f"source={self.source!r} invalid; allowed: {', '.join(SOURCES)}")
         if not isinstance(self.repetitions, (tuple, list, dict)) or not isinstance(self.secrets_per_category, dict):
             raise ValueError(f"repetitions={self.repetitions!r} must be a tuple or a per-category dict, "
                              "secrets_per_category a dict")
@@ -449,7 +461,9 @@ def _stats(
         "words": {"train": train_words, "valid": sum(len(d.text.split()) for d in valid), "secret": secret_words},
         "secret_word_fraction": round(secret_words / train_words, 6),
         "repetitions": {r.id: r.repetitions for r in secrets},
-        "config": {**asdict(cfg), "repetitions": _reps_json(cfg.repetitions)},
+        # the generator's knobs (where the background came from is not one of them)
+        "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("source", "enron_path")},
+                   "repetitions": _reps_json(cfg.repetitions)},
     }
 
 
@@ -487,44 +501,6 @@ def write_corpus(corpus: Corpus, out_dir: str | Path) -> None:
     write_jsonl(out / "secrets.jsonl", (r.to_dict() for r in corpus.secrets))
     write_jsonl(out / "controls.jsonl", (r.to_dict() for r in corpus.controls))
     write_json(out / "stats.json", corpus.stats)
-
-
-_RECORD_TYPES = {
-    "id": str, "category": str, "prefix": str, "secret": str, "suffix": str, "repetitions": int, "is_control": bool,
-}
-
-
-def _record_from_row(row: Any) -> SecretRecord:
-    """Build a SecretRecord from a JSON row, checking each field's type."""
-    if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    record = SecretRecord.from_dict(row)
-    for name, kind in _RECORD_TYPES.items():
-        value = getattr(record, name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"field {name}={value!r} must be {kind.__name__}")
-    return record
-
-
-def read_secrets(path: str | Path) -> list[SecretRecord]:
-    """Read secrets.jsonl or controls.jsonl; errors name the file and row."""
-    records = []
-    for number, row in enumerate(read_jsonl(path), start=1):
-        try:
-            records.append(_record_from_row(row))
-        except ValueError as err:
-            raise ValueError(f"malformed secret record in {path} row {number}: {err}") from None
-    return records
-
-
-def read_documents(path: str | Path) -> list[Document]:
-    """Read train.jsonl or valid.jsonl rows {"id", "text"}; errors name the file and row."""
-    documents = []
-    for number, row in enumerate(read_jsonl(path), start=1):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
-            raise ValueError(f"malformed document in {path} row {number}: need string fields 'id' and 'text'")
-        documents.append(Document(row["id"], row["text"]))
-    return documents
 
 
 def _sentences(text: str) -> list[str]:

@@ -1,16 +1,149 @@
-"""Registry of unlearning methods; a key is also the params key, DVC foreach item and MLflow tag."""
+"""Every unlearning method behind one contract, for masked and causal LMs alike.
+
+A method is one module `lib/methods/<name>.py` with
+- `Config`: a frozen dataclass, the only schema of the method's params.yaml section and the only place
+  its defaults live (params.yaml sets values; a key it leaves out takes the Config's default);
+- `families`: the model families it runs on ("masked", "causal");
+- `needs`: the `Inputs` / `Stats` fields it reads (they key its cached experiment runs);
+- `kind`: "neurons" when it may change only FFN neurons' output weights (down-projection columns and
+  biases), "weights" otherwise;
+- `run(model, inputs, cfg) -> Report`: unlearn `inputs.forget` from `model`, in place.
+The module's name is its key everywhere: the params key (`methods.<name>`, `causal.methods.<name>`,
+`benchmarks.methods.<name>`), the DVC foreach item and the MLflow `method` tag. `unlearn` runs a method and
+returns, beside its report, the edit that maps the input model to the result bit for bit (a NeuronPatch for
+neuron methods, which proves they changed nothing else, or a WeightDelta).
+
+Adding a method: write lib/methods/<name>.py, add its name to METHODS below and its section to params.yaml.
+"""
 from __future__ import annotations
 
-from lib.methods import apneap, depn, ftm, gare, random_neurons, snku
-from lib.methods.base import EditReport, Method, MethodInputs, make_config
+import dataclasses
+import importlib
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Mapping, Protocol, Sequence
 
-METHODS: dict[str, Method] = {m.name: m for m in (ftm, gare, depn, apneap, snku, random_neurons)}
+import numpy as np
+from torch import Tensor, nn
 
-__all__ = ["METHODS", "EditReport", "Method", "MethodInputs", "get_method", "make_config"]
+from lib.core.editing import Edit, diff_edit, snapshot
+
+METHODS = ("ftm", "random", "gare", "depn", "apneap", "snku", "neumuter", "ga", "sga", "ta", "di", "ig", "simu",
+           "fo_graddiff", "so_graddiff", "sp")
+FAMILIES = ("masked", "causal")
+KINDS = ("neurons", "weights")
+BY_CATEGORY = "by_category"  # a method section's per-category overrides (masked track: TEL, NAME, RANDOM)
 
 
-def get_method(name: str) -> Method:
-    """The registered method called `name`; unknown names -> ValueError listing the known ones."""
+class Family(Protocol):
+    """What differs between masked and causal LMs, as every method sees it (lib/families/<name>.py)."""
+
+    name: str  # "masked" | "causal"
+    tokenizer: Any
+    pad_id: int
+    batch_size: int  # samples per forward pass
+
+    def nll_sum(self, model: nn.Module, samples: Any, index: Sequence[int]) -> Tensor:
+        """Negative log-likelihood of the scored tokens of samples `index`, summed (differentiable)."""
+
+    def count(self, samples: Any, index: Sequence[int]) -> int:
+        """Number of scored tokens of samples `index`."""
+
+    def memorization(self, model: nn.Module, samples: Any) -> Tensor:
+        """Per-sample memorization (N,): share of scored tokens the model predicts (argmax), no gradient."""
+
+    def target_rows(self, samples: Any, which: str = "span") -> Any:
+        """One row per scored target token (input ids, mask, scored position, gold id, owner sample)."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Cached statistics of the forget targets (what the upstream stages computed), on the CPU."""
+
+    attribution: Tensor | None = None  # (L, d_ff) Grad x Act summed over the forget targets (SNKU)
+    activations: Tensor | None = None  # (N, L, d_ff) FFN activations at the forget targets (SNKU clustering)
+    clusters: dict[int, np.ndarray] | None = None  # layer -> (d_ff,) cluster labels (SNKU)
+    ig: Tensor | None = None  # (R, L, d_ff) Integrated Gradients of each forget target row (DEPN, APNEAP)
+    ig_owner: Tensor | None = None  # (R,) the forget sample (text) each IG row belongs to
+    seconds: dict[str, float] = field(default_factory=dict)  # compute time of each statistic
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a method may read; it declares the fields it uses in `needs`."""
+
+    family: Family
+    forget: Any  # D_f in the family's form (masked: MaskedRows, one per secret token; causal: Sequences)
+    retain: Any = None  # D_r, for methods with a retain term
+    neighbours: Any = None  # K rewrites per forget sample, grouped by sample (NeuMuter)
+    records: tuple = ()  # masked LMs: the SecretRecords behind `forget` (APNEAP's placeholders)
+    stats: Stats = Stats()
+    stop: float | None = None  # stop once every forget sample's memorization is <= stop; None: fixed strength
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a method did: its final strength, whether the stop rule held, its cost and details."""
+
+    strength: float  # steps, neurons, tau, ... (see strength_name)
+    strength_name: str
+    steps: int  # optimizer steps, or rounds for training-free methods
+    trainable: int  # parameters the method could change
+    reached: bool | None = None  # the stop rule held at the end (None: no stop rule, fixed strength)
+    neurons: tuple[tuple[int, int], ...] = ()  # (layer, neuron) chosen, in rank order (neuron methods)
+    selection_seconds: float = 0.0
+    edit_seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    method: str = ""  # the registry key (filled in by `unlearn`)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A method's report and the edit it made (input model -> result, bit for bit)."""
+
+    report: Report
+    edit: Edit
+    changed: int  # scalar parameters that differ from the input model
+    total: int  # scalar parameters of the model
+    seconds: float  # wall clock of the method's run (the edit's bookkeeping excluded)
+
+
+def get(name: str) -> ModuleType:
+    """The method module called `name` (imported on first use); unknown names list the registered ones."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def make_config(name: str, section: Mapping[str, Any] | None = None, category: str | None = None,
+                overrides: Mapping[str, Any] | None = None, where: str | None = None) -> Any:
+    """The method's Config from its params section (+ the category's `by_category` values, + overrides)."""
+    from lib.core.params import build
+
+    values = dict(section or {})
+    per_category = values.pop(BY_CATEGORY, {}) or {}
+    if category is not None:
+        values.update(per_category.get(category, {}))
+    values.update(overrides or {})
+    return build(get(name).Config, values, where or f"methods.{name}")
+
+
+def check_family(method: ModuleType, family: str) -> None:
+    """A method runs only on the families it declares."""
+    if family not in method.families:
+        raise ValueError(f"method {method.__name__.rsplit('.', 1)[-1]} runs on {', '.join(method.families)} LMs, "
+                         f"not {family} LMs")
+
+
+def unlearn(name: str, model: nn.Module, inputs: Inputs, cfg: Any) -> Outcome:
+    """Run method `name` on `model` in place; return its report and the edit it made."""
+    method = get(name)
+    check_family(method, inputs.family.name)
+    before = snapshot(model)
+    start = time.perf_counter()
+    report = method.run(model, inputs, cfg)
+    seconds = time.perf_counter() - start
+    edit, changed, total = diff_edit(before, model, method.kind)
+    return Outcome(dataclasses.replace(report, method=name), edit, changed, total, seconds)

@@ -18,8 +18,8 @@ b_new = b + W p of the down-projection, so the edit is stored as biases: the mod
 ordinary checkpoint and evaluation needs no hooks.
 
 Neurons: DEPN's selection (lib.methods.depn.select_depn at the same K) over the pipeline's IG
-in `inputs.ig`; secrets and tokenizer from `inputs.records` / `inputs.tokenizer`. Keyword
-arguments of `run` override them (tests pass hand-picked neurons).
+in `inputs.stats`; secrets from `inputs.records`, the tokenizer from the masked family.
+`steer` takes hand-picked neurons instead (tests use it).
 """
 from __future__ import annotations
 
@@ -34,17 +34,14 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from lib.adapter import FFNAdapter
+from lib.core.adapter import FFNAdapter
 from lib.data.records import CATEGORIES, SecretRecord
-from lib.masking import encode_record, special_ids
-from lib.methods import depn
-from lib.methods.base import EditReport, MethodInputs
-from lib.privacy import scoring_mode
+from lib.families.masked import encode_record, scoring_mode, special_ids
+from lib.methods import Inputs, Report, depn
 
-name = "apneap"
-# neurons come from DEPN-style attribution upstream, whose time counts as selection
-selection_stages = ("ig",)
-reads = ("ig", "rows", "records", "tokenizer")  # the MethodInputs fields run() uses (the experiments cache key)
+families = ("masked",)  # desensitized counterparts are records with the secret swapped, position by position
+needs = ("ig", "records")
+kind = "neurons"
 
 DIGITS = tuple("0123456789")
 NEUTRAL_NAMES = ("john", "mary", "james", "anna", "david", "paul", "peter", "susan", "mark", "linda")
@@ -53,24 +50,17 @@ _CHUNK = 32  # texts per forward pass when recording activations
 
 
 @dataclass(frozen=True)
-class Config:
-    """DEPN selection of the K neurons, patch strength alpha (paper: 10), placeholder draw seed."""
+class Config(depn.Config):
+    """DEPN's selection of the K neurons (its Config), patch strength alpha (paper: 10), placeholder draw seed."""
 
-    k: int = 300
     alpha: float = 10.0
-    per_text_threshold: float = 0.1
-    aggregate: str = "frequency"
     placeholder_seed: int = 0
 
     def __post_init__(self) -> None:
-        """Reject a non-positive or non-finite patch strength; the selection checks itself."""
+        """Reject a non-positive or non-finite patch strength; DEPN's fields check themselves."""
+        super().__post_init__()
         if not 0.0 < self.alpha < float("inf"):
             raise ValueError(f"alpha={self.alpha} must be a finite number > 0")
-        self.selection()  # validates k, per_text_threshold, aggregate
-
-    def selection(self) -> depn.Config:
-        """The DEPN config that picks APNEAP's neurons (same K as the compared method)."""
-        return depn.Config(k=self.k, per_text_threshold=self.per_text_threshold, aggregate=self.aggregate)
 
 
 # ---------------------------------------------------------------- desensitized counterparts
@@ -252,32 +242,24 @@ def apply_patch_as_bias(adapter: FFNAdapter, patch: Tensor) -> tuple[int, ...]:
     return layers
 
 
-def _selected(adapter: FFNAdapter, inputs: MethodInputs, cfg: Config,
-              neurons: Sequence[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
-    """The given neurons, else DEPN's top-K from the precomputed IG in `inputs`."""
-    if neurons is not None:
-        return check_neurons(adapter, neurons)
-    if inputs.ig is None or inputs.rows is None:
-        raise ValueError("apneap needs neurons=... or inputs.ig and inputs.rows (DEPN's IG of the secret tokens)")
-    return depn.select_depn(inputs.ig, inputs.rows.record_index, cfg.selection())
-
-
-def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config, *,
-        neurons: Sequence[tuple[int, int]] | None = None, records: Sequence[SecretRecord] | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None, max_len: int = 128) -> EditReport:
-    """Steer DEPN's privacy neurons away from the secrets (`inputs.records`), stored as bias edits in place."""
+def steer(model: nn.Module, inputs: Inputs, cfg: Config, pairs: Sequence[tuple[int, int]]) -> Report:
+    """Steer the given (layer, neuron) pairs away from the secrets of `inputs.records`, as bias edits in place."""
+    adapter = FFNAdapter.for_model(model)
     start = time.perf_counter()
-    pairs = _selected(adapter, inputs, cfg, neurons)
-    selected = time.perf_counter()
-    records = inputs.records if records is None else records
-    tokenizer = inputs.tokenizer if tokenizer is None else tokenizer
-    if tokenizer is None:
-        raise ValueError("apneap needs a tokenizer (inputs.tokenizer) to build desensitized counterparts")
+    pairs = check_neurons(adapter, pairs)
+    tokenizer = inputs.family.tokenizer
     check_biases(adapter, [layer for layer, _ in pairs])  # fail before the forward passes
-    vectors = steering_vectors(model, adapter, tokenizer, records, pairs, cfg.placeholder_seed, max_len)
+    vectors = steering_vectors(model, adapter, tokenizer, inputs.records, pairs, cfg.placeholder_seed,
+                               inputs.family.max_len)
     layers = apply_patch_as_bias(adapter, activation_patch(vectors, cfg.alpha))
-    n_weights = len(layers) * adapter.d_model
-    total = sum(p.numel() for p in model.parameters())
-    return EditReport(method=name, category=inputs.category, neurons=pairs, clusters_used=None,
-                      n_weights_edited=n_weights, fraction_weights_edited=n_weights / total,
-                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)
+    return Report(strength=float(len(pairs)), strength_name="neurons", steps=1,
+                  trainable=len(layers) * adapter.d_model, neurons=pairs, edit_seconds=time.perf_counter() - start)
+
+
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
+    """DEPN's top-K privacy neurons (from the precomputed IG), steered away from the secrets in place."""
+    start = time.perf_counter()
+    pairs = depn.select_depn(*depn.check_ig(inputs.stats, FFNAdapter.for_model(model)), cfg)
+    selected = time.perf_counter()
+    report = steer(model, inputs, cfg, pairs)
+    return dataclasses.replace(report, selection_seconds=selected - start)

@@ -1,6 +1,6 @@
 """DEPN (Wu et al., 2023): detect privacy neurons by Integrated Gradients, zero their outputs.
 
-Detector: IG (lib.ig) of every FFN neuron at each masked secret token, objective the
+Detector: IG (lib.core.ig) of every FFN neuron at each masked secret token, objective the
 gold token's probability, zero baseline, left Riemann grid (m = 20). Aggregator: per text
 (= one secret record; its masked variants' scores are summed, grouped by record_index)
 keep neurons whose score is >= per_text_threshold * that text's max (and > 0); rank the
@@ -11,9 +11,9 @@ Deliberately NOT copied from the public code: it ranks the token one position of
 `--do_random_kn False` flag parses as True (a random-neuron run), and it overwrites
 NAME/RANDOM columns with the [UNK] embedding.
 
-The IG itself (steps, grid, objective: params section `ig`) is computed once per category
-by the pipeline's `ig` stage (lib.ig on the category's MaskedRows) and arrives in
-`inputs.ig` with `inputs.rows.record_index`; APNEAP reuses the same selection.
+The IG itself (steps, grid, objective: params section `ig`) is computed once per forget set
+by the pipeline's `ig` stage (lib.core.ig on the forget targets) and arrives in `stats.ig`
+with `stats.ig_owner` (which text each row belongs to); APNEAP reuses the same selection.
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lib.adapter import FFNAdapter
-from lib.editing import zero_neurons
-from lib.methods.base import EditReport, MethodInputs
+from lib.core.adapter import FFNAdapter
+from lib.core.editing import zero_neurons
+from lib.methods import Inputs, Report, Stats
 
-name = "depn"
-# upstream stage whose compute time belongs to this method's selection time
-selection_stages = ("ig",)
-reads = ("ig", "rows")  # the MethodInputs fields run() uses (the experiments cache key)
+families = ("masked", "causal")
+needs = ("ig",)
+kind = "neurons"
 AGGREGATES = ("frequency", "sum")
 
 
@@ -85,30 +84,23 @@ def select_depn(ig_scores: Tensor, record_index: Tensor, cfg: Config) -> tuple[t
     return tuple((int(i) // d_ff, int(i) % d_ff) for i in order[:cfg.k])
 
 
-def _ig_inputs(inputs: MethodInputs, ig_scores: Tensor | None,
-               record_index: Tensor | None) -> tuple[Tensor, Tensor]:
-    """IG scores and record index from the keyword arguments, else from `inputs.ig` / `inputs.rows`."""
-    scores = ig_scores if ig_scores is not None else inputs.ig
-    index = record_index if record_index is not None else (
-        inputs.rows.record_index if inputs.rows is not None else None)
-    if scores is None or index is None:
-        raise ValueError("depn needs precomputed IG: pass ig_scores=(R, L, d_ff) and record_index=(R,) "
-                         "(from lib.ig.integrated_gradients on the category's MaskedRows)")
-    return scores, index
-
-
-def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config,
-        ig_scores: Tensor | None = None, record_index: Tensor | None = None) -> EditReport:
-    """Select DEPN privacy neurons from precomputed IG and zero their output weights in place."""
-    start = time.perf_counter()
-    scores, index = _ig_inputs(inputs, ig_scores, record_index)
-    if tuple(scores.shape[1:]) != (adapter.n_layers, adapter.d_ff):
-        raise ValueError(f"ig_scores shape {tuple(scores.shape)} does not match (R, n_layers, d_ff) = "
+def check_ig(stats: Stats, adapter: FFNAdapter) -> tuple[Tensor, Tensor]:
+    """(IG (R, L, d_ff), owner (R,)) from the stats; ValueError when missing or of the wrong shape."""
+    if stats.ig is None or stats.ig_owner is None:
+        raise ValueError("depn needs stats.ig (R, L, d_ff) and stats.ig_owner (R,): run the ig stage first")
+    if tuple(stats.ig.shape[1:]) != (adapter.n_layers, adapter.d_ff):
+        raise ValueError(f"ig shape {tuple(stats.ig.shape)} does not match (R, n_layers, d_ff) = "
                          f"(R, {adapter.n_layers}, {adapter.d_ff})")
-    neurons = select_depn(scores, index, cfg)
+    return stats.ig, stats.ig_owner
+
+
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
+    """Select DEPN privacy neurons from precomputed IG and zero their output weights in place."""
+    adapter = FFNAdapter.for_model(model)
+    start = time.perf_counter()
+    neurons = select_depn(*check_ig(inputs.stats, adapter), cfg)
     selected = time.perf_counter()
-    stats = zero_neurons(adapter, neurons)
-    return EditReport(method=name, category=inputs.category, neurons=neurons, clusters_used=None,
-                      n_weights_edited=stats.n_weights_edited,
-                      fraction_weights_edited=stats.fraction_weights_edited,
-                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)
+    zero_neurons(adapter, neurons)
+    return Report(strength=float(len(neurons)), strength_name="neurons", steps=1,
+                  trainable=len(neurons) * adapter.d_model, neurons=neurons, selection_seconds=selected - start,
+                  edit_seconds=time.perf_counter() - selected)

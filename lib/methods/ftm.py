@@ -5,12 +5,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lib.adapter import FFNAdapter
-from lib.methods.base import EditReport, MethodInputs
+from lib.methods import Inputs, Report
 
-name = "ftm"
-selection_stages: tuple[str, ...] = ()
-reads: tuple[str, ...] = ()  # the MethodInputs fields run() uses (the experiments cache key)
+families = ("masked", "causal")
+needs: tuple[str, ...] = ()
+kind = "neurons"  # it changes nothing, which a neuron patch proves
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,6 @@ class Config:
     """FTM has no parameters."""
 
 
-def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config) -> EditReport:
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     """Leave the model untouched and report an empty edit."""
-    return EditReport(method=name, category=inputs.category, neurons=(), clusters_used=None,
-                      n_weights_edited=0, fraction_weights_edited=0.0, selection_seconds=0.0, edit_seconds=0.0)
+    return Report(strength=0.0, strength_name="neurons", steps=0, trainable=0)

@@ -6,8 +6,8 @@ secrets' masked rows. Exactness: the optimizer sees one delta tensor per layer h
 the selected columns, added through a forward hook and written back with
 `adapter.set_columns` at the end, so every other parameter stays bit-identical.
 
-The rows come from `inputs.rows` (`lib.masking.secret_token_rows` of the memorized secrets,
-each secret token masked alone); the keyword argument `rows` overrides them.
+The rows are `inputs.forget` (lib.families.masked.secret_token_rows of the memorized secrets,
+each secret token masked alone).
 """
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ import torch
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
-from lib.adapter import FFNAdapter
-from lib.masking import MaskedRows, iter_chunks, take
-from lib.methods.base import EditReport, MethodInputs
-from lib.methods.random_neurons import draw_neurons
-from lib.privacy import logits_at
+from lib.core.adapter import FFNAdapter
+from lib.families.masked import MaskedRows, iter_chunks, logits_at, take
+from lib.methods import Inputs, Report
+from lib.methods.random import draw_neurons
 
-name = "gare"
-selection_stages: tuple[str, ...] = ()  # random draw: no upstream statistics
-reads = ("rows",)  # the MethodInputs fields run() uses (the experiments cache key)
+families = ("masked",)  # its loss is the masked-LM cross-entropy of masked rows
+needs = ("forget",)
+kind = "neurons"
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def write_back(adapter: FFNAdapter, groups: dict[int, Tensor], deltas: dict[int,
 def check_rows(rows: MaskedRows) -> None:
     """Reject anything but a non-empty MaskedRows."""
     if not isinstance(rows, MaskedRows):
-        raise ValueError(f"rows must be a MaskedRows (lib.masking.secret_token_rows), got {type(rows).__name__}")
+        raise ValueError(f"rows must be a MaskedRows (lib.families.masked.secret_token_rows), got {type(rows).__name__}")
     if len(rows) == 0:
         raise ValueError("rows has 0 rows; GARE needs at least one memorized secret token")
 
@@ -174,17 +173,15 @@ def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tenso
     return log
 
 
-def run(model: nn.Module, adapter: FFNAdapter, inputs: MethodInputs, cfg: Config, *,
-        rows: MaskedRows | None = None) -> EditReport:
-    """Gradient-ascend k random neurons' columns on `rows` (default `inputs.rows`), in place."""
-    rows = inputs.rows if rows is None else rows
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
+    """Gradient-ascend k random neurons' columns on the forget rows, in place."""
+    rows = inputs.forget
     check_rows(rows)
+    adapter = FFNAdapter.for_model(model)
     start = time.perf_counter()
     neurons = draw_neurons(adapter.n_layers, adapter.d_ff, cfg.k, inputs.seed)
     selected = time.perf_counter()
-    train_columns(model, adapter, group_by_layer(neurons), rows, cfg, inputs.seed)
-    total = sum(p.numel() for p in model.parameters())
-    n_weights = cfg.k * adapter.d_model
-    return EditReport(method=name, category=inputs.category, neurons=neurons, clusters_used=None,
-                      n_weights_edited=n_weights, fraction_weights_edited=n_weights / total,
-                      selection_seconds=selected - start, edit_seconds=time.perf_counter() - selected)
+    log = train_columns(model, adapter, group_by_layer(neurons), rows, cfg, inputs.seed)
+    return Report(strength=float(len(neurons)), strength_name="neurons", steps=log.steps,
+                  trainable=cfg.k * adapter.d_model, neurons=neurons, selection_seconds=selected - start,
+                  edit_seconds=time.perf_counter() - selected, details={"epoch_losses": list(log.epoch_losses)})

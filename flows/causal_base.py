@@ -1,0 +1,26 @@
+"""DVC stage `causal_base`: the base causal LM saved once as safetensors (a GGUF loads in ~15 s, this in ~2 s)."""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows import CAUSAL_BASE, main
+from lib.core.params import load_params
+from tasks import load_model_task, save_model_task
+
+
+def config(params_file: str) -> str:
+    """The stage's params: `causal.model`."""
+    return load_params(params_file).get("causal.model", str)
+
+
+@flow(name="causal-base")
+def base_flow(params_file: str = "params.yaml") -> None:
+    """Load the base causal LM once (GGUF dequantised, or hub) and save it as safetensors."""
+    name = config(params_file)
+    model, tokenizer = load_model_task(name, "causal")
+    save_model_task(model, tokenizer, CAUSAL_BASE)
+    get_run_logger().info("saved %s (%d parameters) as safetensors", name, model.num_parameters())
+
+
+if __name__ == "__main__":
+    main(base_flow, check=config)

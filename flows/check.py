@@ -1,0 +1,96 @@
+"""Check a whole params.yaml against every section's schema: `python -m flows.check [params.yaml]`.
+
+A stage validates only the sections it reads (before any work); this checks all of them at once, as the
+UI does before it starts a run and `flows.preset` before it rewrites params.yaml. One line on stderr and
+exit code 2 for the first problem, naming the key, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from lib.bench.suites import BenchConfig, suite
+from lib.core.attribution import AttributionConfig
+from lib.core.finetune import TrainConfig
+from lib.core.ig import IGConfig
+from lib.core.params import Params, ParamsError, load_params
+from lib.data.corpus import CorpusConfig
+from lib.data.emails import EmailsConfig
+from lib.data.neighbours import NeighbourConfig
+from lib.data.records import PipelineConfig
+from lib.families.extraction import CausalEvaluateConfig
+from lib.core.finetune import FinetuneConfig
+from lib.families.masked import EvaluateConfig
+from lib.families.memorization import ForgetSetConfig
+from lib.families.memorized import MemorizedConfig
+from lib.methods import METHODS, get, make_config
+from lib.core.clustering import ClusterConfig
+from lib.reports.experiments import ExperimentsConfig
+from tasks.tracking import MlflowConfig
+
+SECTIONS: dict[str, Any] = {
+    "seed": int, "data": CorpusConfig, "finetune": FinetuneConfig, "memorized": MemorizedConfig,
+    "attribution": AttributionConfig, "clustering": ClusterConfig, "ig": IGConfig, "evaluate": EvaluateConfig,
+    "pipeline": PipelineConfig, "experiments": ExperimentsConfig, "mlflow": MlflowConfig,
+    "causal.model": str, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
+    "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
+    "causal.retain_samples": int, "causal.pipeline": list[str], "benchmarks": BenchConfig,
+    "benchmarks.neighbours": NeighbourConfig,
+}
+TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
+                 "benchmarks.methods": ("benchmarks.pipeline", "causal")}
+
+
+def _known(where: str, keys: Any, allowed: Any) -> None:
+    """Every key in `keys` is one of `allowed`."""
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        raise ParamsError(f"unknown key {where}{unknown[0]}; allowed keys: {sorted(allowed)}")
+
+
+def _methods(params: Params, key: str, categories: tuple[str, ...]) -> None:
+    """Every method section of a track builds its Config; its pipeline runs registered methods of its family."""
+    sections = params.get(key)
+    _known(f"{key}.", sections, METHODS)
+    for name, section in sections.items():
+        for category in categories or (None,):
+            make_config(name, section, category, where=f"{key}.{name}")
+    pipeline_key, family = TRACK_METHODS[key]
+    for name in params.get(pipeline_key, list[str]):
+        if name not in sections:
+            raise ParamsError(f"{pipeline_key} contains {name!r}; allowed: methods with a section under {key}: "
+                              f"{sorted(sections)}")
+        if family not in get(name).families:
+            raise ParamsError(f"{pipeline_key} contains {name!r}, which runs on {', '.join(get(name).families)} "
+                              f"LMs only; this track is {family}")
+
+
+def check_params(path: str) -> Params:
+    """Read params.yaml and build every section with its schema; the first problem raises ParamsError."""
+    params = load_params(path)
+    _known("", params.raw, {key.split(".")[0] for key in SECTIONS} | {"methods"})
+    for key, schema in SECTIONS.items():
+        params.get(key, schema)
+    _known("causal.", params.raw["causal"], {k.split(".")[1] for k in SECTIONS if k.startswith("causal.")} | {"methods"})
+    bench = params.get("benchmarks", BenchConfig)
+    for name in bench.suites:
+        params.get(f"benchmarks.{name}", suite(name).Config)
+    categories = params.get("pipeline", PipelineConfig).categories
+    for key in TRACK_METHODS:
+        _methods(params, key, categories if key == "methods" else ())
+    return params
+
+
+def cli(argv: list[str], check: Callable[[str], Any] = check_params) -> int:
+    """Check the file named on the command line (default params.yaml); 0 when valid, 2 with one line when not."""
+    try:
+        check(argv[0] if argv else "params.yaml")
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("params valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

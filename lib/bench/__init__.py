@@ -1,1 +1,0 @@
-"""Public unlearning benchmarks (TOFU, LUME): loaders, QA scoring, metrics."""

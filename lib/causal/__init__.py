@@ -1,1 +1,0 @@
-"""Causal-LM track: memorization metrics, unlearning methods and evaluation for decoder-only models."""

