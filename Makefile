@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-masked run-causal run-bench test ui mlflow-ui bench clean-cache
+.PHONY: install run run-masked run-causal run-bench test deps check ui mlflow-ui perf clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	@cat reports/results.md
 
@@ -44,7 +44,7 @@ run-causal: TRACK := causal_report
 run-causal: REPORT := reports/causal/results.md
 run-bench: TRACK := bench_report
 run-bench: REPORT := reports/bench/results.md
-run-masked run-causal run-bench: $(STAMP)
+run-masked run-causal run-bench: $(STAMP) deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
 
@@ -57,8 +57,16 @@ ui: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 --backend-store-uri sqlite:///mlflow/mlflow.db
 
-bench: $(STAMP)
-	$(BIN)/python bench/attribution.py
+# dvc.yaml's code deps from the import closure of each stage's code (params.yaml decides the foreach items)
+deps: $(STAMP)
+	$(BIN)/python -m tools.deps
+
+# the whole params.yaml against every section's schema
+check: $(STAMP)
+	$(BIN)/python -m flows.check
+
+perf: $(STAMP)
+	$(BIN)/python perf/attribution.py
 
 clean-cache:
 	rm -rf .cache

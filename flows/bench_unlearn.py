@@ -34,6 +34,8 @@ def runs(run: str, method: str) -> list[str]:
 
 def config(run: str, method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `benchmarks`, the run's suite, the method's Config (bad values fail before any work)."""
+    get(method)  # an unknown name lists the registered methods
+    run_suite(run)
     params = load_params(params_file)
     section = params.get(f"benchmarks.methods.{method}")
     return {"bench": params.get("benchmarks", BenchConfig), "suite": suite_config(params, run),

@@ -23,6 +23,7 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, the method's Config built (a bad value fails before any work)."""
+    get(method)  # an unknown name lists the registered methods
     params = load_params(params_file)
     section = params.get(f"causal.methods.{method}")
     return {"seed": params.get("seed", int), "max_len": params.get("causal.data.max_len", int),

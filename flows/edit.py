@@ -23,6 +23,7 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, each category's method Config built (so a bad value fails before any work)."""
+    get(method)  # an unknown name lists the registered methods
     params = load_params(params_file)
     pipeline = params.get("pipeline", PipelineConfig)
     section = params.get(f"methods.{method}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.families.causal import accuracy, of
-from lib.core.finetune import CausalTrainConfig, expand_copies, train_causal_lm
+from lib.core.finetune import OnStep, TrainConfig, TrainLog, train
+from lib.families.causal import Sequences, accuracy, expand_copies, nll_batch_loss, of
 from tests.tiny_models import tiny_gpt2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -14,10 +14,16 @@ SEQS = of([[5, 17, 33, 8, 61, 42, 9, 77, 23, 14], [90, 3, 51, 12, 70, 28]], [(3,
 PAD = 0
 
 
-def config(**changes) -> CausalTrainConfig:
+def config(**changes) -> TrainConfig:
     """A short, fast recipe (lr 1e-2) changed by `changes`."""
     base = dict(epochs=8, batch_size=2, learning_rate=1e-2, weight_decay=0.0, warmup_fraction=0.0, seed=0)
-    return CausalTrainConfig(**{**base, **changes})
+    return TrainConfig(**{**base, **changes})
+
+
+def train_causal_lm(model: torch.nn.Module, seqs: Sequences, pad_id: int, cfg: TrainConfig,
+                    on_step: OnStep | None = None) -> TrainLog:
+    """Causal-LM fine-tuning as the causal_finetune stage runs it: mean next-token NLL per batch."""
+    return train(model, len(seqs), nll_batch_loss(model, seqs, pad_id), cfg, on_step=on_step)
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -65,7 +71,7 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
 
 def test_empty_corpus_is_an_error_unless_no_epochs() -> None:
     empty = of([])
-    with pytest.raises(ValueError, match="no training sequences"):
+    with pytest.raises(ValueError, match="no training items"):
         train_causal_lm(tiny_gpt2(), empty, PAD, config(epochs=1))
     assert train_causal_lm(tiny_gpt2(), empty, PAD, config(epochs=0)).steps == 0
 

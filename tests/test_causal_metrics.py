@@ -8,17 +8,10 @@ import torch
 from torch import nn
 
 from lib.core.adapter import FFNAdapter
-from lib.families.causal import of
+from lib.core.metrics import changed_parameters, histogram, mia_distances
+from lib.families.causal import of, perplexity
+from lib.families.extraction import REDACTED, extraction_example, redact
 from lib.families.memorization import greedy_continuations
-from lib.families.extraction import (
-    REDACTED,
-    changed_parameters,
-    extraction_example,
-    histogram,
-    mia_distances,
-    perplexity,
-    redact,
-)
 from tests.tiny_models import HIDDEN, tiny_gpt2, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")

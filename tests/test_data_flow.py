@@ -9,7 +9,7 @@ import yaml
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.data import data_flow
-from lib.data.corpus import read_documents, read_secrets
+from lib.data.records import read_documents, read_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "enron_maildir"

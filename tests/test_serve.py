@@ -40,14 +40,14 @@ def test_validate_request_maps_parameters_to_dvc_set_params(params_file: Path) -
 
 
 def test_validate_request_rejects_unknown_method(params_file: Path) -> None:
-    with pytest.raises(ValueError, match=r"'nope'.*registered methods: \['apneap', 'depn', 'ftm', 'gare', 'random', 'snku'\]"):
+    with pytest.raises(ValueError, match=r"'nope'.*allowed: methods with a section under methods: \['apneap', 'depn', 'ftm', 'gare', 'random', 'snku'"):
         validate_request(params_file, methods=["random", "nope"])
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"categories": ["TEL", "PHONE"]}, r"'PHONE'.*allowed: \['TEL', 'NAME', 'RANDOM'\]"),
-    ({"overrides": {"methods.random.kk": "7"}}, r"'methods.random.kk'.*under methods.random: \['decay_mode'"),
-    ({"overrides": {"methods.random.k": "-3"}}, r"methods.random.k = -3"),
+    ({"overrides": {"methods.random.kk": "7"}}, r"'methods.random.kk'.*under methods.random: \['by_category', 'decay_mode'"),
+    ({"overrides": {"methods.random.k": "-3"}}, r"methods.random: k=-3 must be positive"),
     ({"overrides": {"methods.random.k": "seven"}}, r"methods.random.k = 'seven'"),
     ({"methods": []}, r"methods = \[\]"),
     ({"methods": ["random"], "overrides": {"pipeline.methods": "[snku]"}}, r"set it once"),

@@ -107,7 +107,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         """Known categories, each once; at least one method and one category."""
         bad = [c for c in self.categories if c not in CATEGORIES]
-        if bad or not self.categories or len(set(self.categories)) != len(self.categories):
+        if bad:
+            raise ValueError(f"categories contains {bad}; allowed: {list(CATEGORIES)}")
+        if not self.categories or len(set(self.categories)) != len(self.categories):
             raise ValueError(f"categories={list(self.categories)}; allowed: distinct entries of {list(CATEGORIES)}")
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods={list(self.methods)}; allowed: distinct registered method names, at least one")

@@ -253,6 +253,11 @@ class CausalFamily:
         nll, _valid = token_nll(model, *self.batch(model, samples, index))  # (B, T-1), zero at padding
         return nll.sum()
 
+    def sample_nll(self, model: nn.Module, samples: Sequences, index: Sequence[int]) -> Tensor:
+        """Each sample's next-token NLL summed over its scored tokens (B,), differentiable."""
+        nll, _valid = token_nll(model, *self.batch(model, samples, index))  # (B, T-1), zero at padding
+        return nll.sum(1)
+
     def count(self, samples: Sequences, index: Sequence[int]) -> int:
         """Scored tokens (every token but the first) of samples `index`."""
         return sum(len(samples.ids[i]) - 1 for i in index)

@@ -518,6 +518,12 @@ class MaskedFamily:
         gold = samples.gold_ids[torch.as_tensor(list(index), dtype=torch.long)].to(logits.device)
         return nn.functional.cross_entropy(logits.float(), gold, reduction="sum")
 
+    def sample_nll(self, model: nn.Module, samples: MaskedRows, index: Sequence[int]) -> Tensor:
+        """Each row's cross-entropy of its gold token at its [MASK] (B,), differentiable."""
+        logits = self.target_logits(model, samples, index)
+        gold = samples.gold_ids[torch.as_tensor(list(index), dtype=torch.long)].to(logits.device)
+        return nn.functional.cross_entropy(logits.float(), gold, reduction="none")
+
     def count(self, samples: MaskedRows, index: Sequence[int]) -> int:
         """One scored token per row."""
         return len(index)

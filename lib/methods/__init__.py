@@ -47,6 +47,9 @@ class Family(Protocol):
     def nll_sum(self, model: nn.Module, samples: Any, index: Sequence[int]) -> Tensor:
         """Negative log-likelihood of the scored tokens of samples `index`, summed (differentiable)."""
 
+    def sample_nll(self, model: nn.Module, samples: Any, index: Sequence[int]) -> Tensor:
+        """Each sample's NLL summed over its scored tokens (B,): minus log P(sample) (differentiable)."""
+
     def count(self, samples: Any, index: Sequence[int]) -> int:
         """Number of scored tokens of samples `index`."""
 
