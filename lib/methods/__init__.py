@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from lib.core.editing import Edit, diff_edit, snapshot
 
 METHODS = ("ftm", "random", "gare", "depn", "apneap", "snku", "neumuter", "ga", "sga", "ta", "di", "ig", "simu",
-           "fo_graddiff", "so_graddiff", "sp")
+           "fo_graddiff", "so_graddiff", "sp", "npo")
 FAMILIES = ("masked", "causal")
 KINDS = ("neurons", "weights")
 BY_CATEGORY = "by_category"  # a method section's per-category overrides (masked track: TEL, NAME, RANDOM)
@@ -123,14 +123,21 @@ def get(name: str) -> ModuleType:
 def make_config(name: str, section: Mapping[str, Any] | None = None, category: str | None = None,
                 overrides: Mapping[str, Any] | None = None, where: str | None = None) -> Any:
     """The method's Config from its params section (+ the category's `by_category` values, + overrides)."""
-    from lib.core.params import build
+    from lib.core.params import ParamsError, build
+    from lib.data.records import CATEGORIES
 
+    where = where or f"methods.{name}"
     values = dict(section or {})
     per_category = values.pop(BY_CATEGORY, {}) or {}
+    if not isinstance(per_category, Mapping) or not all(isinstance(v, Mapping) for v in per_category.values()):
+        raise ParamsError(f"{where}.{BY_CATEGORY} = {per_category!r} is not a mapping of category -> values")
+    unknown = sorted(set(per_category) - set(CATEGORIES))
+    if unknown:  # a misspelt category would otherwise be ignored silently
+        raise ParamsError(f"unknown key {where}.{BY_CATEGORY}.{unknown[0]}; allowed keys: {list(CATEGORIES)}")
     if category is not None:
         values.update(per_category.get(category, {}))
     values.update(overrides or {})
-    return build(get(name).Config, values, where or f"methods.{name}")
+    return build(get(name).Config, values, where)
 
 
 def check_family(method: ModuleType, family: str) -> None:

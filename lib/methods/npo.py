@@ -1,0 +1,94 @@
+"""Negative Preference Optimization (NPO; Zhang, Lin, Bai & Mei 2024): unlearning as preference optimisation
+with only negative examples.
+
+Loss over a batch of forget samples (x, y):  L = -(2/β) · mean log σ(-β · log(π_θ(y|x) / π_ref(y|x))),
+where log π(y|x) is the sample's log-likelihood summed over its scored tokens (the family's `sample_nll`:
+next tokens of a causal LM, the masked token of a masked LM) and π_ref is the model before unlearning (its
+log-likelihoods are computed once, before the first step: no second model copy). The gradient is GA's
+weighted by σ(β · log ratio) ∈ (0, 1), which vanishes once a sample is unlikely enough: NPO unlearns more
+slowly and stops itself, where GA diverges (paper Sec. 4). As β → 0 the loss tends to GA's.
+With `retain_weight` > 0 the retain set's mean token NLL is added (the paper's NPO+RT).
+
+Loop as GA: all floating parameters, Adam, batches of `batch_size` forget samples cycling in a fresh seeded
+order each pass, until every forget sample meets the stop threshold (or `max_steps`; without a stop
+threshold exactly `max_steps`). Defaults are the paper's TOFU settings (β 0.1, lr 1e-5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lib.methods import Inputs, Report
+from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
+                                  until_forgotten)
+
+families = ("masked", "causal")
+needs = ("forget", "retain")
+kind = "weights"
+
+
+@dataclass(frozen=True)
+class Config:
+    """NPO hyper-parameters: inverse temperature β, Adam learning rate, batch, step cap, retain weight."""
+
+    beta: float = 0.1  # NPO paper, TOFU
+    learning_rate: float = 1e-5  # NPO paper, TOFU
+    batch_size: int = 32
+    max_steps: int = 100
+    retain_weight: float = 0.0  # 0: NPO; > 0: NPO+RT, the retain set's mean token NLL times this weight
+
+    def __post_init__(self) -> None:
+        """Reject values the loop cannot use."""
+        check_positive("beta", self.beta)
+        check_positive("learning_rate", self.learning_rate)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("max_steps", self.max_steps, 1)
+        if isinstance(self.retain_weight, bool) or not self.retain_weight >= 0:
+            raise ValueError(f"retain_weight={self.retain_weight!r} invalid; allowed: a number >= 0")
+
+
+def reference_nll(model: nn.Module, inputs: Inputs) -> Tensor:
+    """-log π_ref(y|x) of every forget sample (N,) under the model before unlearning, float32."""
+    family, forget, parts = inputs.family, inputs.forget, []
+    with torch.no_grad():
+        for start in range(0, len(forget), family.batch_size):
+            index = list(range(start, min(start + family.batch_size, len(forget))))
+            parts.append(family.sample_nll(model, forget, index).float())
+    return torch.cat(parts)
+
+
+def npo_sum(model: nn.Module, inputs: Inputs, reference: Tensor, index: list[int], beta: float) -> Tensor:
+    """-(2/β) · Σ log σ(-β · (log π_θ - log π_ref)) over forget samples `index` (differentiable)."""
+    nll = inputs.family.sample_nll(model, inputs.forget, index).float()  # (B,)
+    log_ratio = reference.to(nll.device)[index] - nll  # log π_θ - log π_ref
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).sum()
+
+
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
+    """Minimise the NPO loss until every forget sample meets the stop threshold, or max_steps."""
+    family, forget, retain = inputs.family, inputs.forget, inputs.retain
+    if cfg.retain_weight > 0 and (retain is None or len(retain) == 0):
+        raise ValueError("npo with retain_weight > 0 needs a non-empty retain set; allowed: retain_weight 0")
+    reference = reference_nll(model, inputs)
+    forget_order = cycling_batches(len(forget), cfg.batch_size, inputs.seed)
+    retain_order = cycling_batches(len(retain), cfg.batch_size, inputs.seed + 1) if cfg.retain_weight > 0 else None
+
+    def step_loss(_step: int) -> float:
+        """Backpropagate the batch's mean NPO loss (and the weighted retain NLL); return it."""
+        index, total = next(forget_order), 0.0
+        for start in range(0, len(index), family.batch_size):
+            part = index[start:start + family.batch_size]
+            loss = npo_sum(model, inputs, reference, part, cfg.beta) / len(index)
+            loss.backward()
+            total += float(loss.detach())
+        if retain_order is not None:
+            total += backward_mean(family, retain, next(retain_order),
+                                   lambda idx: cfg.retain_weight * nll_sum(model, family, retain, idx))
+        return total
+
+    progress = until_forgotten(model, inputs, step_loss, cfg.learning_rate, cfg.max_steps)
+    return training_report(model, inputs, progress, {"optimizer": "adam", "learning_rate": cfg.learning_rate,
+                                                     "beta": cfg.beta, "retain_weight": cfg.retain_weight})
