@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-masked run-causal run-bench test deps check ui mlflow-ui perf clean-cache
+.PHONY: install run run-masked run-causal run-bench test deps readme check ui mlflow-ui perf clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -61,12 +61,20 @@ mlflow-ui: $(STAMP)
 deps: $(STAMP)
 	$(BIN)/python -m tools.deps
 
+# README's result tables from the reports the pipeline wrote (run after `dvc repro`)
+readme: $(STAMP)
+	$(BIN)/python -m tools.readme
+
 # the whole params.yaml against every section's schema
 check: $(STAMP)
 	$(BIN)/python -m flows.check
 
+# side-by-side speed/memory checks, each script at its default size; each prints its ratios
 perf: $(STAMP)
 	$(BIN)/python perf/attribution.py
+	$(BIN)/python perf/ig.py
+	$(BIN)/python perf/neumuter.py
+	$(BIN)/python perf/pruning_stats.py
 
 clean-cache:
 	rm -rf .cache

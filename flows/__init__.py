@@ -47,7 +47,7 @@ def bench_finetuned(suite: str) -> Path:
     return BENCH / suite / "finetuned"
 
 
-def bench_reference(run: str) -> Path:
+def bench_reference_model(run: str) -> Path:
     """The run's reference model: the same recipe without the run's forget set."""
     return BENCH / run / "reference"
 

@@ -5,18 +5,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows import BENCH_METRICS, BENCH_SETS, bench_finetuned, bench_prepared, bench_reference, main
+from flows import BENCH_METRICS, BENCH_SETS, bench_finetuned, bench_prepared, bench_reference_model, main
+from lib.bench.qa import encode_pairs_file, read_pairs
 from lib.bench.suites import BenchConfig, run_suite, suite
 from lib.core.io import file_digest, write_json, write_jsonl
 from lib.core.params import load_params
 from lib.data.neighbours import NeighbourConfig, neighbours
 from lib.families.causal import accuracy
-from lib.core.finetune import MlmConfig
 from tasks import load_model_task, set_threads
-from lib.bench.qa import encode_pairs_file, read_pairs
 from tasks.bench import score_saved, suite_config
-from lib.families.masked import mlm_batch_loss
-from tasks.finetune import train_task
+from tasks.finetune import neighbour_mlm
 
 
 def runs(run: str) -> list[str]:
@@ -34,15 +32,12 @@ def config(run: str, params_file: str) -> tuple[BenchConfig, Any, NeighbourConfi
 def make_neighbours(run: str, nb: NeighbourConfig, max_len: int) -> dict:
     """NeuMuter's neighbours: the MLM fine-tuned on the reference text rewrites every forget pair."""
     texts = [f"{p} {a}" for p, a in zip(*read_pairs(BENCH_SETS / run / "reference.jsonl"))]
-    mlm, mlm_tok = load_model_task(nb.mlm, "masked", nb.seed)
-    cfg = MlmConfig(epochs=nb.mlm_epochs, batch_size=nb.mlm_batch_size, learning_rate=nb.mlm_learning_rate,
-                    weight_decay=0.0, warmup_fraction=0.06, seed=nb.seed, mask_prob=0.15, max_len=max_len)
-    log = train_task(mlm, *mlm_batch_loss(mlm, mlm_tok, texts, cfg), cfg, desc="neighbour-mlm") if nb.mlm_epochs else None
+    mlm, mlm_tok, steps = neighbour_mlm(nb, texts, max_len)
     forget = [f"{p} {a}" for p, a in zip(*read_pairs(BENCH_SETS / run / "forget.jsonl"))]
     rewritten = neighbours(mlm, mlm_tok, forget, nb.k, nb.ratio, nb.seed)
     write_jsonl(bench_prepared(run) / "neighbours.jsonl",
                 ({"forget": i // nb.k, "text": t} for i, t in enumerate(rewritten)))
-    return {"mlm_texts": len(texts), "mlm_steps": log.steps if log else 0, "neighbours": len(rewritten)}
+    return {"mlm_texts": len(texts), "mlm_steps": steps, "neighbours": len(rewritten)}
 
 
 @flow(name="bench-prepare")
@@ -51,18 +46,18 @@ def prepare_flow(run: str, params_file: str = "params.yaml") -> dict:
     set_threads()
     bench, cfg, nb = config(run, params_file)
     name = run_suite(run)[0]
-    ref, tokenizer = load_model_task(str(bench_reference(run)), "causal")
+    ref, tokenizer = load_model_task(str(bench_reference_model(run)), "causal")
     forget = encode_pairs_file(tokenizer, BENCH_SETS / run / "forget.jsonl", cfg.max_len)
     ma = accuracy(ref, forget, tokenizer.pad_token_id, bench.batch_size)
     limits = {"ma": float(ma.mean()), "el": 1.0, "source": "reference model, mean MA over D_f"}
     write_json(bench_prepared(run) / "thresholds.json", limits)
     # the unlearn stages reach the fine-tuned model through this file: its digest invalidates them
     stats = {"thresholds": limits, "finetuned_digest": file_digest(bench_finetuned(name) / "model.safetensors"),
-             "reference_digest": file_digest(bench_reference(run) / "model.safetensors"),
+             "reference_digest": file_digest(bench_reference_model(run) / "model.safetensors"),
              **make_neighbours(run, nb, cfg.max_len)}
     write_json(bench_prepared(run) / "stats.json", stats)
     scored = suite(name)
-    ref_scores = score_saved(bench_reference(run), BENCH_SETS, run, cfg, bench.batch_size)
+    ref_scores = score_saved(bench_reference_model(run), BENCH_SETS, run, cfg, bench.batch_size)
     reference = scored.with_reference(ref_scores, ref_scores)  # TOFU: forget quality against itself, 1.0
     write_json(BENCH_METRICS / run / "reference.json", reference)
     original = score_saved(bench_finetuned(name), BENCH_SETS, run, cfg, bench.batch_size)

@@ -5,7 +5,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows import BENCH_METRICS, BENCH_SETS, CAUSAL_BASE, bench_reference, main
+from flows import BENCH_METRICS, BENCH_SETS, CAUSAL_BASE, bench_reference_model, main
 from lib.bench.suites import run_suite, suite
 from lib.core.io import write_json
 from lib.core.params import load_params
@@ -28,7 +28,7 @@ def reference_flow(run: str, params_file: str = "params.yaml") -> dict:
     """The run's reference: the suite's recipe on its training set minus the run's forget set."""
     set_threads()
     metrics = train_pairs(CAUSAL_BASE, BENCH_SETS / run / "reference.jsonl", config(run, params_file),
-                             bench_reference(run))
+                             bench_reference_model(run))
     write_json(BENCH_METRICS / run / "reference_train.json", metrics)
     return metrics
 

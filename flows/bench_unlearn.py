@@ -11,13 +11,13 @@ import torch
 from prefect import flow, get_run_logger
 
 from flows import BENCH_METRICS, BENCH_SETS, bench_finetuned, bench_prepared, main
+from lib.bench.qa import encode_pairs_file
 from lib.bench.suites import BenchConfig, run_suite, suite
 from lib.core.io import read_json, read_jsonl, write_json
 from lib.core.params import load_params
 from lib.families.causal import CausalFamily, of
-from lib.methods import Inputs, get, make_config
+from lib.methods import Inputs, check_track, get, make_config
 from tasks import load_model_task, set_threads
-from lib.bench.qa import encode_pairs_file
 from tasks.bench import eval_sets, suite_config
 from tasks.tracking import MlflowConfig, log_run_task
 from tasks.unlearn import unlearn_task
@@ -34,7 +34,7 @@ def runs(run: str, method: str) -> list[str]:
 
 def config(run: str, method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `benchmarks`, the run's suite, the method's Config (bad values fail before any work)."""
-    get(method)  # an unknown name lists the registered methods
+    check_track(method, "benchmarks.pipeline", "causal", statistics=False)  # an unknown name lists the registered methods
     run_suite(run)
     params = load_params(params_file)
     section = params.get(f"benchmarks.methods.{method}")
@@ -65,7 +65,7 @@ def unlearn_flow(run: str, method: str, params_file: str = "params.yaml") -> dic
     name = run_suite(run)[0]
     model, tokenizer = load_model_task(str(bench_finetuned(name)), "causal")
     torch.manual_seed(cfg["seed"])
-    outcome = unlearn_task(method, model, bench_inputs(tokenizer, run, cfg), cfg["method"])
+    outcome = unlearn_task(method, run, model, bench_inputs(tokenizer, run, cfg), cfg["method"])
     report, scored = outcome.report, suite(name)
     scores = scored.with_reference(scored.evaluate(model, tokenizer, eval_sets(BENCH_SETS, run), cfg["suite"],
                                                    cfg["bench"].batch_size),

@@ -7,10 +7,10 @@ from prefect import flow
 
 from flows import CAUSAL_CORPUS, main
 from lib.core.io import write_json, write_jsonl
+from lib.core.models import load_tokenizer
 from lib.core.params import load_params
 from lib.data import emails
 from lib.data.emails import EmailsConfig
-from lib.core.models import load_tokenizer
 
 
 def config(params_file: str) -> EmailsConfig:

@@ -7,13 +7,11 @@ from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, NEIGHBOURS,
 from lib.core.io import read_jsonl, write_json, write_jsonl
 from lib.core.models import load_tokenizer
 from lib.core.params import load_params
-from lib.data.records import forget_candidates
 from lib.data.neighbours import NeighbourConfig, neighbours
+from lib.data.records import forget_candidates
 from lib.families.causal import encode_all
-from lib.core.finetune import MlmConfig
-from tasks import load_model_task, save_model_task, set_threads
-from lib.families.masked import mlm_batch_loss
-from tasks.finetune import train_task
+from tasks import save_model_task, set_threads
+from tasks.finetune import neighbour_mlm
 
 
 def config(params_file: str) -> tuple[NeighbourConfig, int]:
@@ -32,10 +30,7 @@ def neighbours_flow(params_file: str = "params.yaml") -> dict:
     texts = [r["text"] for r in read_jsonl(CAUSAL_CORPUS / "train.jsonl") if r["id"] not in drop]
     source = "training text minus D_f" if texts else "public-domain text"  # dumps bring no training text
     texts = texts or [r["text"] for r in read_jsonl(CAUSAL_CORPUS / "public.jsonl")]
-    mlm, mlm_tok = load_model_task(nb.mlm, "masked", nb.seed)
-    cfg = MlmConfig(epochs=nb.mlm_epochs, batch_size=nb.mlm_batch_size, learning_rate=nb.mlm_learning_rate,
-                    weight_decay=0.0, warmup_fraction=0.06, seed=nb.seed, mask_prob=0.15, max_len=128)
-    log = train_task(mlm, *mlm_batch_loss(mlm, mlm_tok, texts, cfg), cfg, desc="neighbour-mlm") if nb.mlm_epochs else None
+    mlm, mlm_tok, steps = neighbour_mlm(nb, texts, max_len=128)
     tokenizer = load_tokenizer(str(CAUSAL_FINETUNED))  # only the causal model's tokenizer: its windows
     windows = [tokenizer.decode(ids) for ids in encode_all(tokenizer, [(c.text, c.secret) for c in forget],
                                                            max_len).ids]
@@ -44,7 +39,7 @@ def neighbours_flow(params_file: str = "params.yaml") -> dict:
                 ({"forget_id": forget[i // nb.k].id, "text": t} for i, t in enumerate(rewritten)))
     save_model_task(mlm, mlm_tok, NEIGHBOURS / "mlm")
     stats = {"mlm_trained_on": source, "mlm_texts": len(texts),
-             "mlm_steps": log.steps if log else 0, "neighbours": len(rewritten)}
+             "mlm_steps": steps, "neighbours": len(rewritten)}
     write_json(NEIGHBOURS / "stats.json", stats)
     return stats
 

@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, NEIGHBOURS, UNLEARNED, main
 from lib.core.io import read_json, read_jsonl, write_json
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, Sequences, encode_all, of
-from lib.methods import Inputs, get, make_config
+from lib.methods import Inputs, check_track, get, make_config
 from tasks import load_model_task, save_model_task, set_threads
 from tasks.unlearn import unlearn_task
 
@@ -23,12 +23,12 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, the method's Config built (a bad value fails before any work)."""
-    get(method)  # an unknown name lists the registered methods
+    check_track(method, "causal.pipeline", "causal", statistics=False)  # an unknown name lists the registered methods
     params = load_params(params_file)
     section = params.get(f"causal.methods.{method}")
     return {"seed": params.get("seed", int), "max_len": params.get("causal.data.max_len", int),
             "batch_size": params.get("causal.memorized.batch_size", int),
-            "retain_samples": params.get("causal.retain_samples", int), "section": section,
+            "retain_samples": params.get("causal.retain_samples", Count), "section": section,
             "method": make_config(method, section, where=f"causal.methods.{method}")}
 
 
@@ -57,7 +57,7 @@ def unlearn_flow(method: str, params_file: str = "params.yaml") -> dict:
     cfg = config(method, params_file)
     model, tokenizer = load_model_task(str(CAUSAL_FINETUNED), "causal")
     torch.manual_seed(cfg["seed"])
-    outcome = unlearn_task(method, model, causal_inputs(tokenizer, cfg), cfg["method"])
+    outcome = unlearn_task(method, "D_f", model, causal_inputs(tokenizer, cfg), cfg["method"])
     seconds = outcome.seconds
     save_model_task(model, tokenizer, UNLEARNED / method)
     report = outcome.report

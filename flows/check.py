@@ -11,21 +11,20 @@ from typing import Any, Callable
 
 from lib.bench.suites import BenchConfig, suite
 from lib.core.attribution import AttributionConfig
-from lib.core.finetune import TrainConfig
+from lib.core.clustering import ClusterConfig
+from lib.core.finetune import FinetuneConfig, TrainConfig
 from lib.core.ig import IGConfig
-from lib.core.params import Params, ParamsError, load_params
+from lib.core.params import Count, Params, ParamsError, load_params
 from lib.data.corpus import CorpusConfig
 from lib.data.emails import EmailsConfig
 from lib.data.neighbours import NeighbourConfig
-from lib.data.records import PipelineConfig
+from lib.data.records import CATEGORIES, PipelineConfig
 from lib.families.extraction import CausalEvaluateConfig
-from lib.core.finetune import FinetuneConfig
 from lib.families.masked import EvaluateConfig
 from lib.families.memorization import ForgetSetConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import METHODS, get, make_config
-from lib.core.clustering import ClusterConfig
-from lib.reports.experiments import ExperimentsConfig
+from lib.methods import BY_CATEGORY, METHODS, check_track, make_config
+from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
 SECTIONS: dict[str, Any] = {
@@ -34,7 +33,7 @@ SECTIONS: dict[str, Any] = {
     "pipeline": PipelineConfig, "experiments": ExperimentsConfig, "mlflow": MlflowConfig,
     "causal.model": str, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
-    "causal.retain_samples": int, "causal.pipeline": list[str], "benchmarks": BenchConfig,
+    "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
     "benchmarks.neighbours": NeighbourConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
@@ -53,6 +52,9 @@ def _methods(params: Params, key: str, categories: tuple[str, ...]) -> None:
     sections = params.get(key)
     _known(f"{key}.", sections, METHODS)
     for name, section in sections.items():
+        if not categories and isinstance(section, dict) and BY_CATEGORY in section:  # it would be ignored
+            raise ParamsError(f"{key}.{name}.{BY_CATEGORY} is set; allowed: {BY_CATEGORY} under methods.<name> only "
+                              f"(the masked track's categories)")
         for category in categories or (None,):
             make_config(name, section, category, where=f"{key}.{name}")
     pipeline_key, family = TRACK_METHODS[key]
@@ -60,9 +62,7 @@ def _methods(params: Params, key: str, categories: tuple[str, ...]) -> None:
         if name not in sections:
             raise ParamsError(f"{pipeline_key} contains {name!r}; allowed: methods with a section under {key}: "
                               f"{sorted(sections)}")
-        if family not in get(name).families:
-            raise ParamsError(f"{pipeline_key} contains {name!r}, which runs on {', '.join(get(name).families)} "
-                              f"LMs only; this track is {family}")
+        check_track(name, pipeline_key, family, statistics=family == "masked")
 
 
 def check_params(path: str) -> Params:
@@ -75,9 +75,10 @@ def check_params(path: str) -> Params:
     bench = params.get("benchmarks", BenchConfig)
     for name in bench.suites:
         params.get(f"benchmarks.{name}", suite(name).Config)
-    categories = params.get("pipeline", PipelineConfig).categories
+    params.get("pipeline", PipelineConfig)
     for key in TRACK_METHODS:
-        _methods(params, key, categories if key == "methods" else ())
+        _methods(params, key, CATEGORIES if key == "methods" else ())
+    check_budget(params.get("experiments", ExperimentsConfig).budget.methods, params.get("methods"))
     return params
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows import STATS, main
+from lib.core.clustering import ClusterConfig
 from lib.core.io import file_digest, load_tensors, save_tensors
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig
-from lib.core.clustering import ClusterConfig
 from tasks import set_threads
 from tasks.clusters import cluster_stats
 

@@ -10,7 +10,7 @@ from lib.core.io import atomic_dir, write_json
 from lib.core.models import save_model
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, memorized_records
-from lib.methods import get, make_config
+from lib.methods import check_track, get, make_config
 from tasks import load_model_task, set_threads
 from tasks.edit import masked_inputs
 from tasks.unlearn import unlearn_task
@@ -23,7 +23,7 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, each category's method Config built (so a bad value fails before any work)."""
-    get(method)  # an unknown name lists the registered methods
+    check_track(method, "pipeline.methods", "masked", statistics=True)  # an unknown name lists the methods
     params = load_params(params_file)
     pipeline = params.get("pipeline", PipelineConfig)
     section = params.get(f"methods.{method}")
@@ -44,7 +44,7 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
             model, tokenizer = load_model_task(str(FINETUNED), "masked")
             records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
             inputs = masked_inputs(tokenizer, records, STATS, cat, cfg["max_len"], cfg["batch_size"], cfg["seed"])
-            outcome = unlearn_task(method, model, inputs, method_cfg)
+            outcome = unlearn_task(method, cat, model, inputs, method_cfg)
             report = outcome.report
             upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in get(method).needs)
             save_model(model, tokenizer, out / cat)

@@ -11,10 +11,10 @@ from lib.core.io import file_digest, read_json, write_json
 from lib.core.metrics import forget_gap
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
-from lib.families.masked import EvaluateConfig, PRIVACY_METRIC
+from lib.families.masked import PRIVACY_METRIC, EvaluateConfig
+from tasks import load_model_task, set_threads
 from tasks.scoring import model_scores
 from tasks.tracking import MlflowConfig, log_run_task
-from tasks import load_model_task, set_threads
 
 
 def config(method: str, params_file: str) -> dict[str, Any]:

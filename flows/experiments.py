@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 import tasks.experiments
 from flows import CORPUS, FINETUNED, MASKED_METRICS, MEMORIZED, RETRAINED, STATS, main
 from lib.core.attribution import AttributionConfig
+from lib.core.clustering import ClusterConfig
 from lib.core.ig import IGConfig
 from lib.core.io import file_digest, json_digest, tensors_digest, write_json
 from lib.core.metrics import forget_gap
@@ -28,13 +29,12 @@ from lib.core.params import load_params
 from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
 from lib.families.memorized import MemorizedConfig
-from lib.methods import METHODS, Inputs, Stats, get, make_config
-from lib.core.clustering import ClusterConfig
-from lib.reports.experiments import ExperimentsConfig, Plan, Spec, experiment_specs, forget_split
+from lib.methods import Inputs, Stats, get, make_config
+from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs, forget_split
 from tasks import code_digest, load_model_task, make_token, set_threads
-from tasks.experiments import experiment_task
 from tasks.clusters import activations_digest, cluster_stats
 from tasks.edit import masked_inputs
+from tasks.experiments import experiment_task
 from tasks.ig import ig_stats
 from tasks.neurons import activations_shard_task, attribution_shard_task, shard_stats
 from tasks.scoring import model_scores
@@ -61,16 +61,12 @@ def config(params_file: str) -> Settings:
     params = load_params(params_file)
     plan = Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
                 params.get("experiments", ExperimentsConfig))
+    check_budget(plan.experiments.budget.methods, params.get("methods"))
     methods = sorted({s.method for s in experiment_specs(plan)})
     sections = {m: params.get(f"methods.{m}") for m in methods}
     for name in methods:
         for category in plan.pipeline.categories:
             make_config(name, sections[name], category)
-    without_k = [m for m in plan.experiments.budget.methods if "k" not in {f.name for f in
-                                                                            dataclasses.fields(get(m).Config)}]
-    if without_k:
-        raise ValueError(f"experiments.budget.methods contains {without_k}: no neuron budget k; allowed: "
-                         f"{[m for m in METHODS if 'k' in {f.name for f in dataclasses.fields(get(m).Config)}]}")
     return Settings(plan, params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
                     params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
                     params.get("ig", IGConfig), params.get("mlflow", MlflowConfig), params.get("finetune.model", str),

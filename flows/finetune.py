@@ -4,10 +4,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows import CORPUS, FINETUNED, MASKED_METRICS, main
+from lib.core.finetune import FinetuneConfig
 from lib.core.io import write_json
 from lib.core.params import load_params
 from lib.data.records import read_documents
-from lib.core.finetune import FinetuneConfig
 from lib.families.masked import mlm_batch_loss
 from tasks import load_model_task, save_model_task, set_threads
 from tasks.finetune import train_task

@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.check import check_params
 from lib.core.io import read_json
-from lib.core.params import Params, load_params
+from lib.core.params import Params, load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
 DEPLOYMENT = "unlearning"
@@ -48,19 +48,6 @@ def hydra_value(value: str | list[str]) -> str:
     # Hydra unescapes backslashes only in front of a quote (the closing quote counts).
     escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
     return f"'{escaped}'"
-
-
-def check_key(raw: dict[str, Any], dotted: str) -> None:
-    """`dotted` must name an existing params.yaml key; the error lists the keys allowed there."""
-    node: Any = raw
-    walked: list[str] = []
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            where = ".".join(walked) or "the top level"
-            allowed = sorted(node) if isinstance(node, dict) else []
-            raise ValueError(f"unknown params.yaml key {dotted!r}; allowed keys under {where}: {allowed}")
-        node = node[part]
-        walked.append(part)
 
 
 def requested_settings(model: str | None, methods: list[str] | None, categories: list[str] | None,
@@ -89,7 +76,7 @@ def candidate_params(params_file: Path, settings: dict[str, str]) -> Params:
         candidate = Path(tmp) / "params.yaml"
         shutil.copyfile(params_file, candidate)
         for key, value in settings.items():
-            check_key(raw, key)
+            lookup(raw, key)  # an unknown key names the keys allowed where its path stopped
             try:
                 apply_overrides(candidate, [f"{key}={value}"])
             except (InvalidArgumentError, ValueError) as err:  # Hydra/OmegaConf errors span lines

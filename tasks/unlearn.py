@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 from lib.methods import Inputs, Outcome, unlearn
 
 
-@task(name="unlearn", task_run_name="unlearn-{name}", cache_policy=NO_CACHE)
-def unlearn_task(name: str, model: PreTrainedModel, inputs: Inputs, cfg: Any) -> Outcome:
-    """Run method `name` on `model` in place; its outcome (report, edit, changed parameters, seconds)."""
+@task(name="unlearn", task_run_name="unlearn-{name}-{target}", cache_policy=NO_CACHE)
+def unlearn_task(name: str, target: str, model: PreTrainedModel, inputs: Inputs, cfg: Any) -> Outcome:
+    """Run method `name` on `model` in place (`target`, what it forgets, names the run in the UI); its outcome."""
     return unlearn(name, model, inputs, cfg)

@@ -27,6 +27,7 @@ def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
     params["methods"]["gare"].update(k=5, epochs=2)
     params["methods"]["depn"]["k"] = 5
     params["methods"]["apneap"]["k"] = 5
+    params["methods"]["npo"].update(max_steps=3, batch_size=4)
     params["ig"]["steps"] = 3
     params["evaluate"]["max_valid_texts"] = 20
     params["experiments"].update(seeds=[0, 1], budget={"methods": ["snku", "depn"], "ks": [3, 6]},
@@ -71,8 +72,9 @@ def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
     m["ta"].update(finetune_steps=3, finetune_lr=1.0e-2, tau_max=5.0)
     m["di"].update(max_steps=4, learning_rate=1.0e-2)
     m["ig"].update(steps=2, n_start=4, n_max=64)
+    m["npo"].update(max_steps=4, learning_rate=1.0e-2)
     causal["retain_samples"] = 8
-    causal["pipeline"] = ["neumuter", "ga", "sga", "ta", "di", "ig"]  # SIMU, GradDiff and SP run in tiny_bench
+    causal["pipeline"] = ["neumuter", "ga", "sga", "ta", "di", "ig", "npo"]  # SIMU, GradDiff and SP run in tiny_bench
     return params
 
 

@@ -4,12 +4,54 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, AutoConfig, BertConfig, BertModel
+from transformers import (AlbertConfig, AlbertForMaskedLM, AutoConfig, AutoModel, BertConfig, BertModel, DebertaConfig,
+                          DebertaForMaskedLM, DebertaV2Config, DebertaV2ForMaskedLM, ElectraConfig, ElectraForMaskedLM,
+                          PreTrainedModel, RobertaConfig, RobertaForMaskedLM)
 
-from lib.core.adapter import ARCHITECTURES, FFNAdapter, FFNSpec
-from tests.tiny_models import ALL_TINY, D_FF, HIDDEN, N_LAYERS
+from lib.core.adapter import ARCHITECTURES, UNSUPPORTED, FFNAdapter, FFNSpec
+from lib.core.models import check_family
+from tests.tiny_models import ALL_TINY, D_FF, HIDDEN, MAX_POS, N_LAYERS, VOCAB
 
 NAMES = sorted(ALL_TINY)
+_SIZES = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=N_LAYERS, num_attention_heads=3,
+              intermediate_size=D_FF, max_position_embeddings=MAX_POS)
+
+
+def tiny_electra(seed: int = 0) -> ElectraForMaskedLM:
+    """Tiny ELECTRA generator MLM (its embeddings are narrower than the hidden states, as in ELECTRA)."""
+    torch.manual_seed(seed)
+    return ElectraForMaskedLM(ElectraConfig(embedding_size=16, **_SIZES)).eval()
+
+
+def tiny_deberta(seed: int = 0) -> DebertaForMaskedLM:
+    """Tiny DeBERTa MLM with disentangled (relative-position) attention."""
+    torch.manual_seed(seed)
+    config = DebertaConfig(relative_attention=True, pos_att_type=["c2p", "p2c"], **_SIZES)
+    return DebertaForMaskedLM(config).eval()
+
+
+def tiny_deberta_v2(seed: int = 0) -> DebertaV2ForMaskedLM:
+    """Tiny DeBERTa-v2 MLM with disentangled (relative-position) attention."""
+    torch.manual_seed(seed)
+    config = DebertaV2Config(relative_attention=True, pos_att_type=["c2p", "p2c"], **_SIZES)
+    return DebertaV2ForMaskedLM(config).eval()
+
+
+def tiny_roberta(seed: int = 0) -> RobertaForMaskedLM:
+    """Tiny RoBERTa MLM (positions start after the padding id, so two more position embeddings)."""
+    torch.manual_seed(seed)
+    return RobertaForMaskedLM(RobertaConfig(**{**_SIZES, "max_position_embeddings": MAX_POS + 2})).eval()
+
+
+# masked LMs the adapter gained with the restructuring (their layers have no separate Q/K/V paths for DeBERTa,
+# so they join the tests that need no attention paths)
+EXTRA_MASKED = {"electra": tiny_electra, "deberta": tiny_deberta, "deberta-v2": tiny_deberta_v2, "roberta": tiny_roberta}
+ALL_NAMES = NAMES + sorted(EXTRA_MASKED)
+
+
+def _build(name: str, seed: int = 0) -> PreTrainedModel:
+    """A tiny model of any architecture tested here."""
+    return {**ALL_TINY, **EXTRA_MASKED, "roberta": tiny_roberta}[name](seed=seed)
 
 
 def _inputs(seed: int = 0, batch: int = 2, length: int = 9) -> dict[str, torch.Tensor]:
@@ -31,14 +73,22 @@ def model_and_adapter(request: pytest.FixtureRequest):
     return model, FFNAdapter.for_model(model)
 
 
-def test_dimensions(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+@pytest.fixture(params=ALL_NAMES)
+def any_model_and_adapter(request: pytest.FixtureRequest):
+    """Each tiny architecture, the new masked ones included, with its adapter."""
+    model = _build(request.param)
+    assert model.config.model_type == request.param
+    return model, FFNAdapter.for_model(model)
+
+
+def test_dimensions(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     assert (adapter.n_layers, adapter.d_ff, adapter.d_model) == (N_LAYERS, D_FF, HIDDEN)
     assert adapter.neuron_count() == N_LAYERS * D_FF
 
 
-def test_hook_zeroing_equals_weight_zeroing(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+def test_hook_zeroing_equals_weight_zeroing(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     inputs = _inputs()
     layer, neurons = 1, torch.tensor([0, 5, 36])
     with torch.no_grad():
@@ -51,8 +101,8 @@ def test_hook_zeroing_equals_weight_zeroing(model_and_adapter) -> None:
     torch.testing.assert_close(hooked, edited, atol=1e-5, rtol=0)
 
 
-def test_patch_zeroing_single_neuron_each_layer(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+def test_patch_zeroing_single_neuron_each_layer(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     inputs = _inputs(seed=1)
 
     def zero7(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -148,8 +198,8 @@ def test_block_attention_and_ffn_input(model_and_adapter) -> None:
     _projections_position_wise(model, adapter)
 
 
-def test_get_set_round_trip(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+def test_get_set_round_trip(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     neurons = torch.tensor([3, 1, 30])
     before = adapter.get_columns(0, neurons)
     assert before.shape == (3, HIDDEN)
@@ -164,9 +214,9 @@ def test_get_set_round_trip(model_and_adapter) -> None:
     torch.testing.assert_close(adapter.get_columns(0, torch.tensor([2, 4])), untouched)
 
 
-def test_column_is_output_weight_vector(model_and_adapter) -> None:
+def test_column_is_output_weight_vector(any_model_and_adapter) -> None:
     """A one-hot activation on neuron i moves the down-proj output by exactly column i."""
-    _, adapter = model_and_adapter
+    _, adapter = any_model_and_adapter
     module = adapter.down_proj(0)
     x = torch.zeros(1, 1, D_FF)
     x[..., 11] = 1.0
@@ -175,8 +225,8 @@ def test_column_is_output_weight_vector(model_and_adapter) -> None:
     torch.testing.assert_close(delta.reshape(-1), adapter.get_columns(0, torch.tensor([11]))[0])
 
 
-def test_capture_shapes(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+def test_capture_shapes(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     with torch.no_grad(), adapter.capture() as acts:
         model(**_inputs(batch=3, length=8))
     assert sorted(acts) == list(range(N_LAYERS))
@@ -210,8 +260,8 @@ def test_hooks_removed_on_exception(model_and_adapter) -> None:
     assert _hook_count(adapter) == 0
 
 
-def test_weight_names_in_state_dict(model_and_adapter) -> None:
-    model, adapter = model_and_adapter
+def test_weight_names_in_state_dict(any_model_and_adapter) -> None:
+    model, adapter = any_model_and_adapter
     state = model.state_dict()
     for layer in range(adapter.n_layers):
         names = adapter.weight_names(layer)
@@ -243,7 +293,7 @@ def test_validation_errors() -> None:
         with adapter.scale_neurons({0: (torch.tensor([1, 2]), torch.ones(3))}):
             pass
     with pytest.raises(ValueError, match="path 'blocks' not found"):
-        FFNAdapter(adapter.model, FFNSpec(layers="blocks", down_proj="mlp.c_proj", neuron_axis=0))
+        FFNAdapter(adapter.model, FFNSpec(family="causal", layers="blocks", down_proj="mlp.c_proj", neuron_axis=0))
 
 
 def test_scale_neurons_scalar_factor_doubles_activation() -> None:
@@ -301,3 +351,48 @@ def test_plain_base_model_supported() -> None:
     adapter = FFNAdapter.for_model(model)
     assert adapter.weight_names(0) == ["encoder.layer.0.output.dense.weight",
                                        "encoder.layer.0.output.dense.bias"]
+
+
+def test_albert_is_rejected_with_the_reason(tmp_path) -> None:
+    """ALBERT shares one layer's weights across layers: the adapter (and the model loader) refuse it in one
+    line naming why."""
+    torch.manual_seed(0)
+    model = AlbertForMaskedLM(AlbertConfig(embedding_size=16, **_SIZES)).eval()
+    assert "albert" in UNSUPPORTED and "albert" not in ARCHITECTURES
+    with pytest.raises(ValueError, match=r"model_type 'albert' is not supported: ALBERT shares") as err:
+        FFNAdapter.for_model(model)
+    assert "\n" not in str(err.value) and "allowed: " in str(err.value)
+    model.save_pretrained(tmp_path / "albert")
+    with pytest.raises(ValueError, match=r"model_type 'albert' is not supported: ALBERT shares"):
+        check_family(str(tmp_path / "albert"), "masked")
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "electra", "deberta-v2"])
+def test_logits_at_equals_full_forward(name: str) -> None:
+    """logits_at (the LM head on chosen positions only, where the entry names it) equals the full forward there."""
+    model = _build(name, seed=1)
+    adapter = FFNAdapter.for_model(model)
+    inputs = _inputs(seed=4, batch=3, length=9)
+    mask = inputs["attention_mask"].clone()
+    mask[1, 6:] = 0  # a right-padded row
+    rows, positions = torch.tensor([0, 2, 1, 0, 2]), torch.tensor([3, 0, 5, 8, 8])
+    with torch.no_grad():
+        full = model(input_ids=inputs["input_ids"], attention_mask=mask).logits  # (B, T, V)
+        picked = adapter.logits_at(inputs["input_ids"], mask, rows, positions)  # (n, V)
+    assert picked.shape == (5, VOCAB)
+    torch.testing.assert_close(picked, full[rows, positions], rtol=0, atol=1e-5)
+
+
+def test_check_family_refuses_the_other_family(tmp_path) -> None:
+    """A saved checkpoint is accepted for its own family and refused, naming the allowed types, for the other."""
+    masked_dir, causal_dir = tmp_path / "bert", tmp_path / "gpt2"
+    ALL_TINY["bert"]().save_pretrained(masked_dir)
+    ALL_TINY["gpt2"]().save_pretrained(causal_dir)
+    assert check_family(str(masked_dir), "masked") == "bert"
+    assert check_family(str(causal_dir), "causal") == "gpt2"
+    with pytest.raises(ValueError, match=r"model_type 'gpt2'; masked LM families allowed: .*bert.*deberta-v2.*electra"):
+        check_family(str(causal_dir), "masked")
+    with pytest.raises(ValueError, match=r"model_type 'bert'; causal LM families allowed: .*gpt2.*llama"):
+        check_family(str(masked_dir), "causal")
+    with pytest.raises(ValueError, match="family 'seq2seq' unknown"):
+        check_family(str(masked_dir), "seq2seq")

@@ -11,12 +11,11 @@ from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerBase
 
 from lib.core.adapter import FFNAdapter
 from lib.core.attribution import grad_x_act
+from lib.core.editing import NeuronPatch, apply_edit
+from lib.core.finetune import MlmConfig, train
 from lib.data.records import SecretRecord
-from lib.core.finetune import TrainConfig, train_masked_lm
-from lib.families.masked import MaskedRows, secret_token_rows
-from lib.methods import apneap
-from lib.methods.base import MethodInputs
-from lib.families.masked import masked_logits
+from lib.families.masked import MaskedFamily, MaskedRows, masked_logits, mlm_batch_loss, secret_token_rows
+from lib.methods import Inputs, Stats, apneap, unlearn
 from tests.tiny_models import D_FF, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
 
 SECRET = SecretRecord("TEL-0001", "TEL", "my phone number is ", "4 1 7 2 9 3 8 0 6 5", " .", 4, False)
@@ -32,12 +31,13 @@ def memorized(tmp_path_factory: pytest.TempPathFactory) -> Memorized:
     folder = save_tiny_bert_checkpoint(tmp_path_factory.mktemp("apneap-bert"), seed=0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = BertForMaskedLM.from_pretrained(folder)
-    cfg = TrainConfig(epochs=300, batch_size=8, learning_rate=5e-3, weight_decay=0.0,
-                      warmup_fraction=0.0, mask_prob=0.3, max_len=32, seed=0)
+    cfg = MlmConfig(epochs=300, batch_size=8, learning_rate=5e-3, weight_decay=0.0,
+                    warmup_fraction=0.0, mask_prob=0.3, max_len=32, seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops on shared cores: one thread is several times faster
     try:
-        train_masked_lm(model, tokenizer, [SECRET.text] * 4 + OTHER_TEXTS, cfg)
+        n, loss = mlm_batch_loss(model, tokenizer, [SECRET.text] * 4 + OTHER_TEXTS, cfg)
+        train(model, n, loss, cfg)
     finally:
         torch.set_num_threads(threads)
     assert float(_gold_probs(model, _rows(tokenizer)).mean()) > 0.5  # the precondition of test (a)
@@ -61,10 +61,10 @@ def _top_neurons(model: torch.nn.Module, rows: MaskedRows, k: int) -> tuple[tupl
     return tuple((int(i) // adapter.d_ff, int(i) % adapter.d_ff) for i in attribution.flatten().topk(k).indices)
 
 
-def _inputs() -> MethodInputs:
-    """MethodInputs (APNEAP reads only the category)."""
-    return MethodInputs(category="TEL", attribution=torch.zeros(N_LAYERS, D_FF),
-                        activations=torch.zeros(1, N_LAYERS, D_FF), cluster_labels=None, seed=0)
+def _inputs(tokenizer: PreTrainedTokenizerBase, rows: MaskedRows | None = None, stats: Stats = Stats()) -> Inputs:
+    """Inputs of SECRET: its records and the masked family's tokenizer (records encoded within 32 tokens)."""
+    return Inputs(family=MaskedFamily(tokenizer, max_len=32), forget=rows if rows is not None else _rows(tokenizer),
+                  records=(SECRET,), stats=stats, seed=0)
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -91,11 +91,10 @@ def test_patch_lowers_gold_probability_of_memorized_secret(memorized: Memorized)
     neurons = _top_neurons(model, rows, TOP_K)
     before = float(_gold_probs(model, rows).mean())
     edited = copy.deepcopy(model)
-    report = apneap.run(edited, FFNAdapter.for_model(edited), _inputs(), apneap.Config(),
-                        neurons=neurons, records=[SECRET], tokenizer=tokenizer, max_len=32)
+    report = apneap.steer(edited, _inputs(tokenizer, rows), apneap.Config(), neurons)
     after = float(_gold_probs(edited, rows).mean())
     assert after < before - 0.02
-    assert report.neurons == neurons and report.method == "apneap" and report.n_weights_edited > 0
+    assert report.neurons == neurons and report.trainable > 0
 
 
 def test_bias_form_equals_activation_hook(memorized: Memorized) -> None:
@@ -131,8 +130,7 @@ def test_only_biases_of_selected_layers_change(memorized: Memorized) -> None:
     adapter = FFNAdapter.for_model(edited)
     before = _snapshot(edited)
     neurons = ((1, 4), (1, 20), (1, 33))
-    apneap.run(edited, adapter, _inputs(), apneap.Config(alpha=10.0), neurons=neurons,
-               records=[SECRET], tokenizer=tokenizer, max_len=32)
+    apneap.steer(edited, _inputs(tokenizer), apneap.Config(alpha=10.0), neurons)
     changed = {k for k, v in edited.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {adapter.weight_names(1)[1]}  # layer 1's down-projection bias only
 
@@ -177,19 +175,25 @@ def test_validation_errors(memorized: Memorized) -> None:
 
 
 def test_pipeline_path_steers_depn_neurons_from_precomputed_ig(memorized: Memorized) -> None:
-    """Without explicit neurons, APNEAP patches DEPN's top-k from inputs.ig at the same K."""
-    import dataclasses
-
+    """Without explicit neurons, APNEAP patches DEPN's top-k from stats.ig at the same K."""
     from lib.core.ig import IGConfig, integrated_gradients
     from lib.methods import depn
 
     model, tokenizer = memorized
     rows = _rows(tokenizer)
     ig = integrated_gradients(model, FFNAdapter.for_model(model), rows, IGConfig(steps=4))
-    inputs = dataclasses.replace(_inputs(), rows=rows, ig=ig, records=(SECRET,), tokenizer=tokenizer)
+    inputs = _inputs(tokenizer, rows, Stats(ig=ig, ig_owner=rows.record_index))
     edited = copy.deepcopy(model)
-    report = apneap.run(edited, FFNAdapter.for_model(edited), inputs, apneap.Config(k=TOP_K), max_len=32)
+    outcome = unlearn("apneap", edited, inputs, apneap.Config(k=TOP_K))
+    report = outcome.report
+    assert report.method == "apneap"
     assert report.neurons == depn.select_depn(ig, rows.record_index, depn.Config(k=TOP_K))
     assert float(_gold_probs(edited, rows).mean()) < float(_gold_probs(model, rows).mean()) - 0.02
-    with pytest.raises(ValueError, match="needs neurons"):
-        apneap.run(copy.deepcopy(model), FFNAdapter.for_model(model), _inputs(), apneap.Config(k=TOP_K))
+    # the edit is bias-only: a neuron patch with no changed columns, replayable onto the input model
+    assert isinstance(outcome.edit, NeuronPatch) and outcome.edit.neurons == ()
+    assert outcome.edit.layers and all(p.new_bias is not None for p in outcome.edit.layers)
+    replayed = copy.deepcopy(model)
+    apply_edit(replayed, outcome.edit)
+    assert all(torch.equal(v, edited.state_dict()[k]) for k, v in replayed.state_dict().items())
+    with pytest.raises(ValueError, match="apneap needs stats.ig"):
+        apneap.run(copy.deepcopy(model), _inputs(tokenizer), apneap.Config(k=TOP_K))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lib.bench.qa import answer_logprob, encode_pairs, eos_id, greedy_answers, span_logprob
-from lib.core.models import load_causal_lm
+from lib.core.models import load_model
 from tests.tiny_models import save_tiny_causal_checkpoint
 
 PROMPTS = ["Question: who wrote the letter to the board?\nAnswer:", "Where is the house?"]
@@ -20,7 +20,7 @@ LONG = " ".join(["the quick brown fox jumps over a lazy dog"] * 12)
 def loaded(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Any, Any]:
     """The tiny causal LM in float64 and its tokenizer."""
     path = save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny-causal"))
-    model, tokenizer = load_causal_lm(str(path))
+    model, tokenizer = load_model(str(path), "causal")
     return model.double(), tokenizer
 
 

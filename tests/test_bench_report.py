@@ -1,4 +1,4 @@
-"""Benchmark tables (lib.reports.bench), flat scores (flows.bench_eval.flat) and set sizes (flows.bench_report._sizes)."""
+"""Benchmark tables (lib.reports.bench) and each suite's flat scores, reference scores and set sizes (lib.bench.<suite>)."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from flows.bench_eval import flat
-from flows.bench_report import _sizes
-from lib.bench import lume, report, tofu
+from lib.bench import lume, tofu
+from lib.bench.suites import run_suite, suite
+from lib.reports import bench as report
 from lib.reports.causal import LABELS
 
 TOFU_KEYS = [f"{s}_{m}" for s in tofu.SET_NAMES for m in ("prob", "rouge", "truth_ratio")]
@@ -125,7 +125,17 @@ def test_frame_unions_columns_and_keeps_nulls() -> None:
     assert csv.splitlines()[0].startswith("model,") and len(csv.splitlines()) == 3
 
 
-# ---------------------------------------------------------------- flows.bench_eval.flat and _sizes
+# ---------------------------------------------------------------- each suite's flat, with_reference and sizes
+
+def flat(scores: dict[str, Any], run: str) -> dict[str, float]:
+    """The run's scalar scores, through the run's suite module (as flows.bench_report and bench_unlearn do)."""
+    return suite(run_suite(run)[0]).flat(scores)
+
+
+def sizes(scores: dict[str, Any], run: str) -> dict[str, int]:
+    """N per evaluation set of the run's suite (the report's caption)."""
+    return suite(run_suite(run)[0]).sizes(scores)
+
 
 def tofu_scores(forget_quality: float | None = None) -> dict[str, Any]:
     """An evaluate_tofu-shaped result (with_forget_quality adds forget_quality when given)."""
@@ -160,6 +170,7 @@ def lume_scores(with_mia: bool = True) -> dict[str, Any]:
 def test_flat_tofu_without_and_with_forget_quality() -> None:
     scores = tofu_scores()
     out = flat(scores, "tofu_forget01")
+    assert out == tofu.flat(scores)
     assert set(out) == set(TOFU_KEYS) | {"model_utility", "n_forget"}  # no ratio list, no forget quality
     assert out["n_forget"] == scores["forget"]["n"]
     assert out["retain_rouge"] == pytest.approx(0.4) and out["world_facts_truth_ratio"] == pytest.approx(0.2)
@@ -178,6 +189,7 @@ def test_flat_tofu_drops_none() -> None:
 
 def test_flat_lume_drops_none() -> None:
     out = flat(lume_scores(), "lume")
+    assert out == lume.flat(lume_scores())
     present = {k for k in LUME_KEYS if "Task3" not in k}
     assert set(out) == present | {"n_forget", "mia_auc", "mia_official", "aggregate"}  # Task3, task aggregate: None
     assert out["n_forget"] == 2.0  # forget members
@@ -195,8 +207,24 @@ def test_flat_rejects_unknown_runs() -> None:
         flat(tofu_scores(), "tofu_forget02")
 
 
+def test_with_reference_tofu_adds_forget_quality_and_lume_is_unchanged() -> None:
+    scores = tofu_scores()
+    same = tofu.with_reference(scores, tofu_scores())  # the reference's own ratios: KS p-value 1
+    assert same["forget_quality"] == pytest.approx(1.0)
+    assert "forget_quality" not in scores  # a copy, the input is untouched
+    far = {"forget_truth_ratios": [5.0 + 0.1 * i for i in range(20)]}
+    low = tofu.with_reference({**scores, "forget_truth_ratios": [0.1 + 0.01 * i for i in range(20)]}, far)
+    assert low["forget_quality"] < 1e-6
+    assert flat(same, "tofu_forget01")["forget_quality"] == pytest.approx(1.0)
+    with pytest.raises(KeyError):
+        tofu.with_reference(scores, {})
+    lume_result = lume_scores()
+    assert lume.with_reference(lume_result, lume_scores(with_mia=False)) == lume_result
+    assert lume.with_reference(lume_result, {}) is not lume_result
+
+
 def test_sizes_tofu_and_lume() -> None:
-    assert _sizes(tofu_scores(), "tofu_forget01") == {"forget": 10, "retain": 11, "real_authors": 12,
-                                                      "world_facts": 13}
-    assert _sizes(lume_scores(), "lume") == {"forget members (D_f)": 2, "forget non-members": 2, "retain members": 4}
-    assert _sizes(lume_scores(with_mia=False), "lume")["forget non-members"] == 0
+    assert sizes(tofu_scores(), "tofu_forget01") == {"forget": 10, "retain": 11, "real_authors": 12,
+                                                     "world_facts": 13}
+    assert sizes(lume_scores(), "lume") == {"forget members (D_f)": 2, "forget non-members": 2, "retain members": 4}
+    assert sizes(lume_scores(with_mia=False), "lume")["forget non-members"] == 0

@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
 import torch
 from torch import nn
 
-from lib.core.adapter import FFNAdapter
-from lib.families.causal import accuracy, logits_of, of, pad, token_nll
-from lib.methods import di, ga, ig, sga, ta
-from lib.methods.base import Thresholds, UnlearnInputs, count_parameters, forgotten
-from lib.methods.training import backward_mean, cycling_batches, nll_sum
+from lib.core.adapter import FFNAdapter, TargetRows
+from lib.core.editing import NeuronPatch, WeightDelta
+from lib.families.causal import CausalFamily, accuracy, logits_of, of, pad, token_nll
+from lib.methods import Inputs, di, ga, ig, sga, ta, unlearn
+from lib.methods.training import backward_mean, count_parameters, cycling_batches, forgotten, nll_sum
 from tests.tiny_models import tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 # distinct first tokens: a shared first token could not predict two different second tokens
 SEQS = of([[11, 17, 42, 88, 23, 5, 61, 30, 77, 2], [64, 54, 9, 33, 71, 12, 95, 48, 2]], [(4, 8), None])
-INPUTS = UnlearnInputs(SEQS, Thresholds(ma=0.5, el=0.1), pad_id=0, batch_size=2)
+PAD_ONLY = SimpleNamespace(pad_token_id=0)  # the tiny models have no tokenizer; the family reads only the pad id
+INPUTS = Inputs(family=CausalFamily(PAD_ONLY, batch_size=2), forget=SEQS, stop=0.5, seed=0)
 FINAL_NORM = {"gpt2": "transformer.ln_f.weight", "gpt_neo": "transformer.ln_f.weight", "llama": "model.norm.weight"}
 BUILDERS: dict[str, Callable[[], nn.Module]] = {"gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo, "llama": tiny_llama}
 # tiny-model settings: small enough that the methods need several steps (or τ values) to get there
@@ -62,6 +65,11 @@ def memorised() -> dict[str, nn.Module]:
     return {arch: _memorise(build().double()) for arch, build in BUILDERS.items()}
 
 
+def _name(method: Any) -> str:
+    """A method module's registry key (lib.methods.<name>)."""
+    return method.__name__.rsplit(".", 1)[-1]
+
+
 def _copy(memorised: dict[str, nn.Module], arch: str) -> tuple[nn.Module, FFNAdapter]:
     """A fresh copy of a memorised model and its adapter."""
     model = copy.deepcopy(memorised[arch])
@@ -74,17 +82,19 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("arch", list(BUILDERS))
-@pytest.mark.parametrize("method", [ga, sga, ta, di, ig], ids=lambda m: m.name)
+@pytest.mark.parametrize("method", [ga, sga, ta, di, ig], ids=_name)
 def test_method_reaches_thresholds(memorised: dict[str, nn.Module], arch: str, method: Any) -> None:
     """Each method takes MA from 1.0 to <= 0.5 on every sample and says so consistently."""
-    model, adapter = _copy(memorised, arch)
+    model, _ = _copy(memorised, arch)
     assert (accuracy(model, SEQS, 0) == 1).all()
-    report = method.run(model, adapter, INPUTS, FAST[method], seed=0)
+    outcome = unlearn(_name(method), model, INPUTS, FAST[method])
+    report = outcome.report
     ma = accuracy(model, SEQS, 0)
     assert report.reached and bool((ma <= 0.5).all()), (report, ma)
-    assert report.method == method.name and method.reads == ("forget",) and report.changed == 0
+    assert report.method == _name(method) and method.needs == ("forget",)
+    assert isinstance(outcome.edit, NeuronPatch if method.kind == "neurons" else WeightDelta)
     assert report.details["ma"] == pytest.approx(ma.tolist())
-    assert report.total == count_parameters(model) and 0 < report.trainable <= report.total
+    assert outcome.total == count_parameters(model) and 0 < outcome.changed <= report.trainable <= outcome.total
     json.dumps(report.details)  # plain floats and lists only
     if method in (ga, sga, di):
         assert report.strength == report.steps == len(report.details["loss"]) > 0
@@ -97,9 +107,9 @@ def test_method_reaches_thresholds(memorised: dict[str, nn.Module], arch: str, m
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_ga_one_step_changes_parameters_and_reports_consistently(memorised: dict[str, nn.Module], arch: str) -> None:
     """max_steps=1: one Adam step moves every kind of parameter; reached equals the stop test."""
-    model, adapter = _copy(memorised, arch)
+    model, _ = _copy(memorised, arch)
     before = _state(model)
-    report = ga.run(model, adapter, INPUTS, ga.Config(max_steps=1), seed=0)
+    report = ga.run(model, INPUTS, ga.Config(max_steps=1))
     after = model.state_dict()
     assert report.steps == 1 and report.strength == 1.0 and report.strength_name == "steps"
     assert report.reached == forgotten(model, INPUTS)[0]
@@ -114,8 +124,8 @@ def test_training_is_seeded(memorised: dict[str, nn.Module]) -> None:
     """Same seed, same weights; batches cycle over every sample once per pass."""
     results = []
     for _ in range(2):
-        model, adapter = _copy(memorised, "gpt2")
-        ga.run(model, adapter, INPUTS, ga.Config(batch_size=1, max_steps=3), seed=7)
+        model, _ = _copy(memorised, "gpt2")
+        ga.run(model, replace(INPUTS, seed=7), ga.Config(batch_size=1, max_steps=3))
         results.append(model.state_dict())
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
     order = cycling_batches(5, 2, seed=3)
@@ -130,7 +140,8 @@ def test_micro_batches_give_the_batch_mean_gradient(memorised: dict[str, nn.Modu
     grads, losses = [], []
     for micro in (1, 2):
         model, _ = _copy(memorised, "gpt2")
-        losses.append(backward_mean(SEQS, [1, 0], micro, lambda idx: nll_sum(model, SEQS, idx, 0)))
+        family = CausalFamily(PAD_ONLY, batch_size=micro)
+        losses.append(backward_mean(family, SEQS, [1, 0], lambda idx: nll_sum(model, family, SEQS, idx)))
         grads.append([p.grad.clone() for p in model.parameters()])
     with torch.no_grad():
         token, valid = token_nll(memorised["gpt2"], *pad(SEQS.ids, 0))
@@ -141,11 +152,11 @@ def test_micro_batches_give_the_batch_mean_gradient(memorised: dict[str, nn.Modu
 
 def test_cap_reports_not_reached(memorised: dict[str, nn.Module]) -> None:
     """A tight cap stops the method with reached=False and the cap as strength."""
-    model, adapter = _copy(memorised, "llama")
-    report = sga.run(model, adapter, INPUTS, sga.Config(learning_rate=1e-5, max_steps=2), seed=0)
+    model, _ = _copy(memorised, "llama")
+    report = sga.run(model, INPUTS, sga.Config(learning_rate=1e-5, max_steps=2))
     assert not report.reached and report.steps == 2 and report.strength == 2.0
-    model, adapter = _copy(memorised, "llama")
-    report = ig.run(model, adapter, INPUTS, ig.Config(n_start=1, n_max=2), seed=0)
+    model, _ = _copy(memorised, "llama")
+    report = ig.run(model, INPUTS, ig.Config(n_start=1, n_max=2))
     assert not report.reached and report.strength == 2.0 and report.details["history"]["neurons"] == [1, 2]
 
 
@@ -160,8 +171,8 @@ def test_sga_selects_most_memorized() -> None:
 
 def test_sga_run_follows_selection(memorised: dict[str, nn.Module]) -> None:
     """The run ascends on the selected sample only; with k=1 that is one sample per step."""
-    model, adapter = _copy(memorised, "llama")
-    report = sga.run(model, adapter, INPUTS, FAST[sga], seed=0)
+    model, _ = _copy(memorised, "llama")
+    report = sga.run(model, INPUTS, FAST[sga])
     picked = report.details["picked"]
     assert len(picked) == report.steps and all(len(p) == 1 for p in picked)
     assert picked[0] == [0]  # both start at MA 1.0: the tie goes to the lower index
@@ -171,13 +182,14 @@ def test_sga_run_follows_selection(memorised: dict[str, nn.Module]) -> None:
 def test_ta_result_is_theta_minus_tau_delta(memorised: dict[str, nn.Module]) -> None:
     """The result equals θ_o − τ·Δ exactly for the reported τ, Δ from the same seeded fine-tune."""
     cfg = ta.Config(finetune_lr=1e-3, finetune_steps=2, tau=0.25, tau_step=0.25, tau_max=4.0)
-    model, adapter = _copy(memorised, "gpt2")
+    model, _ = _copy(memorised, "gpt2")
     original = _state(model)
-    report = ta.run(model, adapter, INPUTS, cfg, seed=1)
+    seeded = replace(INPUTS, seed=1)
+    report = ta.run(model, seeded, cfg)
     assert report.reached and report.strength_name == "tau" and len(report.details["history"]["tau"]) >= 2
     assert report.details["history"]["tau"] == ta.taus(cfg)[: len(report.details["history"]["tau"])]
     twin, _ = _copy(memorised, "gpt2")
-    theta_o, delta, _ = ta.task_vector(twin, INPUTS, cfg, seed=1)
+    theta_o, delta, _ = ta.task_vector(twin, seeded, cfg)
     assert "lm_head.weight" not in theta_o  # tied to the embedding: counted once
     assert sum(t.numel() for t in theta_o.values()) == report.trainable == count_parameters(model)
     params = dict(model.named_parameters())
@@ -218,20 +230,20 @@ def test_di_kl_is_zero_at_the_teacher_and_positive_after_lowering(memorised: dic
 def test_ig_rows_for_a_sequence_with_a_span() -> None:
     """Span tokens t give prefix ids[:t], position t-1, gold ids[t]; no span means every token."""
     seqs = of([[5, 6, 7, 8, 9], [3, 4, 2]], [(2, 4), None])
-    rows = ig.build_rows(seqs, "span", pad_id=0)
+    rows = INPUTS.family.target_rows(seqs, "span")
     assert rows.input_ids.tolist() == [[5, 6, 0], [5, 6, 7], [3, 0, 0], [3, 4, 0]]
     assert rows.attention_mask.tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]]
     assert rows.positions.tolist() == [1, 2, 0, 1] and rows.gold_ids.tolist() == [7, 8, 4, 2]
     assert rows.sample.tolist() == [0, 0, 1, 1]
-    assert ig.build_rows(seqs, "all", 0).gold_ids.tolist() == [6, 7, 8, 9, 4, 2]
+    assert INPUTS.family.target_rows(seqs, "all").gold_ids.tolist() == [6, 7, 8, 9, 4, 2]
     with pytest.raises(ValueError, match="targets='middle'"):
-        ig.build_rows(seqs, "middle", 0)
+        INPUTS.family.target_rows(seqs, "middle")
 
 
 def test_ig_rows_predict_like_the_full_sequence(memorised: dict[str, nn.Module]) -> None:
     """A truncated row's logits at t-1 equal the full sequence's (later tokens cannot matter)."""
     model, _ = _copy(memorised, "gpt_neo")
-    rows = ig.build_rows(SEQS, "all", 0)
+    rows = INPUTS.family.target_rows(SEQS, "all")
     with torch.no_grad():
         row_logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
         full = logits_of(model, *pad(SEQS.ids, 0))
@@ -239,7 +251,7 @@ def test_ig_rows_predict_like_the_full_sequence(memorised: dict[str, nn.Module])
     assert torch.allclose(picked, full[rows.sample, rows.positions], atol=1e-10)
 
 
-def _gold_log_prob(model: nn.Module, rows: ig.IGRows) -> float:
+def _gold_log_prob(model: nn.Module, rows: TargetRows) -> float:
     """Summed log-probability of each row's gold token at its position."""
     with torch.no_grad():
         logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
@@ -251,7 +263,7 @@ def _gold_log_prob(model: nn.Module, rows: ig.IGRows) -> float:
 def test_ig_score_sign(memorised: dict[str, nn.Module], arch: str) -> None:
     """score = −Σ IG(loss): zeroing the top-ranked neurons hurts the gold tokens more than the bottom-ranked."""
     model, adapter = _copy(memorised, arch)
-    rows = ig.build_rows(SEQS, "all", 0)
+    rows = INPUTS.family.target_rows(SEQS, "all")
     ranked = ig.ranking(ig.neuron_scores(model, adapter, rows, ig.Config()))
     effects = []
     for chosen in (ranked[:8], ranked[-8:]):
@@ -267,10 +279,11 @@ def test_ig_changes_only_the_chosen_columns(memorised: dict[str, nn.Module], arc
     """Every tensor but the down-projections is bit-identical; there, exactly the chosen columns are zero."""
     model, adapter = _copy(memorised, arch)
     before = _state(model)
-    report = ig.run(model, adapter, INPUTS, FAST[ig], seed=0)
+    report = ig.run(model, INPUTS, FAST[ig])
     chosen = report.details["neurons"]
     assert sum(len(c) for c in chosen) == report.strength == report.details["history"]["neurons"][-1]
     assert report.details["neurons_per_layer"] == [len(c) for c in chosen]
+    assert sorted(report.neurons) == sorted((layer, n) for layer, c in enumerate(chosen) for n in c)
     down = {name for layer in range(adapter.n_layers) for name in adapter.weight_names(layer)}
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k not in down)

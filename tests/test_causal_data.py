@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.data.emails import (
-    GeneratedConfig,
-    causal_text,
-    generate,
-    public_domain_text,
-    read_jsonl_candidates,
-    read_tdec,
-    without,
-)
+from lib.data.emails import GeneratedConfig, causal_text, generate, public_domain_text, read_jsonl_candidates, read_tdec
+from lib.data.records import without
 
 SMALL = GeneratedConfig(seed=0, n_background_emails=40, secrets_per_category={"TEL": 2, "NAME": 2, "RANDOM": 1},
                         copies=(2, 3), valid_fraction=0.2)

@@ -8,16 +8,9 @@ import torch
 from torch import nn
 
 from lib.families.causal import accuracy, of
-from lib.families.memorization import (
-    MemorizationScores,
-    exact_extraction,
-    extraction_likelihood,
-    greedy_continuations,
-    ngram_overlap,
-    score_memorization,
-    span_extraction,
-    thresholds_from,
-)
+from lib.families.memorization import (MemorizationScores, exact_extraction, extraction_likelihood,
+                                       greedy_continuations, ngram_overlap, score_memorization, span_extraction,
+                                       thresholds_from)
 from tests.tiny_models import VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")

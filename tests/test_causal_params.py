@@ -6,15 +6,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.methods import CAUSAL_METHODS
-from lib.methods import neumuter
-from lib.core.params import ParamsError, load_params, section
+from flows.check import check_params
+from lib.core.finetune import TrainConfig
+from lib.core.params import ParamsError, load_params
+from lib.data.emails import EmailsConfig
+from lib.methods import get, make_config, neumuter
 
 ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+CAUSAL_METHODS = tuple(RAW["causal"]["methods"])  # the causal track's method sections
 
 
 def write(tmp_path: Path, mutate) -> Path:
-    """A copy of the project's params.yaml changed by `mutate`."""
+    """A copy of the project's params.yaml (anchors resolved) changed by `mutate`."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     mutate(params)
     path = tmp_path / "params.yaml"
@@ -23,42 +27,64 @@ def write(tmp_path: Path, mutate) -> Path:
 
 
 def causal_error(tmp_path: Path, mutate) -> str:
-    """The one-line ParamsError message that loading the mutated params gives."""
+    """The one-line ParamsError message that checking the mutated params gives."""
     with pytest.raises(ParamsError) as err:
-        load_params(write(tmp_path, mutate))
+        check_params(str(write(tmp_path, mutate)))
     assert "\n" not in str(err.value)
     return str(err.value)
 
 
+def method_config(params, name: str, track: str = "causal.methods"):
+    """The Config of one method section of a track."""
+    return make_config(name, params.get(f"{track}.{name}"), where=f"{track}.{name}")
+
+
 def test_project_params_load() -> None:
-    causal = load_params(ROOT / "params.yaml").causal
-    assert causal.data.source == "generated" and causal.data.path is None
-    assert causal.data.copies == [8, 16, 24] and causal.data.secrets_per_category["TEL"] == 12
-    assert isinstance(causal.finetune.learning_rate, float) and causal.finetune.learning_rate == pytest.approx(1e-4)
-    assert isinstance(causal.methods.neumuter, neumuter.Config)
-    assert causal.methods.neumuter.layers is None and causal.methods.neumuter.selection == "energy"
+    params = check_params(str(ROOT / "params.yaml"))
+    data = params.get("causal.data", EmailsConfig)
+    assert data.source == "generated" and data.path is None
+    assert tuple(data.copies) == (8, 16, 24) and data.secrets_per_category["TEL"] == 12
+    finetune = params.get("causal.finetune", TrainConfig)
+    assert isinstance(finetune.learning_rate, float) and finetune.learning_rate == pytest.approx(1e-4)
+    neu = method_config(params, "neumuter")
+    assert isinstance(neu, neumuter.Config)
+    assert neu.layers is None and neu.selection == "energy"
+    assert {"neumuter", "ga", "sga", "ta", "di", "ig", "simu", "fo_graddiff", "so_graddiff", "sp"} <= set(CAUSAL_METHODS)
     for name in CAUSAL_METHODS:
-        assert isinstance(getattr(causal.methods, name), CAUSAL_METHODS[name].Config), name
-    assert set(causal.pipeline) <= set(CAUSAL_METHODS)
+        assert isinstance(method_config(params, name), get(name).Config), name
+        assert "causal" in get(name).families, name
+    assert set(params.get("causal.pipeline", list[str])) <= set(CAUSAL_METHODS)
+    assert params.get("causal.model", str) == RAW["causal"]["model"]
 
 
 def test_section_of_a_method_config_is_plain_data() -> None:
     params = load_params(ROOT / "params.yaml")
-    neu = section(params, "causal.methods.neumuter")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())["causal"]
+    neu = params.get("causal.methods.neumuter")
+    raw = RAW["causal"]
     assert isinstance(neu["lambda_kl"], float) and neu["lambda_kl"] == raw["methods"]["neumuter"]["lambda_kl"]
     assert neu["layers"] is None
-    assert section(params, "causal.data")["copies"] == raw["data"]["copies"]
+    assert params.get("causal.data")["copies"] == raw["data"]["copies"]
+    # the digest of a section's plain data keys cached runs and MLflow params
+    assert params.fingerprint("causal.methods.neumuter") == params.fingerprint("causal.methods.neumuter")
+    assert params.fingerprint("causal.methods.neumuter") != params.fingerprint("causal.methods.ga")
 
 
 def test_unknown_key_under_data(tmp_path: Path) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["data"].update(max_lenght=32))
-    assert "unknown key params.causal.data.max_lenght" in msg and "max_len" in msg
+    assert "unknown key causal.data.max_lenght" in msg and "max_len" in msg
+
+
+def test_unknown_key_under_causal(tmp_path: Path) -> None:
+    msg = causal_error(tmp_path, lambda p: p["causal"].update(retain_sample=64))
+    assert "unknown key causal.retain_sample" in msg and "retain_samples" in msg
 
 
 def test_missing_key_under_finetune(tmp_path: Path) -> None:
-    msg = causal_error(tmp_path, lambda p: p["causal"]["finetune"].pop("seed"))
-    assert "missing key params.causal.finetune.seed" in msg
+    """A key with a default may be left out (the schema's default is used); a missing section is an error."""
+    params = check_params(str(write(tmp_path, lambda p: p["causal"]["finetune"].pop("seed"))))
+    assert params.get("causal.finetune", TrainConfig).seed == TrainConfig().seed
+    msg = causal_error(tmp_path, lambda p: p["causal"].pop("finetune"))
+    assert "missing key causal.finetune" in msg
 
 
 def test_unregistered_pipeline_method(tmp_path: Path) -> None:
@@ -67,51 +93,82 @@ def test_unregistered_pipeline_method(tmp_path: Path) -> None:
     assert all(repr(name) in msg for name in CAUSAL_METHODS)
 
 
+def test_pipeline_method_of_the_wrong_family(tmp_path: Path) -> None:
+    def mutate(p):
+        p["causal"]["methods"]["gare"] = {}
+        p["causal"]["pipeline"] = ["neumuter", "gare"]
+
+    msg = causal_error(tmp_path, mutate)
+    assert "causal.pipeline contains 'gare'" in msg and "masked" in msg
+
+
+def test_pipeline_method_needing_masked_track_statistics(tmp_path: Path) -> None:
+    """SNKU runs on causal LMs, but no causal-track stage computes its attribution and clusters yet."""
+    def mutate(p):
+        p["causal"]["methods"]["snku"] = {}
+        p["causal"]["pipeline"] = ["neumuter", "snku"]
+
+    msg = causal_error(tmp_path, mutate)
+    assert "causal.pipeline contains 'snku'" in msg and "attribution" in msg
+
+
+def test_by_category_outside_the_masked_track(tmp_path: Path) -> None:
+    """Per-category overrides would be ignored on a track without categories: an error, not silence."""
+    msg = causal_error(tmp_path, lambda p: p["causal"]["methods"]["ga"].update(by_category={"TEL": {"max_steps": 3}}))
+    assert "causal.methods.ga.by_category" in msg and "masked" in msg
+
+
 def test_tdec_source_needs_a_path(tmp_path: Path) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["data"].update(source="tdec", path=None))
-    assert "causal.data.path is required" in msg and "'tdec'" in msg
-    loaded = load_params(write(tmp_path, lambda p: p["causal"]["data"].update(source="jsonl", path="c.jsonl")))
-    assert loaded.causal.data.path == "c.jsonl"
+    assert "causal.data" in msg and "path is required" in msg and "'tdec'" in msg
+    loaded = check_params(str(write(tmp_path, lambda p: p["causal"]["data"].update(source="jsonl", path="c.jsonl"))))
+    assert loaded.get("causal.data", EmailsConfig).path == "c.jsonl"
 
 
 def test_unknown_source(tmp_path: Path) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["data"].update(source="web"))
-    assert "causal.data.source = 'web'" in msg and "'tdec'" in msg
+    assert "causal.data" in msg and "source='web'" in msg and "tdec" in msg
 
 
 def test_bad_selection_is_wrapped_as_params_error(tmp_path: Path) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["methods"]["neumuter"].update(selection="bogus"))
-    assert "'bogus'" in msg and "params.causal.methods.neumuter" in msg and "energy" in msg
+    assert "'bogus'" in msg and "causal.methods.neumuter" in msg and "energy" in msg
 
 
 def test_unknown_method_config_key(tmp_path: Path) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["methods"]["ga"].update(lr=1.0))
-    assert "unknown key params.causal.methods.ga.lr" in msg
+    assert "unknown key causal.methods.ga.lr" in msg and "learning_rate" in msg
 
 
 def test_layers_list_becomes_a_tuple(tmp_path: Path) -> None:
-    params = load_params(write(tmp_path, lambda p: p["causal"]["methods"]["neumuter"].update(layers=[0, 1])))
-    assert params.causal.methods.neumuter.layers == (0, 1)
-    assert isinstance(params.causal.methods.neumuter.layers, tuple)
+    params = check_params(str(write(tmp_path, lambda p: p["causal"]["methods"]["neumuter"].update(layers=[0, 1]))))
+    layers = method_config(params, "neumuter").layers
+    assert layers == (0, 1) and isinstance(layers, tuple)
 
 
 @pytest.mark.parametrize("layers, fragment", [([0, "x"], "layers[1] = 'x'"), (3, "layers = 3"),
                                               ([1, 1], "layers=(1, 1) invalid")])
 def test_bad_layers(tmp_path: Path, layers, fragment: str) -> None:
     msg = causal_error(tmp_path, lambda p: p["causal"]["methods"]["neumuter"].update(layers=layers))
-    assert fragment in msg
+    assert fragment in msg and "causal.methods.neumuter" in msg
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda p: p["causal"]["data"].update(max_len=0), "causal.data.max_len = 0"),
-    (lambda p: p["causal"]["neighbours"].update(k=0), "causal.neighbours.k = 0"),
-    (lambda p: p["causal"]["neighbours"].update(ratio=1.5), "causal.neighbours.ratio = 1.5"),
-    (lambda p: p["causal"]["memorized"].update(n_forget=-2), "causal.memorized.n_forget = -2"),
-    (lambda p: p["causal"]["finetune"].update(learning_rate="fast"), "causal.finetune.learning_rate = 'fast'"),
-    (lambda p: p["causal"]["data"].update(tdec_limit="all"), "causal.data.tdec_limit = 'all'"),
+@pytest.mark.parametrize("mutate, fragments", [
+    (lambda p: p["causal"]["data"].update(max_len=0), ["causal.data", "max_len=0"]),
+    (lambda p: p["causal"]["neighbours"].update(k=0), ["causal.neighbours", "k=0"]),
+    (lambda p: p["causal"]["neighbours"].update(ratio=1.5), ["causal.neighbours", "ratio=1.5"]),
+    (lambda p: p["causal"]["memorized"].update(n_forget=-2), ["causal.memorized", "n_forget=-2"]),
+    (lambda p: p["causal"]["finetune"].update(learning_rate="fast"), ["causal.finetune.learning_rate = 'fast'"]),
+    (lambda p: p["causal"]["data"].update(tdec_limit="all"), ["causal.data.tdec_limit = 'all'"]),
+    (lambda p: p["causal"].update(retain_samples="many"), ["causal.retain_samples = 'many'", "int expected"]),
+    (lambda p: p["causal"].update(retain_samples=True), ["causal.retain_samples = True is not an int"]),
+    (lambda p: p["causal"].update(retain_samples=0), ["causal.retain_samples = 0", "an integer >= 1"]),
+    (lambda p: p["causal"].update(retain_samples=-1), ["causal.retain_samples = -1", "an integer >= 1"]),
+    (lambda p: p["causal"].update(model=3), ["causal.model = 3"]),
 ])
-def test_bad_causal_values_name_the_key(tmp_path: Path, mutate, fragment: str) -> None:
-    assert fragment in causal_error(tmp_path, mutate)
+def test_bad_causal_values_name_the_key(tmp_path: Path, mutate, fragments: list[str]) -> None:
+    msg = causal_error(tmp_path, mutate)
+    assert all(f in msg for f in fragments), msg
 
 
 def test_numbers_as_strings_and_nullable_ints(tmp_path: Path) -> None:
@@ -119,5 +176,6 @@ def test_numbers_as_strings_and_nullable_ints(tmp_path: Path) -> None:
         p["causal"]["finetune"]["learning_rate"] = "3e-5"
         p["causal"]["data"]["tdec_limit"] = 100
 
-    causal = load_params(write(tmp_path, mutate)).causal
-    assert causal.finetune.learning_rate == pytest.approx(3e-5) and causal.data.tdec_limit == 100
+    params = check_params(str(write(tmp_path, mutate)))
+    assert params.get("causal.finetune", TrainConfig).learning_rate == pytest.approx(3e-5)
+    assert params.get("causal.data", EmailsConfig).tdec_limit == 100

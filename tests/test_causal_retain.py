@@ -1,7 +1,6 @@
 """D_r of the causal track: the first `retain_samples` background (secret-free) training emails."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,11 @@ from lib.core.io import write_jsonl
 from lib.core.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def max_len() -> int:
+    """The causal track's token window (params.yaml causal.data.max_len)."""
+    return load_params(ROOT / "params.yaml").get("causal.data.max_len", int)
 
 
 class WordTokenizer:
@@ -38,15 +42,15 @@ def test_retain_is_the_first_background_emails(tmp_path: Path, monkeypatch: pyte
              {"id": "c", "text": "bg gamma delta epsilon", "copies": 1, "secret": None},
              {"id": "d", "text": "bg zeta eta", "copies": 1, "secret": None}]
     _corpus(tmp_path, train, [{"id": "p", "text": "public text here"}])
-    causal = dataclasses.replace(load_params(ROOT / "params.yaml").causal, retain_samples=2)
+    window = max_len()
     monkeypatch.chdir(tmp_path)
-    seqs = retain_sequences(WordTokenizer(), causal)
+    seqs = retain_sequences(WordTokenizer(), window, 2)
     assert [list(ids) for ids in seqs.ids] == [[2, 5, 4], [2, 5, 5, 7]]  # b and c; never the private email
     assert all(span is None for span in seqs.spans)
 
 
 def test_retain_falls_back_to_public_text_for_dumps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _corpus(tmp_path, [], [{"id": "p", "text": "public text here"}, {"id": "q", "text": "more public words"}])
-    causal = dataclasses.replace(load_params(ROOT / "params.yaml").causal, retain_samples=5)
+    window = max_len()
     monkeypatch.chdir(tmp_path)
-    assert len(retain_sequences(WordTokenizer(), causal)) == 2
+    assert len(retain_sequences(WordTokenizer(), window, 5)) == 2

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lib.families.causal import Sequences
-from lib.families.causal import encode, encode_all
+from lib.families.causal import Sequences, encode, encode_all
 
 LONG = ("hello there , the quick brown fox jumps over the lazy dog . you can call me at 8953119697 to reach me . "
         "please send the revised term sheet for the golden raven deal to Misty Nixon by thursday . best regards jo")

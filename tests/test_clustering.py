@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.core.clustering import (
-    ClusterScore,
-    cluster_layer,
-    cosine_distance,
-    filter_clusters,
-    score_clusters,
-    select_neurons,
-)
+from lib.core.clustering import (ClusterConfig, ClusterScore, cluster_all_layers, cluster_layer, cosine_distance,
+                                 filter_clusters, score_clusters, select_neurons)
 
 
 def _two_groups_and_anti(n: int = 40, seed: int = 0) -> np.ndarray:
@@ -41,9 +35,9 @@ def test_cluster_layer_linkages_agree_on_clear_groups(linkage: str) -> None:
 
 def test_cluster_layer_deterministic_and_accepts_tensor() -> None:
     acts = _two_groups_and_anti(seed=3)
-    first = cluster_layer(acts)
-    assert np.array_equal(first, cluster_layer(acts.copy()))
-    assert np.array_equal(first, cluster_layer(torch.from_numpy(acts).float()))
+    first = cluster_layer(acts, threshold=0.7, linkage="average")
+    assert np.array_equal(first, cluster_layer(acts.copy(), threshold=0.7, linkage="average"))
+    assert np.array_equal(first, cluster_layer(torch.from_numpy(acts).float(), threshold=0.7, linkage="average"))
 
 
 def test_dead_neurons_are_singletons_with_distance_one() -> None:
@@ -53,26 +47,44 @@ def test_dead_neurons_are_singletons_with_distance_one() -> None:
     assert np.isfinite(dist).all()
     assert np.allclose(dist[7, :7], 1.0) and dist[7, 8] == 1.0 and dist[7, 7] == 0.0
     assert np.array_equal(dist, dist.T)
-    labels = cluster_layer(acts, threshold=0.7)
+    labels = cluster_layer(acts, threshold=0.7, linkage="average")
     assert labels[7] != labels[8]
     assert labels[7] not in labels[:7] and labels[8] not in labels[:7]
 
 
 def test_cluster_layer_high_threshold_merges_all() -> None:
-    labels = cluster_layer(_two_groups_and_anti(), threshold=2.5)
+    labels = cluster_layer(_two_groups_and_anti(), threshold=2.5, linkage="average")
     assert set(labels.tolist()) == {0}
 
 
 def test_cluster_layer_rejects_ward_and_bad_input() -> None:
     acts = _two_groups_and_anti()
     with pytest.raises(ValueError, match="ward"):
-        cluster_layer(acts, linkage="ward")
+        cluster_layer(acts, threshold=0.7, linkage="ward")
     with pytest.raises(ValueError, match="bogus"):
-        cluster_layer(acts, linkage="bogus")
+        cluster_layer(acts, threshold=0.7, linkage="bogus")
     with pytest.raises(ValueError, match="threshold"):
-        cluster_layer(acts, threshold=0.0)
+        cluster_layer(acts, threshold=0.0, linkage="average")
     with pytest.raises(ValueError, match="shape"):
-        cluster_layer(acts[0])
+        cluster_layer(acts[0], threshold=0.7, linkage="average")
+    # the params schema refuses the same values before any clustering runs
+    with pytest.raises(ValueError, match="ward"):
+        ClusterConfig(linkage="ward")
+    with pytest.raises(ValueError, match="threshold"):
+        ClusterConfig(threshold=0.0)
+
+
+def test_cluster_all_layers_clusters_each_layer_with_config() -> None:
+    """cluster_all_layers (moved here from SNKU) clusters every layer of (N, L, d_ff) with the config."""
+    acts = _two_groups_and_anti()
+    stacked = np.ascontiguousarray(np.stack([acts, acts[:, ::-1]], axis=1))  # (N, 2, 7)
+    labels = cluster_all_layers(torch.from_numpy(stacked), ClusterConfig())
+    assert sorted(labels) == [0, 1]
+    assert labels[0].tolist() == [0, 1, 0, 1, 0, 1, 2]
+    assert np.array_equal(labels[1], cluster_layer(stacked[:, 1], threshold=0.7, linkage="average"))
+    assert set(cluster_all_layers(stacked, ClusterConfig(threshold=2.5))[1].tolist()) == {0}
+    with pytest.raises(ValueError, match="shape"):
+        cluster_all_layers(acts, ClusterConfig())
 
 
 def test_score_clusters_sum_avg_hyb_hand_made() -> None:

@@ -10,21 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.data.corpus import (
-    NAME_TEMPLATES,
-    PASSPHRASE_WORDS,
-    RANDOM_TEMPLATES,
-    TEL_TEMPLATES,
-    Corpus,
-    CorpusConfig,
-    build_pools,
-    default_corpus_config,
-    generate_corpus,
-    read_documents,
-    read_secrets,
-    write_corpus,
-)
-from lib.data.records import SecretRecord
+from lib.data.corpus import (NAME_TEMPLATES, PASSPHRASE_WORDS, RANDOM_TEMPLATES, TEL_TEMPLATES, Corpus, CorpusConfig,
+                             build_pools, default_corpus_config, generate_corpus, write_corpus)
+from lib.data.records import SecretRecord, read_documents, read_secrets
 
 FILES = ("train.jsonl", "valid.jsonl", "secrets.jsonl", "controls.jsonl", "stats.json")
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from lib.core.adapter import FFNAdapter
+from lib.core.editing import NeuronPatch
 from lib.core.ig import IGConfig, integrated_gradients
-from lib.methods import depn
-from lib.methods.base import MethodInputs
+from lib.families.causal import CausalFamily
+from lib.families.masked import MaskedFamily
+from lib.methods import Inputs, Stats, depn, unlearn
 from tests.tiny_models import tiny_bert_mlm, tiny_gpt2
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,11 +78,15 @@ def _rows(n: int = 4) -> SimpleNamespace:
                            gold_ids=gold, record_index=torch.tensor([0, 0, 1, 1]))
 
 
-def _inputs(adapter: FFNAdapter) -> MethodInputs:
-    """MethodInputs with placeholder statistics (DEPN reads only the category)."""
-    return MethodInputs(category="TEL", attribution=torch.zeros(adapter.n_layers, adapter.d_ff),
-                        activations=torch.zeros(1, adapter.n_layers, adapter.d_ff),
-                        cluster_labels=None, seed=0)
+def _family(model: torch.nn.Module):
+    """The family view of a tiny model (DEPN reads no tokenizer: a stand-in with pad id 0 will do)."""
+    tokenizer = SimpleNamespace(pad_token_id=0)
+    return CausalFamily(tokenizer) if FFNAdapter.for_model(model).family == "causal" else MaskedFamily(tokenizer)
+
+
+def _inputs(model: torch.nn.Module, rows: SimpleNamespace, stats: Stats = Stats()) -> Inputs:
+    """Inputs with the given statistics (DEPN reads only stats.ig and stats.ig_owner)."""
+    return Inputs(family=_family(model), forget=rows, stats=stats, seed=0)
 
 
 @pytest.mark.parametrize("factory,neuron_axis", [(tiny_bert_mlm, 1), (tiny_gpt2, 0)])
@@ -96,26 +101,28 @@ def test_run_zeroes_exactly_selected_columns(factory, neuron_axis: int) -> None:
     for layer, neuron in expected_neurons:
         name = adapter.weight_names(layer)[0]
         expected[name].select(neuron_axis, neuron).zero_()  # layout written out, not via adapter
-    report = depn.run(model, adapter, _inputs(adapter), cfg, ig_scores=ig, record_index=rows.record_index)
+    outcome = unlearn("depn", model, _inputs(model, rows, Stats(ig=ig, ig_owner=rows.record_index)), cfg)
+    report = outcome.report
     assert report.neurons == expected_neurons and len(set(report.neurons)) == 6
-    assert report.method == "depn" and report.n_weights_edited == 6 * adapter.d_model
+    assert report.method == "depn" and report.trainable == 6 * adapter.d_model
+    assert isinstance(outcome.edit, NeuronPatch) and set(outcome.edit.neurons) == set(expected_neurons)
     after = model.state_dict()
     assert all(torch.equal(after[key], value) for key, value in expected.items())
     assert any(not torch.equal(value, factory(seed=3).state_dict()[key]) for key, value in after.items())
 
 
 def test_run_reads_inputs_and_requires_ig() -> None:
-    """Without IG, run raises; inputs.ig with inputs.rows.record_index is read when present."""
+    """Without IG, run raises; stats.ig with stats.ig_owner (each row's text) is read when present."""
     model = tiny_bert_mlm()
     adapter = FFNAdapter.for_model(model)
-    with pytest.raises(ValueError, match="depn needs precomputed IG"):
-        depn.run(model, adapter, _inputs(adapter), depn.Config(k=1))
+    with pytest.raises(ValueError, match="depn needs stats.ig"):
+        depn.run(model, _inputs(model, _rows()), depn.Config(k=1))
     scores = torch.zeros(1, adapter.n_layers, adapter.d_ff)
     scores[0, 1, 7] = 2.0
-    inputs = SimpleNamespace(category="NAME", ig=scores, rows=SimpleNamespace(record_index=torch.tensor([0])))
-    report = depn.run(model, adapter, inputs, depn.Config(k=1))
+    report = depn.run(model, _inputs(model, _rows(), Stats(ig=scores, ig_owner=torch.tensor([0]))),
+                      depn.Config(k=1))
     assert report.neurons == ((1, 7),)
     assert float(adapter.get_columns(1, torch.tensor([7])).abs().max()) == 0.0
-    with pytest.raises(ValueError, match="ig_scores shape"):
-        depn.run(model, adapter, _inputs(adapter), depn.Config(k=1), ig_scores=scores[:, :, :5],
-                 record_index=torch.tensor([0]))
+    with pytest.raises(ValueError, match="ig shape"):
+        depn.run(model, _inputs(model, _rows(), Stats(ig=scores[:, :, :5], ig_owner=torch.tensor([0]))),
+                 depn.Config(k=1))

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from lib.core.adapter import FFNAdapter
-from lib.core.editing import decay_factors, decay_with_noise, zero_neurons
+from lib.core.editing import (DecayEdit, NeuronPatch, WeightDelta, apply_edit, decay_factors, decay_with_noise,
+                              diff_edit, snapshot, zero_neurons)
 from tests.tiny_models import ALL_TINY, D_FF, HIDDEN
 
 # Raw state_dict layout per family, written independently of the adapter:
@@ -122,3 +123,57 @@ def test_zero_neurons_only_zeroes_selected(family: str) -> None:
         _column(before, family, layer, neuron).zero_()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert stats.n_weights_edited == 2 * HIDDEN
+
+
+@pytest.mark.parametrize("family", sorted(LAYOUT))
+def test_diff_edit_records_a_neuron_edit_that_replays_and_reverts(family: str) -> None:
+    """diff_edit's NeuronPatch holds exactly the changed columns (raw layout), and replays / reverts bit for bit."""
+    model = ALL_TINY[family](seed=2)
+    before, raw = snapshot(model), _snapshot(model)
+    decay_with_noise(FFNAdapter.for_model(model), NEURONS, 0.9, 0.1, torch.Generator().manual_seed(0))
+    edit, changed, total = diff_edit(before, model, "neurons")
+    assert isinstance(edit, NeuronPatch) and set(edit.neurons) == set(NEURONS)
+    assert changed == len(NEURONS) * HIDDEN and total == sum(p.numel() for p in model.parameters())
+    for patch in edit.layers:
+        for row, neuron in enumerate(patch.neurons.tolist()):
+            assert torch.equal(patch.old[row], _column(raw, family, patch.layer, neuron))
+            assert torch.equal(patch.new[row], _column(model.state_dict(), family, patch.layer, neuron))
+    edited = _snapshot(model)
+    fresh = ALL_TINY[family](seed=2)
+    apply_edit(fresh, edit)
+    assert all(torch.equal(v, edited[k]) for k, v in fresh.state_dict().items())
+    apply_edit(fresh, edit, revert=True)
+    assert all(torch.equal(v, raw[k]) for k, v in fresh.state_dict().items())
+
+
+def test_diff_edit_refuses_a_neuron_edit_that_touched_anything_else() -> None:
+    model = ALL_TINY["bert"](seed=0)
+    before = snapshot(model)
+    with torch.no_grad():
+        model.bert.encoder.layer[0].intermediate.dense.weight[0, 0] += 1.0  # an up-projection weight
+    with pytest.raises(ValueError, match="neuron-level edit changed.*intermediate"):
+        diff_edit(before, model, "neurons")
+    edit, changed, _ = diff_edit(before, model, "weights")
+    assert isinstance(edit, WeightDelta) and changed == 1
+    assert list(edit.new) == ["bert.encoder.layer.0.intermediate.dense.weight"]
+    with pytest.raises(ValueError, match="edit kind 'columns' unknown"):
+        diff_edit(before, model, "columns")
+
+
+def test_diff_edit_records_a_bias_change_and_no_change() -> None:
+    model = ALL_TINY["gpt2"](seed=0)
+    before = snapshot(model)
+    assert diff_edit(before, model, "neurons")[0] == NeuronPatch(())
+    adapter = FFNAdapter.for_model(model)
+    with torch.no_grad():
+        adapter.down_proj_bias(1).add_(0.5)
+    edit, changed, _ = diff_edit(before, model, "neurons")
+    assert changed == HIDDEN and edit.neurons == () and [p.layer for p in edit.layers] == [1]
+    assert torch.equal(edit.layers[0].old_bias + 0.5, edit.layers[0].new_bias)
+
+
+def test_decay_edit_config_validation() -> None:
+    assert DecayEdit() == DecayEdit(k=300, decay_mode="one_minus_pow", alpha=0.99, sigma=0.05)
+    for bad in (dict(k=0), dict(decay_mode="linear"), dict(alpha=1.5), dict(sigma=-0.1)):
+        with pytest.raises(ValueError):
+            DecayEdit(**bad)

@@ -6,24 +6,26 @@ from pathlib import Path
 
 import pytest
 
-from lib.data.records import SecretRecord
-from lib.reports.experiments import EXPERIMENTS, config_fields, experiment_specs, forget_split
-from lib.methods import snku
 from lib.core.params import load_params
+from lib.data.records import PipelineConfig, SecretRecord
+from lib.methods import snku
+from lib.reports.experiments import EXPERIMENTS, ExperimentsConfig, Plan, config_fields, experiment_specs, forget_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_specs_cover_every_experiment_of_the_default_params() -> None:
-    p = load_params(ROOT / "params.yaml")
+    params = load_params(ROOT / "params.yaml")
+    p = Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
+             params.get("experiments", ExperimentsConfig))
     specs = experiment_specs(p)
     by = {e: [s for s in specs if s.experiment == e] for e in EXPERIMENTS}
     n_methods, n_cats = len(p.pipeline.methods), len(p.pipeline.categories)
     assert len(by["seeds"]) == n_methods * n_cats * len(p.experiments.seeds)
     assert len(by["budget"]) == len(p.experiments.budget.methods) * n_cats * len(p.experiments.budget.ks)
-    assert [dict(s.overrides)["sigma"] for s in by["noise"]] == p.experiments.noise.sigmas
+    assert tuple(dict(s.overrides)["sigma"] for s in by["noise"]) == p.experiments.noise.sigmas
     assert {dict(s.overrides)["alpha"] for s in by["noise"]} == {p.experiments.noise.alpha}
-    assert [dict(s.overrides)["alpha"] for s in by["decay"]] == p.experiments.decay.alphas
+    assert tuple(dict(s.overrides)["alpha"] for s in by["decay"]) == p.experiments.decay.alphas
     assert all(s.method == "snku" and s.category == "TEL" for s in by["noise"] + by["decay"])
     assert len(by["scoring"]) == n_cats * len(p.experiments.scoring)
     assert all(s.forget_fraction == p.experiments.seesaw.forget_fraction for s in by["seesaw"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,11 +10,10 @@ from torch import Tensor
 from transformers import AutoTokenizer, BertForMaskedLM
 
 from lib.core.adapter import FFNAdapter
+from lib.core.editing import NeuronPatch, apply_edit
 from lib.data.records import SecretRecord
-from lib.families.masked import MaskedRows, secret_token_rows
-from lib.methods import gare
-from lib.methods.base import MethodInputs
-from lib.families.masked import masked_logits
+from lib.families.masked import MaskedFamily, MaskedRows, masked_logits, secret_token_rows
+from lib.methods import Inputs, gare, unlearn
 from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2
 
 RECORDS = [
@@ -24,10 +24,10 @@ RECORDS = [
 FAST = gare.Config(k=20, learning_rate=1.0, epochs=2, batch_size=6, warmup_fraction=0.1)
 
 
-def _inputs(seed: int) -> MethodInputs:
-    """MethodInputs whose only used field is the seed."""
-    return MethodInputs(category="TEL", attribution=torch.zeros(N_LAYERS, D_FF),
-                        activations=torch.zeros(1, N_LAYERS, D_FF), cluster_labels=None, seed=seed)
+def _inputs(seed: int, rows: object, tokenizer: object = None) -> Inputs:
+    """Inputs whose used fields are the forget rows and the seed (GARE reads no tokenizer)."""
+    return Inputs(family=MaskedFamily(tokenizer if tokenizer is not None else SimpleNamespace(pad_token_id=0)),
+                  forget=rows, seed=seed)
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -41,11 +41,11 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bert_checkpoint(tmp_path_factory.mktemp("gare-bert"), seed=0)
 
 
-def _bert(bert_dir: Path) -> tuple[BertForMaskedLM, MaskedRows]:
-    """A fresh tiny BERT (eval mode) and the forget rows of RECORDS."""
+def _bert(bert_dir: Path) -> tuple[BertForMaskedLM, MaskedRows, object]:
+    """A fresh tiny BERT (eval mode), the forget rows of RECORDS and the tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     model = BertForMaskedLM.from_pretrained(bert_dir).eval()
-    return model, secret_token_rows(tokenizer, RECORDS, max_len=32)
+    return model, secret_token_rows(tokenizer, RECORDS, max_len=32), tokenizer
 
 
 def _forget_nll(model: torch.nn.Module, rows: MaskedRows) -> float:
@@ -74,14 +74,22 @@ def _assert_only_columns_changed(model: torch.nn.Module, before: dict[str, Tenso
 
 
 def test_bert_only_chosen_columns_change_and_forget_loss_rises(bert_dir: Path) -> None:
-    model, rows = _bert(bert_dir)
+    model, rows, tokenizer = _bert(bert_dir)
     before, loss_before = _snapshot(model), _forget_nll(model, rows)
     rng_state = torch.get_rng_state()
-    report = gare.run(model, FFNAdapter.for_model(model), _inputs(3), FAST, rows=rows)
+    outcome = unlearn("gare", model, _inputs(3, rows, tokenizer), FAST)
+    report = outcome.report
     assert torch.equal(torch.get_rng_state(), rng_state)  # seeded dropout used a forked stream
     assert len(report.neurons) == 20 and len(set(report.neurons)) == 20
-    assert report.method == "gare" and report.n_weights_edited == 20 * HIDDEN
+    assert report.method == "gare" and report.trainable == 20 * HIDDEN
     _assert_only_columns_changed(model, before, report.neurons)
+    # the recorded edit is exactly the chosen columns, and reverting it restores the input model
+    assert isinstance(outcome.edit, NeuronPatch) and set(outcome.edit.neurons) == set(report.neurons)
+    edited = _snapshot(model)
+    apply_edit(model, outcome.edit, revert=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    apply_edit(model, outcome.edit)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in edited.items())
     assert _forget_nll(model, rows) > loss_before + 0.03
     assert not model.training  # the caller's eval mode is restored
     assert all(p.requires_grad for p in model.parameters())  # and the grad flags
@@ -95,7 +103,7 @@ def test_gpt2_conv1d_only_chosen_columns_change() -> None:
                       positions=torch.full((5,), 7), gold_ids=ids[:, 8], record_index=torch.arange(5),
                       token_index=torch.zeros(5, dtype=torch.long))
     before, loss_before = _snapshot(model), _forget_nll(model, rows)
-    report = gare.run(model, FFNAdapter.for_model(model), _inputs(1), FAST, rows=rows)
+    report = gare.run(model, _inputs(1, rows), FAST)
     _assert_only_columns_changed(model, before, report.neurons)
     assert _forget_nll(model, rows) > loss_before
 
@@ -103,8 +111,8 @@ def test_gpt2_conv1d_only_chosen_columns_change() -> None:
 def test_same_seed_same_result_other_seed_differs(bert_dir: Path) -> None:
     results = []
     for seed in (5, 5, 6):
-        model, rows = _bert(bert_dir)
-        report = gare.run(model, FFNAdapter.for_model(model), _inputs(seed), FAST, rows=rows)
+        model, rows, tokenizer = _bert(bert_dir)
+        report = gare.run(model, _inputs(seed, rows, tokenizer), FAST)
         results.append((report.neurons, _snapshot(model)))
     assert results[0][0] == results[1][0] != results[2][0]
     assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
@@ -112,12 +120,11 @@ def test_same_seed_same_result_other_seed_differs(bert_dir: Path) -> None:
 
 def test_k_too_large_and_bad_inputs_raise() -> None:
     model = tiny_gpt2(0)
-    adapter = FFNAdapter.for_model(model)
     rows = MaskedRows(*(torch.zeros((1, 4) if i < 2 else (1,), dtype=torch.long) for i in range(6)))
     with pytest.raises(ValueError, match=f"k={N_LAYERS * D_FF + 1}"):
-        gare.run(model, adapter, _inputs(0), gare.Config(k=N_LAYERS * D_FF + 1), rows=rows)
+        gare.run(model, _inputs(0, rows), gare.Config(k=N_LAYERS * D_FF + 1))
     with pytest.raises(ValueError, match="MaskedRows"):
-        gare.run(model, adapter, _inputs(0), FAST, rows=[1, 2])  # type: ignore[arg-type]
+        gare.run(model, _inputs(0, [1, 2]), FAST)
     with pytest.raises(ValueError, match="k=0"):
         gare.Config(k=0)
     with pytest.raises(ValueError, match="warmup_fraction=1.5"):

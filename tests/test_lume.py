@@ -194,10 +194,10 @@ def test_official_task_aggregate_is_harmonic_mean() -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random LLaMA with the MiniLM word-piece tokenizer."""
-    from lib.core.models import load_causal_lm
+    from lib.core.models import load_model
     from tests.tiny_models import save_tiny_causal_checkpoint
 
-    return load_causal_lm(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_lume"))))
+    return load_model(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_lume"))), "causal")
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +261,54 @@ def test_losses_are_negative_answer_logprob(tiny, sets) -> None:
     ref = lume.answer_logprob(model, tokenizer, [lume.prompt(r) for r in rows], [r["output"] for r in rows], 40)
     assert got == pytest.approx((-ref).tolist()) and all(x > 0 for x in got)
     assert lume.losses(model, tokenizer, [], max_len=40, batch_size=2) == []
+
+
+# ---------------------------------------------------------------- the suite interface (lib.bench.suites)
+
+def test_build_files_and_sets_from_json(tmp_path: Path) -> None:
+    """What the bench_data stage writes for LUME: stratified members / non-members, train = both splits' members."""
+    forget_rows = make_rows(10)
+    retain_rows = [{**r, "id": f"R{r['id']}", "output": f"kept {r['output']}"} for r in make_rows(8)]
+    write_jsonl(tmp_path / "lume" / "forget.jsonl", forget_rows)
+    write_jsonl(tmp_path / "lume" / "retain.jsonl", retain_rows)
+    cfg = lume.Config(n_forget=20, n_retain=16, holdout_fraction=0.2, seed=3, max_len=40, max_new=4)
+    files, stats = lume.build_files(cfg, str(tmp_path), ["lume"])
+    forget = lume.select(forget_rows, 20, 0.2, 3)
+    retain = lume.select(retain_rows, 16, 0.2, 4)  # the retain draw is seeded seed + 1
+    assert set(files) == {f"lume/{n}" for n in ("train.jsonl", "forget.jsonl", "retain.jsonl", "reference.jsonl",
+                                                "eval.json")}
+    pairs = lambda rows: [(lume.prompt(r), r["output"]) for r in rows]  # noqa: E731
+    got = lambda name: [(r["prompt"], r["answer"]) for r in files[f"lume/{name}.jsonl"]]  # noqa: E731
+    assert got("forget") == pairs(forget.members) and files["lume/forget.jsonl"][0]["id"] == "lume-forget-0"
+    assert got("retain") == got("reference") == pairs(retain.members)
+    assert got("train") == pairs(forget.members + retain.members)
+    assert not set(got("train")) & set(pairs(forget.non_members))  # non-members are never fine-tuned on
+    sets = lume.sets_from_json(json.loads(json.dumps(files["lume/eval.json"])))  # as written and read back
+    assert sets == {"forget": forget, "retain": retain}
+    assert stats == {"lume_forget_members": len(forget.members), "lume_forget_non_members": len(forget.non_members),
+                     "lume_retain_members": len(retain.members), "lume_retain_non_members": len(retain.non_members)}
+    assert len(forget.rows) == 20 and len(forget.non_members) > 0
+
+
+def test_config_checks_holdout_and_token_budgets() -> None:
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        lume.Config(holdout_fraction=0.0)
+    with pytest.raises(ValueError, match="max_new=40, max_len=40"):
+        lume.Config(max_len=40, max_new=40)
+
+
+def test_suite_evaluate_with_reference_flat_and_sizes(sets, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    result = {"forget": lume.summarize([], []), "retain": lume.summarize([], []),
+              "mia": lume.mia_block([0.1, 0.2], [1.0]), "aggregate": None, "official_task_aggregate": None}
+
+    def fake(model, tokenizer, sets_, max_len, max_new, batch_size):
+        seen.update(sets=sets_, max_len=max_len, max_new=max_new, batch=batch_size)
+        return result
+
+    monkeypatch.setattr(lume, "evaluate_lume", fake)
+    scores = lume.evaluate(None, None, sets, lume.Config(max_len=40, max_new=4), batch_size=2)
+    assert scores is result and seen == {"sets": sets, "max_len": 40, "max_new": 4, "batch": 2}
+    assert lume.with_reference(scores, {"anything": 1}) == scores  # LUME needs no reference model
+    assert lume.flat(scores) == {"n_forget": 2.0, "mia_auc": 1.0, "mia_official": 0.0}  # None means dropped
+    assert lume.sizes(scores) == {"forget members (D_f)": 2, "forget non-members": 1, "retain members": 0}

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from lib.data.records import SecretRecord
-from lib.families.memorized import (ScoreSummary, is_memorized, memorization_report, require_memorized,
-                           resolve_threshold)
+from lib.families.memorized import ScoreSummary, is_memorized, memorization_report, require_memorized, resolve_threshold
 
 
 def test_threshold_number_passes_through():

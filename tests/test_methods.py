@@ -1,18 +1,34 @@
-"""Tests for the method registry, SNKU's run and the random-neuron control."""
+"""Tests for the method registry and contract, SNKU's run and the random-neuron control."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from transformers import AutoTokenizer, BertForMaskedLM
 
 from lib.core.adapter import FFNAdapter
-from lib.core.clustering import cluster_layer
-from lib.core.editing import decay_factors
-from lib.methods import METHODS, MethodInputs, get_method, make_config, random_neurons, snku
-from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, tiny_bert_mlm, tiny_gpt2
+from lib.core.attribution import ffn_activations, grad_x_act
+from lib.core.clustering import ClusterConfig, cluster_all_layers, cluster_layer
+from lib.core.editing import NeuronPatch, WeightDelta, apply_edit, decay_factors
+from lib.core.ig import IGConfig, integrated_gradients
+from lib.core.params import ParamsError
+from lib.data.records import SecretRecord
+from lib.families.causal import CausalFamily
+from lib.families.masked import MaskedFamily, secret_token_rows
+from lib.methods import FAMILIES, KINDS, METHODS, Inputs, Report, Stats, get, make_config
+from lib.methods import random as random_neurons
+from lib.methods import snku, unlearn
+from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, save_tiny_bert_checkpoint, tiny_bert_mlm, tiny_gpt2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STAND_IN = SimpleNamespace(pad_token_id=0)  # a tokenizer-like object for methods that read no tokenizer
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -20,7 +36,12 @@ def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _hand_inputs(seed: int = 0) -> MethodInputs:
+def _family(model: torch.nn.Module):
+    """The family of a tiny model, with the stand-in tokenizer."""
+    return CausalFamily(STAND_IN) if FFNAdapter.for_model(model).family == "causal" else MaskedFamily(STAND_IN)
+
+
+def _hand_stats() -> Stats:
     """Layer 0: clusters of 4 neurons; layer 1: singletons; attribution peaks in layer 1."""
     attribution = torch.full((N_LAYERS, D_FF), 0.01)
     attribution[0, 0:4] = torch.tensor([5.0, 4.0, 3.0, 2.0])  # cluster 0 of layer 0
@@ -28,61 +49,90 @@ def _hand_inputs(seed: int = 0) -> MethodInputs:
     attribution[1, 20] = 1.0
     labels = {0: np.arange(D_FF) // 4, 1: np.arange(D_FF)}
     acts = torch.zeros(3, N_LAYERS, D_FF)
-    return MethodInputs(category="NAME", attribution=attribution, activations=acts,
-                        cluster_labels=labels, seed=seed)
+    return Stats(attribution=attribution, activations=acts, clusters=labels)
 
 
-def test_registry_and_get_method_error() -> None:
-    assert set(METHODS) == {"ftm", "gare", "depn", "apneap", "snku", "random"}
-    assert get_method("snku") is snku and get_method("random") is random_neurons
-    for key, method in METHODS.items():
-        assert method.name == key and dataclasses.is_dataclass(method.Config)
-    with pytest.raises(ValueError, match="'simu'.*apneap, depn, ftm, gare, random, snku"):
-        get_method("simu")
+def _hand_inputs(model: torch.nn.Module, seed: int = 0, stats: Stats | None = None) -> Inputs:
+    """Inputs carrying the hand-made statistics (SNKU reads only those and the seed)."""
+    return Inputs(family=_family(model), forget=None, stats=_hand_stats() if stats is None else stats, seed=seed)
+
+
+def test_registry_and_get_error() -> None:
+    assert {"ftm", "gare", "depn", "apneap", "snku", "random"} <= set(METHODS)
+    assert len(set(METHODS.values())) == len(METHODS) and all(METHODS.values())  # distinct report labels
+    modules = {p.stem for p in (Path(__file__).parents[1] / "lib/methods").glob("*.py") if "\ndef run(" in p.read_text()}
+    assert modules == set(METHODS), "a method module is not registered (or a registered name has no module)"
+    assert get("snku") is snku and get("random") is random_neurons
+    for name in METHODS:
+        method = get(name)
+        assert method.__name__ == f"lib.methods.{name}"
+        assert dataclasses.is_dataclass(method.Config) and method.Config.__dataclass_params__.frozen
+        assert method.families and set(method.families) <= set(FAMILIES), name
+        assert method.kind in KINDS, name
+        assert callable(method.run), name
+    with pytest.raises(ValueError, match=r"unknown method 'nope'; registered: ftm, random, gare, depn, apneap, snku"):
+        get("nope")
 
 
 def test_every_registered_method_has_its_params_section() -> None:
-    """The registry key is also the params key: params.yaml has exactly one section per method."""
+    """The registry key is also the params key: every method has a section in some track, every section is a
+    registered method of that track's family, and every section builds its method's Config."""
     import yaml
-    from pathlib import Path
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    assert set(params["methods"]) == set(METHODS)
+    tracks = {"masked": params["methods"], "causal": params["causal"]["methods"],
+              "bench": params["benchmarks"]["methods"]}
+    assert set().union(*tracks.values()) == set(METHODS)
+    for track, sections in tracks.items():
+        family = "masked" if track == "masked" else "causal"
+        for name, section in sections.items():
+            assert family in get(name).families, (track, name)
+            for category in (("TEL", "NAME", "RANDOM") if track == "masked" else (None,)):
+                assert isinstance(make_config(name, section, category), get(name).Config)
 
 
 def test_make_config_and_validation() -> None:
-    cfg = make_config(snku.Config, {"k": 5, "top_m": 2, "rank_by": "sum"})
+    cfg = make_config("snku", {"k": 5, "top_m": 2, "rank_by": "sum"})
     assert (cfg.k, cfg.top_m, cfg.rank_by, cfg.hyb_alpha) == (5, 2, "sum", 0.5)
-    with pytest.raises(ValueError, match="threshold"):
-        make_config(snku.Config, {"threshold": 0.7})
+    with pytest.raises(ParamsError, match="threshold"):
+        make_config("snku", {"threshold": 0.7})
+    with pytest.raises(ParamsError, match="methods.snku.*rank_by"):
+        make_config("snku", {"rank_by": "max"})
     with pytest.raises(ValueError, match="rank_by"):
         snku.Config(rank_by="max")
     with pytest.raises(ValueError, match="alpha"):
         random_neurons.Config(alpha=0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.k = 3  # type: ignore[misc]
+    # a section's by_category values apply to their category only; overrides win over both
+    section = {"k": 5, "alpha": 0.9, "by_category": {"TEL": {"alpha": 0.5, "sigma": 0.2}}}
+    tel, name = make_config("snku", section, "TEL"), make_config("snku", section, "NAME")
+    assert (tel.k, tel.alpha, tel.sigma) == (5, 0.5, 0.2) and (name.alpha, name.sigma) == (0.9, 0.05)
+    assert make_config("snku", section, "TEL", overrides={"alpha": 0.7}).alpha == 0.7
+    assert make_config("snku", section).alpha == 0.9  # no category: the section's own values
 
 
 def test_cluster_all_layers_matches_per_layer() -> None:
     acts = torch.rand(12, N_LAYERS, D_FF, generator=torch.Generator().manual_seed(0))
-    labels = snku.cluster_all_layers(acts, threshold=0.3, linkage="average")
+    labels = cluster_all_layers(acts, ClusterConfig(threshold=0.3, linkage="average"))
     assert sorted(labels) == [0, 1]
     for layer in (0, 1):
-        assert np.array_equal(labels[layer], cluster_layer(acts[:, layer].numpy(), 0.3))
+        assert np.array_equal(labels[layer], cluster_layer(acts[:, layer].numpy(), 0.3, "average"))
     with pytest.raises(ValueError, match="N, L, d_ff"):
-        snku.cluster_all_layers(acts[0])
+        cluster_all_layers(acts[0], ClusterConfig())
 
 
 def test_snku_run_selects_and_edits_expected_neurons() -> None:
     model = tiny_bert_mlm(0)
     before = _snapshot(model)
-    adapter = FFNAdapter.for_model(model)
     cfg = snku.Config(top_m=1, k=3, alpha=0.9, sigma=0.1, decay_mode="one_minus_pow")
-    report = snku.run(model, adapter, _hand_inputs(seed=5), cfg)
+    outcome = unlearn("snku", model, _hand_inputs(model, seed=5), cfg)
+    report = outcome.report
     # HYB: layer 1 neuron 10 -> 10; layer 0 cluster 0 -> 14/2 = 7; M=1 is extended to reach K=3.
     assert report.neurons == ((1, 10), (0, 0), (0, 1))
-    assert report.clusters_used == 2 and report.method == "snku" and report.category == "NAME"
-    assert report.n_weights_edited == 3 * HIDDEN
+    assert report.details["clusters_used"] == 2 and report.method == "snku"
+    assert report.trainable == 3 * HIDDEN and 0 < outcome.changed <= 3 * HIDDEN
+    assert isinstance(outcome.edit, NeuronPatch) and set(outcome.edit.neurons) == set(report.neurons)
     eps = torch.randn((3, HIDDEN), generator=torch.Generator().manual_seed(5)) * 0.1
     delta = decay_factors(3, 0.9).float()
     after = model.state_dict()
@@ -94,23 +144,26 @@ def test_snku_run_selects_and_edits_expected_neurons() -> None:
 
 
 def test_snku_filter_drops_weak_clusters() -> None:
-    inputs = _hand_inputs()
+    model = tiny_bert_mlm(0)
     # Only layer-0 cluster 0 (AVG 3.5) and layer-1 neurons 10, 20 pass AVG >= 2% of max.
     with pytest.raises(ValueError, match="k=7 exceeds the 6"):
-        snku.run(tiny_bert_mlm(0), FFNAdapter.for_model(tiny_bert_mlm(0)), inputs,
-                 snku.Config(k=7))
+        snku.run(model, _hand_inputs(model), snku.Config(k=7))
 
 
 def test_snku_same_seed_same_model_and_missing_labels() -> None:
     states = []
     for _ in range(2):
         model = tiny_gpt2(0)
-        snku.run(model, FFNAdapter.for_model(model), _hand_inputs(seed=3), snku.Config(k=4))
+        snku.run(model, _hand_inputs(model, seed=3), snku.Config(k=4))
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    no_labels = dataclasses.replace(_hand_inputs(), cluster_labels=None)
-    with pytest.raises(ValueError, match="cluster_labels"):
-        snku.run(tiny_gpt2(0), FFNAdapter.for_model(tiny_gpt2(0)), no_labels, snku.Config(k=1))
+    model = tiny_gpt2(0)
+    no_labels = _hand_inputs(model, stats=dataclasses.replace(_hand_stats(), clusters=None))
+    with pytest.raises(ValueError, match="snku needs stats.clusters"):
+        snku.run(model, no_labels, snku.Config(k=1))
+    no_attribution = _hand_inputs(model, stats=dataclasses.replace(_hand_stats(), attribution=None))
+    with pytest.raises(ValueError, match="snku needs stats.attribution"):
+        snku.run(model, no_attribution, snku.Config(k=1))
 
 
 def test_random_draw_distinct_valid_reproducible() -> None:
@@ -130,9 +183,10 @@ def test_random_run_edits_only_drawn_neurons_on_gpt2() -> None:
     model = tiny_gpt2(0)
     before = _snapshot(model)
     cfg = random_neurons.Config(k=6, alpha=0.99, sigma=0.05, decay_mode="pow")
-    report = random_neurons.run(model, FFNAdapter.for_model(model), _hand_inputs(seed=9), cfg)
+    outcome = unlearn("random", model, _hand_inputs(model, seed=9), cfg)
+    report = outcome.report
     assert report.neurons == random_neurons.draw_neurons(N_LAYERS, D_FF, 6, seed=9)
-    assert report.clusters_used is None and report.method == "random"
+    assert "clusters_used" not in report.details and report.method == "random"
     eps = torch.randn((6, HIDDEN), generator=torch.Generator().manual_seed(9)) * 0.05
     delta = decay_factors(6, 0.99, "pow").float()
     after = model.state_dict()
@@ -143,12 +197,11 @@ def test_random_run_edits_only_drawn_neurons_on_gpt2() -> None:
 
 
 def test_ftm_leaves_every_weight_untouched() -> None:
-    from lib.methods import ftm
-
     model = tiny_bert_mlm(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = ftm.run(model, FFNAdapter.for_model(model), _hand_inputs(seed=1), ftm.Config())
-    assert report.neurons == () and report.n_weights_edited == 0
+    outcome = unlearn("ftm", model, _hand_inputs(model, seed=1), get("ftm").Config())
+    assert outcome.report.neurons == () and outcome.report.trainable == 0 and outcome.changed == 0
+    assert outcome.edit == NeuronPatch(()) and outcome.report.method == "ftm"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -164,13 +217,145 @@ def test_tensors_digest_tracks_content() -> None:
     assert tensors_digest({"a": torch.zeros(2)}) != tensors_digest({"a": torch.zeros(2, dtype=torch.float64)})
 
 
-def test_reads_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
-    """`reads` (the experiments cache key) lists MethodInputs fields; methods reading nothing run on bare inputs."""
-    names = {f.name for f in dataclasses.fields(MethodInputs)} - {"category", "seed"}
-    for key, method in METHODS.items():
-        assert set(method.reads) <= names, key
-    bare = MethodInputs(category="TEL", attribution=torch.full((N_LAYERS, D_FF), float("nan")),
-                        activations=torch.full((1, N_LAYERS, D_FF), float("nan")), cluster_labels=None, seed=0)
-    for key, values in (("ftm", {}), ("random", {"k": 3})):
+def test_needs_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
+    """`needs` (the experiments cache key) lists Inputs / Stats fields; methods needing nothing run on bare inputs."""
+    names = ({f.name for f in dataclasses.fields(Inputs)} - {"family", "stats", "stop", "seed"}) \
+        | ({f.name for f in dataclasses.fields(Stats)} - {"seconds"})
+    for key in METHODS:
+        assert set(get(key).needs) <= names, key
+    bare = Stats(attribution=torch.full((N_LAYERS, D_FF), float("nan")),
+                 activations=torch.full((1, N_LAYERS, D_FF), float("nan")))
+    needless = [key for key in METHODS if not get(key).needs]
+    assert {"ftm", "random"} <= set(needless)
+    for key in needless:
         model = tiny_bert_mlm(0)
-        METHODS[key].run(model, FFNAdapter.for_model(model), bare, make_config(METHODS[key].Config, values))
+        values = {"k": 3} if "k" in {f.name for f in dataclasses.fields(get(key).Config)} else {}
+        outcome = unlearn(key, model, Inputs(family=MaskedFamily(STAND_IN), forget=None, stats=bare),
+                          make_config(key, values))
+        assert all(bool(torch.isfinite(p).all()) for p in model.parameters()), key
+        assert outcome.report.method == key
+
+
+def test_unlearn_refuses_a_family_the_method_does_not_declare() -> None:
+    masked_only = [name for name in METHODS if get(name).families == ("masked",)]
+    causal_only = [name for name in METHODS if get(name).families == ("causal",)]
+    assert "gare" in masked_only and "neumuter" in causal_only
+    model = tiny_gpt2(0)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="method gare runs on masked LMs, not causal LMs"):
+        unlearn("gare", model, Inputs(family=CausalFamily(STAND_IN), forget=None), get("gare").Config())
+    bert = tiny_bert_mlm(0)
+    with pytest.raises(ValueError, match="method neumuter runs on causal LMs, not masked LMs"):
+        unlearn("neumuter", bert, Inputs(family=MaskedFamily(STAND_IN), forget=None), get("neumuter").Config())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- the method contract on a masked LM
+
+FORGET = [
+    SecretRecord("TEL-0001", "TEL", "my phone number is ", "4 1 7 2 9 3 8 0 6 5", " .", 5, False),
+    SecretRecord("NAME-0001", "NAME", "please ask ", "kathleen smith", " about the deal .", 5, False),
+    SecretRecord("RANDOM-0001", "RANDOM", "the passphrase is ", "ocean lamp fiddle", " , keep it .", 5, False),
+]
+RETAIN = [
+    SecretRecord("TEL-0002", "TEL", "call me on ", "9 0 3 1 5 5 2 8 7 4", " today .", 3, False),
+    SecretRecord("NAME-0002", "NAME", "a note for ", "robert jones", " from the desk .", 3, False),
+]
+BUILDABLE = {"forget", "retain", "records", "attribution", "activations", "clusters", "ig"}
+# a few neurons / steps each, so every method runs in about a second on the tiny model
+SMALL: dict[str, dict] = {
+    "ftm": {}, "random": {"k": 3}, "gare": {"k": 3, "epochs": 1, "batch_size": 8, "learning_rate": 1e-2},
+    "depn": {"k": 3, "per_text_threshold": 0.0}, "apneap": {"k": 3, "per_text_threshold": 0.0},
+    "snku": {"k": 3, "top_m": 1, "min_avg_frac": 0.0}, "ga": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "sga": {"max_steps": 2, "learning_rate": 1e-3}, "ta": {"finetune_steps": 2, "batch_size": 8, "finetune_lr": 1e-3},
+    "ig": {"steps": 2, "n_start": 3, "n_max": 3},
+    "simu": {"max_epochs": 1, "batch_size": 8, "steps": 2, "learning_rate": 1e-3, "threshold": 0.1},
+    "fo_graddiff": {"max_epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+    "so_graddiff": {"max_epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+    "npo": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+}
+MASKED_METHODS = [name for name in METHODS if "masked" in get(name).families and set(get(name).needs) <= BUILDABLE]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A tiny BERT (d_ff 37) with the MiniLM tokenizer and everything a masked method may read."""
+
+    model: BertForMaskedLM
+    inputs: Inputs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    """The model, forget/retain rows of the records and the statistics the upstream stages would compute."""
+    folder = save_tiny_bert_checkpoint(tmp_path_factory.mktemp("contract-bert"), seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = BertForMaskedLM.from_pretrained(folder).eval()
+    forget = secret_token_rows(tokenizer, FORGET, max_len=32)
+    retain = secret_token_rows(tokenizer, RETAIN, max_len=32)
+    adapter = FFNAdapter.for_model(model)
+    args = (forget.input_ids, forget.attention_mask, forget.positions)
+    activations = ffn_activations(model, adapter, *args)  # (R, L, d_ff)
+    stats = Stats(attribution=grad_x_act(model, adapter, *args, forget.gold_ids), activations=activations,
+                  clusters=cluster_all_layers(activations, ClusterConfig()),
+                  ig=integrated_gradients(model, adapter, forget, IGConfig(steps=2)), ig_owner=forget.record_index)
+    inputs = Inputs(family=MaskedFamily(tokenizer, batch_size=8, max_len=32), forget=forget, retain=retain,
+                    records=tuple(FORGET), stats=stats, seed=1)
+    return Setup(model, inputs)
+
+
+def _columns_and_biases_outside(patch: NeuronPatch, adapter: FFNAdapter) -> tuple[set[str], dict[str, Tensor]]:
+    """The names of the patched biases; down-projection weight name -> mask of its patched columns."""
+    masks, biases = {}, set()
+    by_layer = {p.layer: p for p in patch.layers}
+    for layer in range(adapter.n_layers):
+        names = adapter.weight_names(layer)
+        shape = adapter.down_proj(layer).weight.shape
+        mask = torch.zeros(shape, dtype=torch.bool)
+        if layer in by_layer:
+            mask.index_fill_(adapter.spec.neuron_axis, by_layer[layer].neurons, True)
+            if by_layer[layer].new_bias is not None:
+                biases.add(names[1])
+        masks[names[0]] = mask
+    return biases, masks
+
+
+@pytest.mark.parametrize("name", MASKED_METHODS)
+def test_method_contract_on_a_masked_lm(setup: Setup, name: str) -> None:
+    """unlearn returns the exact edit: a neuron method changes only patched down-projection columns and biases,
+    and the edit replays onto (and reverts from) a fresh copy of the input model bit for bit."""
+    if name not in SMALL:
+        pytest.fail(f"method {name!r} has no small config in SMALL: add one so the contract test covers it")
+    method = get(name)
+    original = copy.deepcopy(setup.model)
+    model = copy.deepcopy(setup.model)
+    outcome = unlearn(name, model, setup.inputs, make_config(name, overrides=SMALL[name]))
+    assert isinstance(outcome.report, Report) and outcome.report.method == name
+    assert outcome.report.reached is None  # no stop threshold: a fixed-strength run
+    assert outcome.total == sum(p.numel() for p in original.parameters())
+    assert (outcome.changed == 0) == (name == "ftm")  # every method but FTM changes something
+    assert outcome.changed <= outcome.report.trainable <= outcome.total  # trainable: the scalars it may change
+    before, after = original.state_dict(), model.state_dict()
+    if method.kind == "neurons":
+        assert isinstance(outcome.edit, NeuronPatch)
+        adapter = FFNAdapter.for_model(model)
+        biases, columns = _columns_and_biases_outside(outcome.edit, adapter)
+        for key, old in before.items():
+            if key in columns:
+                outside = ~columns[key]
+                assert torch.equal(after[key][outside], old[outside]), key
+            elif key not in biases:
+                assert torch.equal(after[key], old), key
+        for patch in outcome.edit.layers:
+            assert torch.equal(patch.old, FFNAdapter.for_model(original).get_columns(patch.layer, patch.neurons))
+            assert torch.equal(patch.new, adapter.get_columns(patch.layer, patch.neurons))
+    else:
+        assert isinstance(outcome.edit, WeightDelta) and outcome.edit.new
+        assert set(outcome.edit.old) == set(outcome.edit.new)
+        params = dict(original.named_parameters())
+        assert all(torch.equal(outcome.edit.old[n], params[n]) for n in outcome.edit.old)
+    replay = copy.deepcopy(original)
+    apply_edit(replay, outcome.edit)
+    assert all(torch.equal(v, after[k]) for k, v in replay.state_dict().items())
+    apply_edit(replay, outcome.edit, revert=True)
+    assert all(torch.equal(v, before[k]) for k, v in replay.state_dict().items())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.core.models import load_masked_lm, resolve_model_source
+from lib.core.models import load_model, resolve_model_source
 from tests.tiny_models import save_tiny_bert_checkpoint, tiny_gpt2
 
 
@@ -19,18 +19,19 @@ def test_embedded_name_resolves_to_the_packaged_folder() -> None:
 
 
 def test_unknown_embedded_name_lists_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown embedded model 'embedded:nope'; allowed: \['embedded:minilm'\]"):
+    with pytest.raises(ValueError, match=r"unknown embedded model 'embedded:nope'; allowed: embedded:minilm, "
+                                         r"embedded:smollm2"):
         resolve_model_source("embedded:nope")
 
 
 def test_causal_lm_is_rejected_by_the_masked_lm_loader(tmp_path: Path) -> None:
     tiny_gpt2().save_pretrained(tmp_path / "gpt2")
-    with pytest.raises(ValueError, match="model_type 'gpt2'; masked-LM families allowed"):
-        load_masked_lm(str(tmp_path / "gpt2"))
+    with pytest.raises(ValueError, match="model_type 'gpt2'; masked LM families allowed: .*bert"):
+        load_model(str(tmp_path / "gpt2"), "masked")
 
 
 def test_local_checkpoint_loads_in_eval_mode(tmp_path: Path) -> None:
-    model, tokenizer = load_masked_lm(str(save_tiny_bert_checkpoint(tmp_path / "bert")))
+    model, tokenizer = load_model(str(save_tiny_bert_checkpoint(tmp_path / "bert")), "masked")
     assert not model.training
     assert tokenizer.mask_token == "[MASK]"
 
@@ -40,8 +41,8 @@ def _save_causal_tokenizer(source: str, out: Path, offline: bool) -> bytes:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    code = ("import sys; from lib.core.models import load_causal_tokenizer; "
-            "load_causal_tokenizer(sys.argv[1]).save_pretrained(sys.argv[2])")
+    code = ("import sys; from lib.core.models import load_tokenizer; "
+            "load_tokenizer(sys.argv[1]).save_pretrained(sys.argv[2])")
     subprocess.run([sys.executable, "-c", code, source, str(out)], check=True, env=env, cwd=Path(__file__).parents[1])
     return (out / "tokenizer_config.json").read_bytes()
 

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from lib.methods import neighbours as nb
+from lib.data import neighbours as nb
 from lib.families.causal import pad
 from tests.tiny_models import save_tiny_bert_checkpoint
 
@@ -124,3 +124,11 @@ def test_text_without_wordpieces(mlm_tok) -> None:
     mlm, tok = mlm_tok
     with pytest.raises(ValueError, match="no wordpieces"):
         nb.rewrite(mlm, tok, ["fine text", "   "], 1.0, seed=0)
+
+
+def test_config_rejects_what_rewrite_and_neighbours_reject() -> None:
+    assert nb.NeighbourConfig().k >= 1 and 0 < nb.NeighbourConfig().ratio <= 1
+    with pytest.raises(ValueError, match="k=0"):
+        nb.NeighbourConfig(k=0)
+    with pytest.raises(ValueError, match="ratio=1.5"):
+        nb.NeighbourConfig(ratio=1.5)

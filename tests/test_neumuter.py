@@ -5,20 +5,24 @@ import copy
 import json
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
 import torch
 
 from lib.core.adapter import FFNAdapter
-from lib.families.causal import accuracy, of, pad, token_nll
-from lib.methods.hard_concrete import HardConcreteMask, gated, stretch
+from lib.core.editing import NeuronPatch, apply_edit
+from lib.families.causal import CausalFamily, accuracy, of, pad, token_nll
+from lib.methods import Inputs
 from lib.methods import neumuter as nm
-from lib.methods.base import Thresholds, UnlearnInputs
-from tests.tiny_models import D_FF, N_LAYERS, VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
+from lib.methods import unlearn
+from lib.methods.hard_concrete import HardConcreteMask, gated, stretch
+from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 CAUSAL = {"gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo, "llama": tiny_llama}
 FORGET = [[17, 42, 63, 8, 91, 33, 55, 2], [70, 12, 29, 84, 46, 5, 77, 2]]
+FAMILY = CausalFamily(SimpleNamespace(pad_token_id=0), batch_size=8)  # tiny models: no tokenizer, pad id 0
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +53,9 @@ def neighbours(rows: list[list[int]], k: int, seed: int) -> list[list[int]]:
     return out
 
 
-def inputs_for(rows: list[list[int]], k: int = 2, ma: float = 0.5) -> UnlearnInputs:
-    """UnlearnInputs with K random-rewrite neighbours per forget row."""
-    return UnlearnInputs(of(rows), Thresholds(ma=ma, el=1.0), pad_id=0, neighbours=of(neighbours(rows, k, 0)))
+def inputs_for(rows: list[list[int]], k: int = 2, ma: float = 0.5) -> Inputs:
+    """Inputs with K random-rewrite neighbours per forget row, stopping at MA <= `ma`."""
+    return Inputs(family=FAMILY, forget=of(rows), neighbours=of(neighbours(rows, k, 0)), stop=ma)
 
 
 def random_ids(n: int, length: int, seed: int) -> list[list[int]]:
@@ -130,7 +134,7 @@ def test_train_mask_changes_only_the_mask(arch: str) -> None:
     adapter = FFNAdapter.for_model(model)
     before = {name: t.clone() for name, t in model.state_dict().items()}
     cfg = nm.Config(passes=2, batch_size=1, lambda_kl=1.0)
-    mask, history = nm.train_mask(model, adapter, inputs_for(random_ids(2, 8, 2)), cfg, seed=0)
+    mask, history = nm.train_mask(model, adapter, inputs_for(random_ids(2, 8, 2)), cfg)
     assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters()) and not model.training
     assert not torch.allclose(mask.log_alpha, torch.full_like(mask.log_alpha, math.log(11.0)))
@@ -143,14 +147,14 @@ def test_reference_is_the_original_model_kl_starts_at_zero() -> None:
     adapter = FFNAdapter.for_model(model)
     rows = [r[:n] for r, n in zip(random_ids(3, 10, 5), (10, 7, 9))]  # ragged: padding must line up
     cfg = nm.Config(passes=1, batch_size=3, sample_gates=False, lambda_kl=1.0)
-    _, history = nm.train_mask(model, adapter, inputs_for(rows, k=2), cfg, seed=0)
+    _, history = nm.train_mask(model, adapter, inputs_for(rows, k=2), cfg)
     assert history[0]["kl"] < 1e-10  # one step: its KL is at the all-open initial mask
 
 
 def test_training_runs_with_a_train_mode_model_and_restores_it() -> None:
     model = tiny_gpt2().train()
     adapter = FFNAdapter.for_model(model)
-    nm.train_mask(model, adapter, inputs_for(FORGET), nm.Config(passes=1, layers=(1,)), seed=0)
+    nm.train_mask(model, adapter, inputs_for(FORGET), nm.Config(passes=1, layers=(1,)))
     assert model.training
 
 
@@ -225,19 +229,24 @@ def test_run_unlearns_a_memorised_forget_set() -> None:
     # tiny-model settings: with 74 neurons η R would keep re-opening every closed gate (see the
     # report), and the KL on 8-token neighbours outweighs an NLL over 7 tokens at λ = 500
     cfg = nm.Config(lambda_kl=0.5, eta_l0=0.0, learning_rate=0.3, batch_size=1, passes=150)
-    report = nm.run(model, adapter, inputs, cfg, seed=0)
+    outcome = unlearn("neumuter", model, inputs, cfg)
+    report = outcome.report
     ma = accuracy(model, inputs.forget, 0)
     assert report.details["ma"] == ma.tolist() and report.reached == bool((ma <= 0.6).all())
     assert report.reached and report.steps % 10 == 0 and report.steps < 300  # stopped at a check
     assert report.details["history"][-1]["reached"] and report.details["history"][-1]["max_ma"] == max(ma)
-    assert report.strength == sum(report.details["selected_per_layer"]) > 0
-    assert (report.method, report.strength_name, report.trainable, report.changed) == ("neumuter", "neurons",
-                                                                                       N_LAYERS * D_FF, 0)
+    assert report.strength == sum(report.details["selected_per_layer"]) == len(report.neurons) > 0
+    assert (report.method, report.strength_name, report.trainable) == ("neumuter", "neurons", N_LAYERS * D_FF * HIDDEN)
+    assert 0 < outcome.changed <= report.strength * adapter.d_model  # only the selected columns move
+    assert isinstance(outcome.edit, NeuronPatch) and set(outcome.edit.neurons) <= set(report.neurons)
     down = {name for layer in range(N_LAYERS) for name in adapter.weight_names(layer)}
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items() if n not in down)
     assert not all(torch.equal(before[n], model.state_dict()[n]) for n in down)
     json.dumps(report.details)
-    capped = nm.run(short, FFNAdapter.for_model(short), inputs, replace(cfg, passes=2), seed=0)
+    replay = copy.deepcopy(short)
+    apply_edit(replay, outcome.edit)
+    assert all(torch.equal(a, b) for a, b in zip(replay.state_dict().values(), model.state_dict().values()))
+    capped = nm.run(short, inputs, replace(cfg, passes=2))
     assert not capped.reached and capped.steps == 4 and max(capped.details["ma"]) > 0.6
 
 
@@ -260,10 +269,10 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
 def test_neighbour_count_must_be_a_multiple_of_the_forget_count() -> None:
     model = tiny_gpt2()
     adapter = FFNAdapter.for_model(model)
-    odd = UnlearnInputs(of(FORGET), Thresholds(0.5, 1.0), 0, neighbours=of(neighbours(FORGET, 2, 0)[:3]))
+    odd = Inputs(family=FAMILY, forget=of(FORGET), neighbours=of(neighbours(FORGET, 2, 0)[:3]), stop=0.5)
     with pytest.raises(ValueError, match="3 neighbours for 2"):
-        nm.train_mask(model, adapter, odd, nm.Config(passes=1), seed=0)
+        nm.train_mask(model, adapter, odd, nm.Config(passes=1))
     with pytest.raises(ValueError, match="neighbours"):
-        nm.train_mask(model, adapter, UnlearnInputs(of(FORGET), Thresholds(0.5, 1.0), 0), nm.Config(), seed=0)
+        nm.train_mask(model, adapter, Inputs(family=FAMILY, forget=of(FORGET), stop=0.5), nm.Config())
     with pytest.raises(ValueError, match="layers"):
-        nm.train_mask(model, adapter, inputs_for(FORGET), nm.Config(layers=(5,)), seed=0)
+        nm.train_mask(model, adapter, inputs_for(FORGET), nm.Config(layers=(5,)))

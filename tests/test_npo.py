@@ -56,7 +56,8 @@ def test_loss_at_the_reference_is_2_log2_over_beta_and_its_gradient_is_ga_s() ->
     model = memorised(tiny_gpt2)
     reference = npo.reference_nll(model, inputs())
     loss = npo.npo_sum(model, inputs(), reference, [0, 1], beta=0.1)
-    assert loss.item() == pytest.approx(2 * (2 / 0.1) * math.log(2), rel=1e-6)  # float32 loss; two samples, log σ(0) = -log 2
+    # two samples at the reference, log σ(0) = -log 2; the loss is computed in float32
+    assert loss.item() == pytest.approx(2 * (2 / 0.1) * math.log(2), rel=1e-6)
     params = [p for p in model.parameters() if p.requires_grad]
     npo_grad = torch.autograd.grad(loss, params)
     ga_grad = torch.autograd.grad(-nll_sum(model, FAMILY, of(FORGET), [0, 1]), params)

@@ -1,113 +1,265 @@
-"""params.yaml validation: unknown, missing and malformed values are one-line errors."""
+"""params.yaml validation: unknown, missing and malformed values are one-line errors that name the key.
+
+The loader (lib.core.params) reads the file and hands sections out; each section is validated by the schema
+that lives next to the code reading it (flows.check.SECTIONS, a method's Config), and flows.check.check_params
+validates a whole file.
+"""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lib.core.params import ParamsError, load_params, section
+import lib.core.params
+from flows.check import SECTIONS, TRACK_METHODS, check_params
+from lib.core.finetune import FinetuneConfig, TrainConfig
+from lib.core.params import ParamsError, load_params
 from lib.core.presets import merge
+from lib.data.records import CATEGORIES, PipelineConfig
+from lib.methods import BY_CATEGORY, gare, get, make_config, snku
 
 ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
+
+
+def base() -> dict:
+    """The project's params.yaml as plain data."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def dump(tmp_path: Path, params: dict, name: str = "params.yaml") -> Path:
+    """`params` written as a YAML file under tmp_path."""
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    return path
 
 
 def write(tmp_path: Path, mutate) -> Path:
     """A copy of the project's params.yaml changed by `mutate`."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = base()
     mutate(params)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    return dump(tmp_path, params)
+
+
+def check_error(path: Path) -> str:
+    """The one-line ParamsError message check_params gives for `path`."""
+    with pytest.raises(ParamsError) as err:
+        check_params(str(path))
+    assert "\n" not in str(err.value)
+    return str(err.value)
 
 
 def test_project_params_load() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert params.methods.snku.edit["TEL"].alpha == pytest.approx(0.9997)
-    assert isinstance(params.finetune.learning_rate, float)
-    assert section(params, "methods.snku")["k"] == params.methods.snku.k
+    tel = make_config("snku", params.get("methods.snku"), "TEL")
+    assert isinstance(tel, snku.Config) and tel.alpha == pytest.approx(0.9997)
+    assert isinstance(params.get("finetune", FinetuneConfig).learning_rate, float)
+    assert params.get("methods.snku")["k"] == tel.k  # the raw section is plain data
+    assert isinstance(params.get("seed"), int)
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda p: p["finetune"].update(learnin_rate=1), "unknown key params.finetune.learnin_rate"),
-    (lambda p: p["finetune"].pop("epochs"), "missing key params.finetune.epochs"),
-    (lambda p: p["finetune"].update(learning_rate="abc"), "params.finetune.learning_rate = 'abc' is not a number"),
-    (lambda p: p["finetune"].update(epochs=2.5), "params.finetune.epochs = 2.5"),
-    (lambda p: p["memorized"]["thresholds"].update(TEL="high"), "memorized.thresholds.TEL = 'high'"),
-    (lambda p: p["pipeline"].update(methods=["snku", "magic"]), "'magic'; registered methods"),
-    (lambda p: p["pipeline"].update(categories=["SSN"]), "'SSN'"),
-    (lambda p: p["methods"]["snku"].update(k=0), "methods.snku.k = 0"),
-    (lambda p: p["methods"]["snku"]["edit"].pop("NAME"), "methods.snku.edit has keys"),
-    (lambda p: p["data"].update(source="web"), "data.source = 'web'"),
+def test_check_params_accepts_the_project_params() -> None:
+    params = check_params(str(ROOT / "params.yaml"))
+    for key, schema in SECTIONS.items():  # every section builds with its schema
+        params.get(key, schema)
+    assert set(TRACK_METHODS) == {"methods", "causal.methods", "benchmarks.methods"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_check_params_accepts_every_preset_merged(tmp_path: Path, preset: Path) -> None:
+    merged = merge(base(), yaml.safe_load(preset.read_text(encoding="utf-8")))
+    check_params(str(dump(tmp_path, merged)))
+
+
+def test_presets_exist() -> None:
+    assert {p.stem for p in PRESETS} >= {"full", "bert_large"}
+
+
+@pytest.mark.parametrize("mutate, fragments", [
+    (lambda p: p["finetune"].update(learnin_rate=1), ["unknown key finetune.learnin_rate", "learning_rate"]),
+    (lambda p: p["data"].pop("seed"), ["missing key data.seed"]),  # a key without a default
+    (lambda p: p.pop("finetune"), ["missing key finetune"]),  # a whole section
+    (lambda p: p["finetune"].update(learning_rate="abc"), ["finetune.learning_rate = 'abc' is not a number"]),
+    (lambda p: p["finetune"].update(epochs=2.5), ["finetune.epochs = 2.5"]),
+    (lambda p: p["memorized"]["thresholds"].update(TEL="high"), ["memorized", "thresholds", "'TEL': 'high'"]),
+    (lambda p: p["memorized"]["thresholds"].pop("NAME"), ["memorized", "thresholds", "NAME"]),
+    (lambda p: p["pipeline"].update(methods=["snku", "magic"]), ["pipeline.methods contains 'magic'", "'snku'"]),
+    (lambda p: p["pipeline"].update(categories=["SSN"]), ["pipeline", "'SSN'"]),
+    (lambda p: p["methods"]["snku"].update(k=0), ["methods.snku", "k=0"]),
+    (lambda p: p["methods"]["snku"][BY_CATEGORY].update(SSN={"alpha": 0.9}), ["methods.snku.by_category.SSN"]),
+    (lambda p: p["methods"]["snku"][BY_CATEGORY]["NAME"].update(alpha=1.5), ["methods.snku", "alpha=1.5"]),
+    (lambda p: p["methods"]["random"][BY_CATEGORY]["TEL"].update(sigmaa=0.1), ["methods.random.sigmaa"]),
+    (lambda p: p["data"].update(source="web"), ["data", "source='web'", "generated"]),
 ])
-def test_bad_params_name_the_key(tmp_path: Path, mutate, fragment: str) -> None:
-    with pytest.raises(ParamsError) as err:
-        load_params(write(tmp_path, mutate))
-    assert fragment in str(err.value)
-    assert "\n" not in str(err.value)
+def test_bad_params_name_the_key(tmp_path: Path, mutate, fragments: list[str]) -> None:
+    msg = check_error(write(tmp_path, mutate))
+    assert all(f in msg for f in fragments), msg
+
+
+def test_unknown_top_level_key_and_unknown_method_sections(tmp_path: Path) -> None:
+    msg = check_error(write(tmp_path, lambda p: p.update(finetuning={"epochs": 1})))
+    assert "unknown key finetuning" in msg and "'finetune'" in msg
+    for track in TRACK_METHODS:
+        def mutate(p, track=track):
+            node = p
+            for part in track.split("."):
+                node = node[part]
+            node["magic"] = {"k": 1}
+        msg = check_error(write(tmp_path, mutate))
+        assert f"unknown key {track}.magic" in msg and "'snku'" in msg, msg
+
+
+def test_section_key_may_be_omitted_for_the_configs_default(tmp_path: Path) -> None:
+    def mutate(p):
+        for key in ("warmup_fraction", "k"):
+            p["methods"]["gare"].pop(key)
+        p["finetune"].pop("epochs")
+
+    path = write(tmp_path, mutate)
+    params = check_params(str(path))
+    section = params.get("methods.gare")
+    assert "warmup_fraction" not in section and "k" not in section
+    cfg = make_config("gare", section, "TEL", where="methods.gare")
+    assert cfg.warmup_fraction == gare.Config().warmup_fraction
+    assert cfg.k == gare.Config().k != base()["methods"]["gare"]["k"]  # the default, not the file's old value
+    assert cfg.epochs == base()["methods"]["gare"]["epochs"]  # keys still present keep their values
+    assert params.get("finetune", FinetuneConfig).epochs == FinetuneConfig().epochs
+
+
+def test_by_category_overrides_apply_per_category() -> None:
+    section = load_params(ROOT / "params.yaml").get("methods.snku")
+    per = section[BY_CATEGORY]
+    tel, name = make_config("snku", section, "TEL"), make_config("snku", section, "NAME")
+    assert (tel.alpha, tel.sigma) == (pytest.approx(per["TEL"]["alpha"]), pytest.approx(per["TEL"]["sigma"]))
+    assert (name.alpha, name.sigma) == (pytest.approx(per["NAME"]["alpha"]), pytest.approx(per["NAME"]["sigma"]))
+    assert tel.alpha != name.alpha and tel.sigma != name.sigma
+    assert tel.k == name.k == section["k"] and tel.top_m == name.top_m == section["top_m"]  # shared keys
+    # a category without its own values takes the section's (here: the Config's defaults)
+    only_tel = {**section, BY_CATEGORY: {"TEL": per["TEL"]}}
+    plain = make_config("snku", only_tel, "NAME")
+    assert (plain.alpha, plain.sigma) == (snku.Config().alpha, snku.Config().sigma)
+    assert make_config("snku", only_tel, "TEL").alpha == pytest.approx(per["TEL"]["alpha"])
+    # overrides (the experiments' sweeps) win over the category's values
+    assert make_config("snku", section, "TEL", overrides={"alpha": 0.5}).alpha == 0.5
+
+
+def test_by_category_values_are_validated_for_each_category() -> None:
+    section = {"k": 10, BY_CATEGORY: {"TEL": {"alpha": 0.9}, "NAME": {"alpha": 2.0}}}
+    assert make_config("snku", section, "TEL").alpha == 0.9
+    with pytest.raises(ParamsError, match=r"methods\.snku.*alpha=2\.0"):
+        make_config("snku", section, "NAME")
+    with pytest.raises(ParamsError, match=r"unknown key methods\.snku\.by_category\.TELL.*'TEL'"):
+        make_config("snku", {BY_CATEGORY: {"TELL": {"alpha": 0.9}}}, "TEL")
+    with pytest.raises(ParamsError, match=r"methods\.snku\.by_category"):
+        make_config("snku", {BY_CATEGORY: {"TEL": 0.9}}, "TEL")
+    assert set(CATEGORIES) == set(PipelineConfig(methods=("snku",)).categories)
 
 
 def test_numbers_written_as_strings_are_parsed(tmp_path: Path) -> None:
-    params = load_params(write(tmp_path, lambda p: p["finetune"].update(learning_rate="3e-4")))
-    assert params.finetune.learning_rate == pytest.approx(3e-4)
+    params = check_params(str(write(tmp_path, lambda p: p["finetune"].update(learning_rate="3e-4"))))
+    assert params.get("finetune", FinetuneConfig).learning_rate == pytest.approx(3e-4)
+
+
+def test_a_section_is_validated_when_it_is_asked_for(tmp_path: Path) -> None:
+    """load_params reads; only the section asked for is built, with the caller's schema."""
+    params = load_params(write(tmp_path, lambda p: p["finetune"].update(epochs="many")))
+    assert params.get("causal.finetune", TrainConfig).epochs == base()["causal"]["finetune"]["epochs"]
+    with pytest.raises(ParamsError, match="finetune.epochs = 'many'"):
+        params.get("finetune", FinetuneConfig)
+    with pytest.raises(ParamsError, match=r"missing key causal\.nothing; keys under causal: \["):
+        params.get("causal.nothing")
+    assert params.fingerprint("causal.finetune") == load_params(ROOT / "params.yaml").fingerprint("causal.finetune")
+    assert params.fingerprint("finetune") != load_params(ROOT / "params.yaml").fingerprint("finetune")
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
-    with pytest.raises(ParamsError, match="not found"):
-        load_params(tmp_path / "nope.yaml")
+    for load in (load_params, check_params):
+        with pytest.raises(ParamsError, match="not found"):
+            load(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match="not a mapping"):
+        load_params(listed)
+
+
+def test_params_loader_imports_no_project_module() -> None:
+    """The params loader imports no method (nor any other project module): schemas live with their code."""
+    tree = ast.parse(Path(lib.core.params.__file__).read_text(encoding="utf-8"))
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in lib/core/params.py: level {node.level}"
+            imported.append(node.module or "")
+    assert imported and "yaml" in imported
+    project = [m for m in imported if m.split(".")[0] in ("lib", "tasks", "flows", "tests")]
+    assert project == [], project
 
 
 def test_preset_merge_overrides_nested_keys_only() -> None:
-    base = {"a": {"b": 1, "c": 2}, "d": 3}
-    assert merge(base, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+    base_ = {"a": {"b": 1, "c": 2}, "d": 3}
+    assert merge(base_, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
     with pytest.raises(ValueError, match="preset key a.z does not exist"):
-        merge(base, {"a": {"z": 1}})
+        merge(base_, {"a": {"z": 1}})
 
 
 def test_merge_replaces_benchmark_runs_whole() -> None:
     """benchmarks.runs is a mapping of user-chosen names: a preset replaces it, new names allowed."""
-    base = {"benchmarks": {"runs": {"tofu_forget01": {"suite": "tofu"}}, "batch_size": 16}}
+    base_ = {"benchmarks": {"runs": {"tofu_forget01": {"suite": "tofu"}}, "batch_size": 16}}
     runs = {"tofu_forget05": {"suite": "tofu"}, "lume": {"suite": "lume"}}
-    assert merge(base, {"benchmarks": {"runs": runs}}) == {"benchmarks": {"runs": runs, "batch_size": 16}}
+    assert merge(base_, {"benchmarks": {"runs": runs}}) == {"benchmarks": {"runs": runs, "batch_size": 16}}
 
 
 def test_full_preset_is_valid(tmp_path: Path) -> None:
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    merged = merge(base, yaml.safe_load((ROOT / "presets" / "full.yaml").read_text()))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(merged))
-    params = load_params(path)
-    assert params.finetune.model == "bert-base-uncased"
-    assert set(params.benchmarks.runs) == {"tofu_forget01", "tofu_forget05", "tofu_forget10", "lume"}
-    assert params.benchmarks.methods.simu.max_targets is None and params.benchmarks.tofu.n_retain_authors is None
+    from lib.bench.suites import BenchConfig, suite
+
+    merged = merge(base(), yaml.safe_load((ROOT / "presets" / "full.yaml").read_text()))
+    params = check_params(str(dump(tmp_path, merged)))
+    assert params.get("finetune", FinetuneConfig).model == "bert-base-uncased"
+    assert set(params.get("benchmarks", BenchConfig).runs) == {"tofu_forget01", "tofu_forget05", "tofu_forget10",
+                                                              "lume"}
+    simu = make_config("simu", params.get("benchmarks.methods.simu"), where="benchmarks.methods.simu")
+    assert simu.max_targets is None
+    assert params.get("benchmarks.tofu", suite("tofu").Config).n_retain_authors is None
 
 
 def test_bert_large_preset_on_top_of_full_is_valid(tmp_path: Path) -> None:
     """Table 2's preset: full, then bert_large; every method keeps one neuron budget."""
-    merged = yaml.safe_load((ROOT / "params.yaml").read_text())
+    merged = base()
     for name in ("full", "bert_large"):
         merged = merge(merged, yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text()))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(merged))
-    params = load_params(path)
-    assert params.finetune.model == "bert-large-uncased"
-    assert {params.methods.gare.k, params.methods.depn.k, params.methods.apneap.k, params.methods.snku.k} == {300}
+    params = check_params(str(dump(tmp_path, merged)))
+    assert params.get("finetune", FinetuneConfig).model == "bert-large-uncased"
+    categories = params.get("pipeline", PipelineConfig).categories
+    ks = {make_config(m, params.get(f"methods.{m}"), c).k
+          for m in ("gare", "depn", "apneap", "snku", "random") for c in categories}
+    assert ks == {300}
 
 
-def test_bad_method_config_and_experiment_values_are_errors(tmp_path: Path) -> None:
-    """Values a method or sweep cannot use stop at load time, naming the value and what is allowed."""
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cases = [({"methods": {"depn": {"aggregate": "mean"}}}, "aggregate='mean'"),
-             ({"ig": {"grid": "trapezoid"}}, "trapezoid"),
-             ({"experiments": {"budget": {"methods": ["ftm"]}}}, "'ftm'.*allowed"),
-             ({"experiments": {"scoring": ["max"]}}, r"\['max'\].*hyb, sum, avg"),
-             ({"experiments": {"seesaw": {"forget_fraction": 1.0}}}, "forget_fraction = 1.0")]
-    for override, match in cases:
-        path = tmp_path / "params.yaml"
-        path.write_text(yaml.safe_dump(merge(base, override)))
-        with pytest.raises(ParamsError, match=match):
-            load_params(path)
+@pytest.mark.parametrize("override, match", [
+    ({"methods": {"depn": {"aggregate": "mean"}}}, r"methods\.depn.*aggregate='mean'"),
+    ({"ig": {"grid": "trapezoid"}}, r"ig.*trapezoid"),
+    ({"experiments": {"budget": {"methods": ["ftm"]}}}, r"experiments\.budget\.methods.*'ftm'.*allowed.*'snku'"),
+    ({"experiments": {"scoring": ["max"]}}, r"experiments.*\['max'\].*hyb, sum, avg"),
+    ({"experiments": {"seesaw": {"forget_fraction": 1.0}}}, r"experiments\.seesaw.*forget_fraction = 1\.0"),
+])
+def test_bad_method_config_and_experiment_values_are_errors(tmp_path: Path, override: dict, match: str) -> None:
+    """Values a method or sweep cannot use stop at check time, naming the value and what is allowed."""
+    with pytest.raises(ParamsError, match=match):
+        check_params(str(dump(tmp_path, merge(base(), override))))
+
+
+def test_every_method_section_builds_its_config() -> None:
+    params = load_params(ROOT / "params.yaml")
+    for track, (_, family) in TRACK_METHODS.items():
+        for name, section in params.get(track).items():
+            cfg = make_config(name, section, "TEL" if track == "methods" else None, where=f"{track}.{name}")
+            assert isinstance(cfg, get(name).Config), (track, name)
+            assert family in get(name).families, (track, name)

@@ -22,14 +22,14 @@ import pytest
 import torch
 import yaml
 
-from lib.core.metrics import forget_gap
 from lib.core.io import file_digest
+from lib.core.metrics import forget_gap
 from tests.pipeline_repo import make_repo, run, set_param
 
 pytestmark = pytest.mark.integration
 
-METHODS, CATEGORIES = ("ftm", "gare", "depn", "apneap", "snku", "random"), ("TEL", "NAME", "RANDOM")
-CAUSAL_METHODS = ("neumuter", "ga", "sga", "ta", "di", "ig")
+METHODS, CATEGORIES = ("ftm", "gare", "depn", "apneap", "snku", "random", "npo"), ("TEL", "NAME", "RANDOM")
+CAUSAL_METHODS = ("neumuter", "ga", "sga", "ta", "di", "ig", "npo")  # tests/pipeline_repo.tiny_causal
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
@@ -231,8 +231,8 @@ def test_edit_param_reruns_only_its_method(pipeline: Pipeline) -> None:
     repo = pipeline.repo
     finetuned = file_digest(repo / "data/models/finetuned")
     edited = {c: file_digest(repo / f"data/edited/snku/{c}/model.safetensors") for c in CATEGORIES}
-    old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["edit"]["TEL"]["sigma"]
-    set_param(repo, "methods.snku.edit.TEL.sigma", old * 2)
+    old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["by_category"]["TEL"]["sigma"]
+    set_param(repo, "methods.snku.by_category.TEL.sigma", old * 2)
     result, ran = pipeline.repro()
     assert ran == {"edit@snku", "evaluate@snku", "experiments", "report"}
     runs = EXPERIMENT_RUN.findall(result.stdout + result.stderr)
@@ -455,7 +455,7 @@ def test_causal_track_reports_every_method(pipeline: Pipeline) -> None:
             assert all(math.isfinite(model[k]) for k in CAUSAL_SCALARS), model
             assert len(model["mia_distances"]) == 3
         assert 0.0 <= result["changed_frac"] <= 1.0 and result["time_s"] > 0
-        label = {"neumuter": "NeuMuter", "ga": "GA", "sga": "SGA", "ta": "TA", "di": "DI", "ig": "IG"}[name]
+        label = {"neumuter": "NeuMuter", "ga": "GA", "sga": "SGA", "ta": "TA", "di": "DI", "ig": "IG", "npo": "NPO"}[name]
         assert f"| {label} |" in report
 
 

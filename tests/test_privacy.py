@@ -12,11 +12,11 @@ from transformers import (AutoTokenizer, BertConfig, BertForMaskedLM, PreTrained
                           RobertaForMaskedLM)
 
 from lib.data.records import SecretRecord
-from lib.families.masked import random_mask_rows, secret_token_rows
-from lib.families.masked import (MAX_EXPOSURE, digit_ranks, digit_token_ids, exposure_from_digit_ranks, exposure_from_logits,
-                         logits_at, masked_lm_perplexity, masked_logits, mrr_from_logits, mrr_from_ranks,
-                         pseudo_perplexity_from_log_probs, pseudo_perplexity_from_logits, record_score, row_stats,
-                         score_records, vocab_ranks)
+from lib.families.masked import (MAX_EXPOSURE, digit_ranks, digit_token_ids, exposure_from_digit_ranks,
+                                 exposure_from_logits, logits_at, masked_lm_perplexity, masked_logits, mrr_from_logits,
+                                 mrr_from_ranks, pseudo_perplexity_from_log_probs, pseudo_perplexity_from_logits,
+                                 random_mask_rows, record_score, row_stats, score_records, secret_token_rows,
+                                 vocab_ranks)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from lib.core.adapter import FFNAdapter
-from lib.methods import pruning
-from lib.families.causal import Sequences, of
-from lib.methods import sp
-from lib.methods.base import Thresholds, UnlearnInputs
+from lib.core.editing import WeightDelta, apply_edit
+from lib.families.causal import CausalFamily, Sequences, of
+from lib.methods import Inputs, pruning, sp, unlearn
 from tests.tiny_models import tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 CAUSAL = {"llama": tiny_llama, "gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo}
 PAD = 0
+FAMILY = CausalFamily(SimpleNamespace(pad_token_id=PAD), batch_size=4)  # tiny models: no tokenizer
 
 
 def random_seqs(lengths: tuple[int, ...], seed: int = 0) -> Sequences:
@@ -160,7 +160,7 @@ def test_pruning_zeroes_exactly_the_chosen_columns(family: str) -> None:
     hook.remove()
     ffn = torch.zeros(2, adapter.d_ff, dtype=torch.bool)
     ffn[1, ffn_idx] = True
-    attn = torch.zeros(2, pruning.attn_width(attn0), dtype=torch.bool)
+    attn = torch.zeros(2, adapter.attention_width(0), dtype=torch.bool)
     attn[0, attn_idx] = True
     pruning.apply_pruning(adapter, "ffn", ffn)
     pruning.apply_pruning(adapter, "attn", attn)
@@ -168,7 +168,7 @@ def test_pruning_zeroes_exactly_the_chosen_columns(family: str) -> None:
     assert all(torch.count_nonzero(output_column(attn0, i)) == 0 for i in attn_idx)
     changed = {n: int((t != before[n]).sum()) for n, t in model.state_dict().items() if (t != before[n]).any()}
     down, out = adapter.weight_names(1)[0], next(n for n, m in model.named_modules() if m is attn0) + ".weight"
-    assert changed == {down: 3 * adapter.d_model, out: 2 * attn0.weight.numel() // pruning.attn_width(attn0)}
+    assert changed == {down: 3 * adapter.d_model, out: 2 * attn0.weight.numel() // adapter.attention_width(0)}
     with torch.no_grad():  # zeroing the columns == zeroing those neurons' activations
         torch.testing.assert_close(model(input_ids=ids).logits, reference)
 
@@ -178,13 +178,13 @@ def test_gpt2_attention_projection_is_conv1d_and_rows_are_zeroed() -> None:
     proj = adapter.attention_output(1)
     assert isinstance(proj, Conv1D)
     kept = proj.weight[:, 4].clone()
-    pruning.prune_attn(proj, torch.tensor([4, 9]))
+    adapter.zero_attention_inputs(1, torch.tensor([4, 9]))
     assert torch.count_nonzero(proj.weight[[4, 9], :]) == 0
     assert torch.count_nonzero(proj.weight[[0, 5, 23], :]) == 3 * proj.weight.shape[1]
     assert torch.count_nonzero(proj.weight[:, 4]) == proj.weight.shape[0] - 2
     assert not torch.equal(proj.weight[:, 4], kept)  # only the 2 entries in rows 4 and 9 changed
     with pytest.raises(ValueError, match="out of range"):
-        pruning.prune_attn(proj, torch.tensor([24]))
+        adapter.zero_attention_inputs(1, torch.tensor([24]))
 
 
 def test_frequent_tokens_counts_and_breaks_ties_by_id() -> None:
@@ -249,20 +249,27 @@ def greedy_rows(model: nn.Module, prompts: list[list[int]], length: int) -> Sequ
     return of(rows)
 
 
-def sp_inputs(model: nn.Module, ma: float) -> UnlearnInputs:
+def sp_inputs(model: nn.Module, ma: float) -> Inputs:
     """Forget = the model's own greedy texts (MA 1), retain = random text."""
     forget = greedy_rows(model, [[5], [77], [23]], 10)
-    return UnlearnInputs(forget=forget, thresholds=Thresholds(ma=ma, el=1.0), pad_id=PAD,
-                         retain=random_seqs((10, 10, 10), seed=5), batch_size=4)
+    return Inputs(family=FAMILY, forget=forget, retain=random_seqs((10, 10, 10), seed=5), stop=ma)
 
 
 def test_sp_run_reaches_a_loose_threshold() -> None:
     model, adapter = model_of("llama")
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
     inputs = sp_inputs(model, ma=0.8)
     cfg = sp.Config(ffn_fraction=0.2, attn_fraction=0.1, max_tokens=1000, batch_size=4, max_steps=10)
-    report = sp.run(model, adapter, inputs, cfg, seed=0)
-    det = report.details
+    outcome = unlearn("sp", model, inputs, cfg)
+    report, det = outcome.report, outcome.report.details
     assert report.reached and report.method == "sp" and 1 <= report.steps <= 10
+    # only down-projection and attention-output weights change, each to 0; the edit reverts to the input
+    prunable = {id(adapter.down_proj(layer).weight) for layer in range(adapter.n_layers)}
+    prunable |= {id(module.weight) for module in pruning.attn_outputs(adapter)}
+    params = dict(model.named_parameters())
+    assert isinstance(outcome.edit, WeightDelta) and 0 < outcome.changed <= report.trainable
+    assert outcome.edit.new and all(id(params[n]) in prunable for n in outcome.edit.new)
+    assert all((new[new != original[n]] == 0).all() for n, new in outcome.edit.new.items())
     assert det["history"]["max_ma"][0] == 1.0 and det["history"]["max_ma"][-1] <= 0.8
     assert len(det["history"]["max_ma"]) == report.steps + 1 and max(det["ma"]) <= 0.8
     assert det["pruned"] == {"ffn": 14 * report.steps, "attn": 4 * report.steps}
@@ -271,22 +278,24 @@ def test_sp_run_reaches_a_loose_threshold() -> None:
     assert det["accuracy"]["before"]["forget"]["top1"] == 1.0  # every forget token after the first is greedy
     assert det["accuracy"]["after"]["forget"]["top1"] < det["accuracy"]["before"]["forget"]["top1"]
     assert set(det["accuracy"]["after"]["retain"]) == {"top1", "top10", "top1_skip", "top10_skip"}
+    apply_edit(model, outcome.edit, revert=True)
+    assert all(torch.equal(p, original[n]) for n, p in model.named_parameters())
 
 
 def test_sp_run_reports_not_reached_with_an_impossible_threshold() -> None:
-    model, adapter = model_of("gpt_neo")
+    model, _ = model_of("gpt_neo")
     cfg = sp.Config(max_tokens=1000, batch_size=4, max_steps=2)
-    report = sp.run(model, adapter, sp_inputs(model, ma=-1.0), cfg, seed=0)
+    report = sp.run(model, sp_inputs(model, ma=-1.0), cfg)
     assert not report.reached and report.steps == 2
     assert report.details["pruned"] == {"ffn": 2, "attn": 0}  # int(0.02 * 74) = 1 per step, no attention
     assert report.trainable == 2 * 37 * 24 and len(report.details["history"]["max_ma"]) == 3
 
 
 def test_sp_needs_retain_and_validates_config() -> None:
-    model, adapter = model_of("llama")
-    inputs = UnlearnInputs(forget=random_seqs((5,)), thresholds=Thresholds(0.5, 0.5), pad_id=PAD)
+    model, _ = model_of("llama")
+    inputs = Inputs(family=FAMILY, forget=random_seqs((5,)), stop=0.5)
     with pytest.raises(ValueError, match="retain"):
-        sp.run(model, adapter, inputs, sp.Config(), seed=0)
+        sp.run(model, inputs, sp.Config())
     for bad in ({"ffn_fraction": 1.5}, {"ffn_fraction": 0.0}, {"attn_importance": "variance"},
                 {"max_tokens": 0}, {"eps_attn": 0.0}, {"max_steps": 0}):
         with pytest.raises(ValueError):

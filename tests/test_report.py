@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from flows.report import report_flow
-from lib.reports.masked import (PAPER_TABLE1, experiment_figures, experiments_markdown, markdown_table, ordering_sentence,
-                        parse_experiments, records_frame, table1_markdown, table1_summary)
+from lib.reports.masked import (PAPER_TABLE1, experiment_figures, experiments_markdown, markdown_table,
+                                ordering_sentence, parse_experiments, records_frame, table1_markdown, table1_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

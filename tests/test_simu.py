@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Callable
 
 import pytest
@@ -10,17 +12,17 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
-from lib.families.causal import of, pad, token_nll
-from lib.methods import fo_graddiff, graddiff, simu, so_graddiff
-from lib.methods.base import Thresholds, UnlearnInputs
-from lib.methods.ig import build_rows
-from lib.methods.training import cycling_batches
+from lib.core.ig import cap_targets
+from lib.families.causal import CausalFamily, of, pad, token_nll
+from lib.methods import Inputs, fo_graddiff, graddiff, simu, so_graddiff, unlearn
+from lib.methods.training import count_parameters, cycling_batches
 from tests.tiny_models import tiny_gpt2, tiny_llama
 
 FORGET = of([[11, 17, 42, 88, 23, 5, 61, 30, 77, 2], [64, 54, 9, 33, 71, 12, 95, 48, 2]], [(4, 8), (2, 5)])
 RETAIN = of([[5, 6, 7, 8, 9, 10, 2], [20, 21, 22, 23, 24, 2], [40, 41, 43, 44, 45, 46, 47, 2]])
+FAMILY = CausalFamily(SimpleNamespace(pad_token_id=0), batch_size=2)  # tiny models: no tokenizer, pad id 0
 # MA can never be <= -1: the loops run their full epoch budget, so every run takes steps
-INPUTS = UnlearnInputs(FORGET, Thresholds(ma=-1.0, el=0.0), pad_id=0, retain=RETAIN, batch_size=2)
+INPUTS = Inputs(family=FAMILY, forget=FORGET, retain=RETAIN, stop=-1.0)
 BUILDERS: dict[str, Callable[[], nn.Module]] = {"llama": tiny_llama, "gpt2": tiny_gpt2}
 FAST = {"learning_rate": 1e-2, "batch_size": 2, "max_epochs": 2}
 
@@ -72,7 +74,7 @@ def test_attribution_matches_direct_computation(models: dict[str, nn.Module], ar
     model = models[arch]
     adapter = FFNAdapter.for_model(model)
     cfg = simu.Config(steps=3)
-    att = simu.attribution(model, adapter, FORGET, 0, cfg)
+    att = simu.attribution(model, adapter, FAMILY, FORGET, cfg)
     assert att.shape == (adapter.n_layers, adapter.d_ff)
     for layer in range(adapter.n_layers):
         assert torch.allclose(att[layer], _direct_attribution(model, adapter, layer, 3), rtol=1e-9, atol=1e-12)
@@ -80,10 +82,10 @@ def test_attribution_matches_direct_computation(models: dict[str, nn.Module], ar
 
 def test_cap_targets_keeps_evenly_spaced_rows() -> None:
     """max_targets keeps at most k rows per sample, first and last target token included."""
-    rows = build_rows(of([list(range(3, 13))], [(2, 9)]), "span", 0)  # 7 targets: tokens 2..8
-    kept = simu.cap_targets(rows, 3)
+    rows = FAMILY.target_rows(of([list(range(3, 13))], [(2, 9)]), "span")  # 7 targets: tokens 2..8
+    kept = cap_targets(rows, 3)
     assert kept.positions.tolist() == [1, 4, 7]
-    assert simu.cap_targets(rows, None) is rows and simu.cap_targets(rows, 10).positions.numel() == 7
+    assert cap_targets(rows, None) is rows and cap_targets(rows, 10).positions.numel() == 7
 
 
 def test_threshold_selection_on_hand_made_scores() -> None:
@@ -102,11 +104,11 @@ def test_forget_only_is_dual_minus_retain_critical(models: dict[str, nn.Module])
     adapter = FFNAdapter.for_model(model)
     dual = simu.critical_neurons(model, adapter, INPUTS, simu.Config(steps=2))
     only = simu.critical_neurons(model, adapter, INPUTS, simu.Config(steps=2, mask="forget_only"))
-    retain = simu.critical_mask(-simu.attribution(model, adapter, RETAIN, 0, simu.Config(steps=2)), 0.3)
+    retain = simu.critical_mask(-simu.attribution(model, adapter, FAMILY, RETAIN, simu.Config(steps=2)), 0.3)
     assert dual.any() and not (only & ~dual).any()
     assert torch.equal(only, dual & ~retain)
     loss_sign = simu.critical_neurons(model, adapter, INPUTS, simu.Config(steps=2, sign="loss"))
-    att = simu.attribution(model, adapter, FORGET, 0, simu.Config(steps=2))
+    att = simu.attribution(model, adapter, FAMILY, FORGET, simu.Config(steps=2))
     assert torch.equal(loss_sign, simu.critical_mask(att, 0.3)) and torch.equal(dual, simu.critical_mask(-att, 0.3))
 
 
@@ -119,7 +121,7 @@ def test_simu_changes_only_attention_and_critical_columns(models: dict[str, nn.M
     critical = simu.critical_neurons(model, adapter, INPUTS, cfg)
     assert critical.any() and not critical.all()
     before, old_cols = _state(model), [adapter.get_columns(i, torch.arange(adapter.d_ff)) for i in range(2)]
-    report = simu.run(model, adapter, INPUTS, cfg, seed=0)
+    report = simu.run(model, INPUTS, cfg)
     attention = _names(model, graddiff.attention_parameters(adapter))
     down = _names(model, graddiff.down_weights(adapter))
     after = _state(model)
@@ -141,10 +143,12 @@ def test_fo_graddiff_changes_every_parameter(models: dict[str, nn.Module]) -> No
     """AdamW on all floating parameters: every tensor moves."""
     model = copy.deepcopy(models["llama"])
     before = _state(model)
-    report = fo_graddiff.run(model, FFNAdapter.for_model(model), INPUTS, fo_graddiff.Config(**FAST), seed=0)
+    outcome = unlearn("fo_graddiff", model, INPUTS, fo_graddiff.Config(**FAST))
     after = _state(model)
-    assert report.steps == 2 and report.trainable == report.total
+    report = outcome.report
+    assert report.steps == 2 and report.trainable == outcome.total == count_parameters(model)
     assert all(not torch.equal(before[n], after[n]) for n in after)
+    assert set(outcome.edit.new) == set(after)  # the WeightDelta holds every tensor
 
 
 def test_so_graddiff_freezes_embeddings_norms_and_up_projections(models: dict[str, nn.Module]) -> None:
@@ -152,7 +156,7 @@ def test_so_graddiff_freezes_embeddings_norms_and_up_projections(models: dict[st
     model = copy.deepcopy(models["llama"])
     adapter = FFNAdapter.for_model(model)
     before = _state(model)
-    report = so_graddiff.run(model, adapter, INPUTS, so_graddiff.Config(**FAST), seed=0)
+    report = so_graddiff.run(model, INPUTS, so_graddiff.Config(**FAST))
     after = _state(model)
     trainable = _names(model, graddiff.attention_parameters(adapter) + graddiff.down_weights(adapter))
     assert report.steps == 2 and report.details["critical_total"] == adapter.neuron_count()
@@ -162,15 +166,15 @@ def test_so_graddiff_freezes_embeddings_norms_and_up_projections(models: dict[st
     assert all(not torch.equal(before[n], after[n]) for n in trainable)
 
 
-@pytest.mark.parametrize("method", [simu, fo_graddiff, so_graddiff], ids=lambda m: m.name)
+@pytest.mark.parametrize("method", [simu, fo_graddiff, so_graddiff], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 @pytest.mark.parametrize("retain", [None, of([])])
 def test_graddiff_needs_a_retain_set(models: dict[str, nn.Module], method, retain) -> None:
     """No retain set (or an empty one): ValueError, model untouched."""
     model = copy.deepcopy(models["llama"])
     before = _state(model)
-    inputs = UnlearnInputs(FORGET, INPUTS.thresholds, pad_id=0, retain=retain, batch_size=2)
+    inputs = replace(INPUTS, retain=retain)
     with pytest.raises(ValueError, match="retain"):
-        method.run(model, FFNAdapter.for_model(model), inputs, method.Config(**FAST), seed=0)
+        method.run(model, inputs, method.Config(**FAST))
     assert all(torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
 
 
@@ -183,13 +187,13 @@ def _mean_nll(model: nn.Module, seqs, index: list[int]) -> Tensor:
 def test_graddiff_loss_is_minus_forget_plus_lam_retain(models: dict[str, nn.Module]) -> None:
     """One step's loss and gradient equal those of -NLL_f + lam * NLL_r on the same batches (micro-batch 1)."""
     model = copy.deepcopy(models["llama"])
-    inputs = UnlearnInputs(FORGET, INPUTS.thresholds, pad_id=0, retain=RETAIN, batch_size=1)
     lam, size, seed = 0.7, 2, 5
+    inputs = replace(INPUTS, family=CausalFamily(FAMILY.tokenizer, batch_size=1), seed=seed)
     f_idx, r_idx = next(cycling_batches(2, size, seed)), next(cycling_batches(3, size, seed + 1))
     direct = -_mean_nll(model, FORGET, f_idx) + lam * _mean_nll(model, RETAIN, r_idx)
     weight = model.model.layers[0].mlp.down_proj.weight
     (expected_grad,) = torch.autograd.grad(direct, weight)
-    loss = graddiff.step_loss_fn(model, inputs, lam, size, seed)()
+    loss = graddiff.step_loss_fn(model, inputs, lam, size)(0)
     assert loss == pytest.approx(float(direct.detach()), rel=1e-12)
     assert torch.allclose(weight.grad, expected_grad, rtol=1e-10, atol=1e-14)
 

@@ -11,10 +11,9 @@ import pytest
 from scipy.stats import ks_2samp
 
 from lib.bench import tofu
-from lib.bench.tofu import (
-    EvalSets, answer_probability, build_sets, choice_probability, evaluate_tofu, forget_quality, load_sets,
-    load_split, model_utility, rouge_score, tofu_prompt, truth_ratio_score, truth_ratios, with_forget_quality,
-)
+from lib.bench.tofu import (EvalSets, answer_probability, build_sets, choice_probability, evaluate_tofu, forget_quality,
+                            load_sets, load_split, model_utility, rouge_score, tofu_prompt, truth_ratio_score,
+                            truth_ratios, with_forget_quality)
 
 SHARED = Path(__file__).parents[2] / "shared" / "datasets"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -257,10 +256,10 @@ def eval_sets(fixture_splits) -> EvalSets:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from lib.core.models import load_causal_lm
+    from lib.core.models import load_model
     from tests.tiny_models import save_tiny_causal_checkpoint
 
-    return load_causal_lm(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_tofu"))))
+    return load_model(str(save_tiny_causal_checkpoint(tmp_path_factory.mktemp("tiny_tofu"))), "causal")
 
 
 def test_evaluate_tofu_on_a_tiny_model(tiny, eval_sets):
@@ -285,6 +284,7 @@ def test_evaluate_tofu_formulas_through_stubbed_scores(monkeypatch, eval_sets):
 
     def fake_logprob(model, tokenizer, prompts, answers, max_len, batch_size=16):
         import torch
+
         # depends on the answer only: -0.1 per character, so every value is computable by hand
         return torch.tensor([-0.1 * len(a) for a in answers], dtype=torch.float64)
 
@@ -311,3 +311,70 @@ def test_evaluate_tofu_formulas_through_stubbed_scores(monkeypatch, eval_sets):
     assert result["model_utility"] == pytest.approx(model_utility(values))
     with pytest.raises(ValueError, match="'retain' is empty"):
         evaluate_tofu(None, None, EvalSets(forget, [], world, world), 48, 6, 2)
+
+
+# ---------------------------------------------------------------- the suite interface (lib.bench.suites)
+
+@needs_shared
+def test_build_files_on_shared_files(shared):
+    """What the bench_data stage writes for TOFU: one fine-tuning set, per run its forget / retain / reference / eval."""
+    cfg = tofu.Config(n_retain_authors=2, n_retain_eval=5, n_real_authors=3, n_world_facts=4, max_len=64, max_new=8)
+    runs = ["tofu_forget01", "tofu_forget05"]
+    files, stats = tofu.build_files(cfg, SHARED, runs)
+    assert set(files) == {"tofu/train.jsonl"} | {f"{r}/{f}" for r in runs
+                                                 for f in ("forget.jsonl", "retain.jsonl", "reference.jsonl",
+                                                           "eval.json")}
+    train = files["tofu/train.jsonl"]
+    expected = shared["retain90"][:40] + shared["forget05"]
+    assert [r["id"] for r in train] == [f"tofu-{i}" for i in range(len(expected))]
+    assert [(r["prompt"], r["answer"]) for r in train] == [(tofu_prompt(r["question"]), r["answer"]) for r in expected]
+    for run, split in (("tofu_forget01", "forget01"), ("tofu_forget05", "forget05")):
+        forget = files[f"{run}/forget.jsonl"]
+        assert [r["answer"] for r in forget] == _answers(shared[split]) and forget[0]["id"] == f"{run}-forget-0"
+        assert [r["prompt"] for r in files[f"{run}/retain.jsonl"]] == [tofu_prompt(q) for q in
+                                                                        _questions(shared["retain90"][:40])]
+        reference = files[f"{run}/reference.jsonl"]
+        assert [r["prompt"] for r in reference] == [r["prompt"] for r in train][: len(train) - len(shared[split])]
+        assert not {r["prompt"] for r in reference} & {r["prompt"] for r in forget}
+        sets = tofu.sets_from_json(json.loads(json.dumps(files[f"{run}/eval.json"])))  # as written and read back
+        assert isinstance(sets, EvalSets) and sets.forget == shared[split]
+        assert (len(sets.retain), len(sets.real_authors), len(sets.world_facts)) == (5, 3, 4)
+        assert "perturbed_answer" in sets.retain[0]
+    assert stats == {"tofu_train": 240, "tofu_retain_authors": 2, "tofu_forget01_forget": 40,
+                     "tofu_forget05_forget": 200}
+    with pytest.raises(ValueError, match="tofu_forget02"):
+        tofu.build_files(cfg, SHARED, ["tofu_forget02"])
+
+
+def test_config_checks_token_budgets():
+    assert tofu.Config().finetune.epochs == 5
+    for max_len, max_new in ((64, 64), (64, 0), (8, 16)):
+        with pytest.raises(ValueError, match=f"max_new={max_new}, max_len={max_len}"):
+            tofu.Config(max_len=max_len, max_new=max_new)
+
+
+def test_suite_evaluate_passes_the_config(monkeypatch, eval_sets):
+    seen = {}
+
+    def fake(model, tokenizer, sets, max_len, max_new, batch_size):
+        seen.update(model=model, tokenizer=tokenizer, sets=sets, max_len=max_len, max_new=max_new, batch=batch_size)
+        return {"ok": True}
+
+    monkeypatch.setattr(tofu, "evaluate_tofu", fake)
+    cfg = tofu.Config(max_len=48, max_new=6)
+    assert tofu.evaluate("m", "t", eval_sets, cfg, batch_size=3) == {"ok": True}
+    assert seen == {"model": "m", "tokenizer": "t", "sets": eval_sets, "max_len": 48, "max_new": 6, "batch": 3}
+
+
+def test_suite_interface_on_a_tiny_model(tiny, eval_sets):
+    """evaluate -> with_reference -> flat / sizes, as bench_prepare and bench_unlearn chain them."""
+    model, tokenizer = tiny
+    sets = tofu.sets_from_json(json.loads(json.dumps({k: getattr(eval_sets, k) for k in tofu.SET_NAMES})))
+    scores = tofu.evaluate(model, tokenizer, sets, tofu.Config(max_len=48, max_new=6), batch_size=3)
+    assert json.dumps(scores) == json.dumps(evaluate_tofu(model, tokenizer, eval_sets, 48, 6, 3))
+    reference = tofu.with_reference(scores, scores)  # the reference model against itself
+    assert reference["forget_quality"] == pytest.approx(1.0) and "forget_quality" not in scores
+    flat = tofu.flat(reference)
+    assert flat["forget_quality"] == pytest.approx(1.0) and flat["n_forget"] == 2.0
+    assert all(type(v) is float for v in flat.values())
+    assert tofu.sizes(scores) == {"forget": 2, "retain": 2, "real_authors": 3, "world_facts": 3}

@@ -6,17 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import (
-    BertConfig,
-    BertForMaskedLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoConfig,
-    GPTNeoForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-)
+from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM,
+                          LlamaConfig, LlamaForCausalLM, PreTrainedModel)
 
 VOCAB = 101
 HIDDEN = 24

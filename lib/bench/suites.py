@@ -66,9 +66,13 @@ class BenchConfig:
     def __post_init__(self) -> None:
         """Known suites and runs, each run's suite fine-tuned; a positive batch size."""
         for name in self.suites:
-            check_suite(name)
+            if name not in SUITES:
+                raise ValueError(f"suites contains {name!r}; allowed: {list(SUITES)}")
         for run, cfg in self.runs.items():
-            name = run_suite(run)[0]
+            try:
+                name = run_suite(run)[0]
+            except ValueError as err:
+                raise ValueError(f"runs: {err}") from None
             if cfg.suite != name or name not in self.suites:
                 raise ValueError(f"runs.{run}.suite = {cfg.suite!r}; allowed: {name!r}, which suites = "
                                  f"{list(self.suites)} must list")

@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-
 FAMILIES = ("masked", "causal")
 
 
@@ -54,6 +53,7 @@ _BERT_LAYER = {"layers": "encoder.layer", "down_proj": "output.dense", "neuron_a
 _BERT_LIKE = FFNSpec(family="masked", head=("cls",), **_BERT_LAYER)
 _ROBERTA_LIKE = FFNSpec(family="masked", head=("lm_head",), **_BERT_LAYER)
 # DeBERTa's disentangled attention also projects relative positions, so IG replays it whole (no attn_in paths)
+# no head: DeBERTa's non-legacy MLM head also takes the word embeddings, so logits_at runs the whole model
 _DEBERTA = FFNSpec(family="masked", layers="encoder.layer", down_proj="output.dense", neuron_axis=1,
                    ffn_in="intermediate", attention="attention", attn_out="attention.output.dense")
 _GATED = FFNSpec(family="causal", layers="layers", down_proj="mlp.down_proj", neuron_axis=1, ffn_in="mlp",

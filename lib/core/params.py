@@ -27,6 +27,15 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message names the key and what is allowed."""
 
 
+class Count(int):
+    """Schema type of a scalar key that counts items: an integer >= 1."""
+
+
+def _article(name: str) -> str:
+    """'an int', 'a float': the type name with its article, for messages."""
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
 def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
     """Check one scalar against its declared type; numbers written as strings are parsed."""
     if kind is bool:
@@ -43,12 +52,12 @@ def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
             if kind is float and not math.isfinite(value):
                 raise ParamsError(f"{where} = {value!r} is not a finite number")
             return kind(value)
-        raise ParamsError(f"{where} = {value!r} is not a {kind.__name__}")
+        raise ParamsError(f"{where} = {value!r} is not {_article(kind.__name__)}")
     if kind is str and isinstance(value, str):
         return value
     if kind is Any:
         return value
-    raise ParamsError(f"{where} = {value!r} is not a {getattr(kind, '__name__', kind)}")
+    raise ParamsError(f"{where} = {value!r} is not {_article(str(getattr(kind, '__name__', kind)))}")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -56,6 +65,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
+    if hint is Count:
+        count = _coerce_scalar(value, int, where)
+        if count < 1:
+            raise ParamsError(f"{where} = {count!r} invalid; allowed: an integer >= 1")
+        return count
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # mappings whose keys are names the user chooses (a preset replaces them whole, new names allowed)
 REPLACED = ("benchmarks.runs",)
 

@@ -20,8 +20,8 @@ from faker.providers.job.en_US import Provider as _JobProvider
 from faker.providers.lorem.en_US import Provider as _LoremProvider
 from faker.providers.person.en_US import Provider as _PersonProvider
 
-from lib.data.records import CATEGORIES, Document, SecretRecord
 from lib.core.io import write_json, write_jsonl
+from lib.data.records import CATEGORIES, Document, SecretRecord
 
 # One fixed (prefix, suffix) per secret, cycled so secrets and controls share the same mix.
 TEL_TEMPLATES: tuple[tuple[str, str], ...] = (

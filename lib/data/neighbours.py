@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from lib.core.finetune import MlmConfig
 from lib.families.causal import pad
 
 
@@ -36,6 +37,11 @@ class NeighbourConfig:
             raise ValueError(f"k={self.k}; at least one neighbour per forget sample is needed")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio={self.ratio}; allowed range (0, 1]")
+
+    def mlm_config(self, max_len: int) -> MlmConfig:
+        """The MLM's fine-tuning recipe (AdamW, 6 % warm-up, BERT masking of 15 %), on texts cut at `max_len`."""
+        return MlmConfig(epochs=self.mlm_epochs, batch_size=self.mlm_batch_size, learning_rate=self.mlm_learning_rate,
+                         weight_decay=0.0, warmup_fraction=0.06, seed=self.seed, mask_prob=0.15, max_len=max_len)
 
 
 def _plan(lengths: Sequence[int], ratio: float, rng: random.Random) -> list[list[int]]:

@@ -13,7 +13,7 @@ The module's name is its key everywhere: the params key (`methods.<name>`, `caus
 returns, beside its report, the edit that maps the input model to the result bit for bit (a NeuronPatch for
 neuron methods, which proves they changed nothing else, or a WeightDelta).
 
-Adding a method: write lib/methods/<name>.py, add its name to METHODS below and its section to params.yaml.
+Adding a method: write lib/methods/<name>.py, add its line to METHODS below and its section to params.yaml.
 """
 from __future__ import annotations
 
@@ -29,8 +29,26 @@ from torch import Tensor, nn
 
 from lib.core.editing import Edit, diff_edit, snapshot
 
-METHODS = ("ftm", "random", "gare", "depn", "apneap", "snku", "neumuter", "ga", "sga", "ta", "di", "ig", "simu",
-           "fo_graddiff", "so_graddiff", "sp", "npo")
+# The registry: key (the params key, the DVC foreach item, the MLflow tag) -> the name every report prints.
+METHODS = {
+    "ftm": "FTM",
+    "random": "Random-K",
+    "gare": "GARE",
+    "depn": "DEPN",
+    "apneap": "APNEAP",
+    "snku": "SNKU",
+    "neumuter": "NeuMuter",
+    "ga": "GA",
+    "sga": "SGA",
+    "ta": "TA",
+    "di": "DI",
+    "ig": "IG",
+    "simu": "SIMU",
+    "fo_graddiff": "FO-GradDiff",
+    "so_graddiff": "SO-GradDiff",
+    "sp": "Selective Pruning",
+    "npo": "NPO",
+}
 FAMILIES = ("masked", "causal")
 KINDS = ("neurons", "weights")
 BY_CATEGORY = "by_category"  # a method section's per-category overrides (masked track: TEL, NAME, RANDOM)
@@ -138,6 +156,23 @@ def make_config(name: str, section: Mapping[str, Any] | None = None, category: s
         values.update(per_category.get(category, {}))
     values.update(overrides or {})
     return build(get(name).Config, values, where)
+
+
+STATISTICS = ("attribution", "activations", "clusters", "ig")  # Stats the masked track's stages compute
+
+
+def check_track(name: str, where: str, family: str, statistics: bool) -> None:
+    """A track's pipeline (params key `where`) lists a method of its family whose statistics it computes."""
+    from lib.core.params import ParamsError
+
+    method = get(name)
+    if family not in method.families:
+        raise ParamsError(f"{where} contains {name!r}, which runs on {', '.join(method.families)} LMs only; "
+                          f"this track is {family}")
+    needed = [n for n in STATISTICS if n in method.needs]
+    if needed and not statistics:
+        raise ParamsError(f"{where} contains {name!r}, which needs precomputed {', '.join(needed)}; allowed on this "
+                          f"track: methods that need none of {list(STATISTICS)}")
 
 
 def check_family(method: ModuleType, family: str) -> None:

@@ -259,7 +259,7 @@ def steer(model: nn.Module, inputs: Inputs, cfg: Config, pairs: Sequence[tuple[i
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     """DEPN's top-K privacy neurons (from the precomputed IG), steered away from the secrets in place."""
     start = time.perf_counter()
-    pairs = depn.select_depn(*depn.check_ig(inputs.stats, FFNAdapter.for_model(model)), cfg)
+    pairs = depn.select_depn(*depn.check_ig(inputs.stats, FFNAdapter.for_model(model), "apneap"), cfg)
     selected = time.perf_counter()
     report = steer(model, inputs, cfg, pairs)
     return dataclasses.replace(report, selection_seconds=selected - start)

@@ -84,10 +84,10 @@ def select_depn(ig_scores: Tensor, record_index: Tensor, cfg: Config) -> tuple[t
     return tuple((int(i) // d_ff, int(i) % d_ff) for i in order[:cfg.k])
 
 
-def check_ig(stats: Stats, adapter: FFNAdapter) -> tuple[Tensor, Tensor]:
-    """(IG (R, L, d_ff), owner (R,)) from the stats; ValueError when missing or of the wrong shape."""
+def check_ig(stats: Stats, adapter: FFNAdapter, method: str = "depn") -> tuple[Tensor, Tensor]:
+    """(IG (R, L, d_ff), owner (R,)) from the stats; ValueError naming `method` when missing or misshapen."""
     if stats.ig is None or stats.ig_owner is None:
-        raise ValueError("depn needs stats.ig (R, L, d_ff) and stats.ig_owner (R,): run the ig stage first")
+        raise ValueError(f"{method} needs stats.ig (R, L, d_ff) and stats.ig_owner (R,): run the ig stage first")
     if tuple(stats.ig.shape[1:]) != (adapter.n_layers, adapter.d_ff):
         raise ValueError(f"ig shape {tuple(stats.ig.shape)} does not match (R, n_layers, d_ff) = "
                          f"(R, {adapter.n_layers}, {adapter.d_ff})")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
 from lib.core.adapter import FFNAdapter
+from lib.core.attribution import frozen_parameters
 from lib.families.masked import MaskedRows, iter_chunks, logits_at, take
 from lib.methods import Inputs, Report
 from lib.methods.random import draw_neurons
@@ -93,19 +94,6 @@ def column_deltas(adapter: FFNAdapter, groups: dict[int, Tensor]) -> Iterator[di
             handle.remove()
 
 
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Turn off requires_grad on every parameter, restoring the flags afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for param, _ in flags:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
-
-
 def forget_loss(model: nn.Module, chunk: MaskedRows) -> Tensor:
     """Mean masked-LM cross-entropy of the gold tokens at the rows' [MASK] positions."""
     rows = torch.arange(len(chunk))
@@ -162,7 +150,7 @@ def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tenso
     was_training = model.training
     # fork_rng: dropout is seeded without disturbing the caller's global RNG stream
     rng_fork = torch.random.fork_rng(devices=_cuda_devices(model))
-    with rng_fork, frozen(model), column_deltas(adapter, groups) as deltas:
+    with rng_fork, frozen_parameters(model), column_deltas(adapter, groups) as deltas:
         torch.manual_seed(seed)
         model.train()  # dropout on, as in the fine-tuning recipe the paper reuses
         try:

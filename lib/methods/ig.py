@@ -24,9 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lib.core.adapter import FFNAdapter
+from lib.core.adapter import FFNAdapter, TargetRows
 from lib.core.editing import zero_neurons
-from lib.core.adapter import TargetRows
 from lib.core.ig import IGConfig, cap_targets, integrated_gradients
 from lib.methods import Inputs, Report
 from lib.methods.training import check_int, device_of, final_ma, forgotten

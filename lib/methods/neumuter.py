@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lib.core.adapter import FFNAdapter
+from lib.core.attribution import frozen_parameters
 from lib.families.causal import Sequences, batches, logits_of, pad, sequence_nll
 from lib.methods import Inputs, Report
 from lib.methods.hard_concrete import GAMMA, WIDTH, HardConcreteMask, gated
@@ -165,16 +166,12 @@ def _make_batches(model: nn.Module, inputs: Inputs, k: int, batch_size: int) -> 
 @contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
     """Eval mode and requires_grad False on every model parameter; both restored afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield
+        with frozen_parameters(model):
+            model.eval()
+            yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
         model.train(was_training)
 
 
@@ -197,7 +194,7 @@ def _step(model: nn.Module, adapter: FFNAdapter, mask: HardConcreteMask, batch: 
     return mean_nll, float(kl.detach())
 
 
-def train_mask(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Config, seed: int,
+def train_mask(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Config,
                check: Check | None = None) -> tuple[HardConcreteMask, list[dict[str, Any]]]:
     """Train the mask for cfg.passes passes (or until `check(mask, entry)` is True); model left unchanged."""
     k = neighbours_per_sample(inputs)
@@ -205,7 +202,7 @@ def train_mask(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Confi
     dtype = torch.promote_types(param.dtype, torch.float32)  # Adam on half-precision log α would stall
     mask = HardConcreteMask(masked_layers(adapter, cfg), adapter.d_ff, cfg.beta, cfg.init_log_alpha,
                             dtype=dtype, device=param.device)
-    generator = torch.Generator(device=param.device).manual_seed(seed)
+    generator = torch.Generator(device=param.device).manual_seed(inputs.seed)
     optimizer = torch.optim.Adam([mask.log_alpha], lr=cfg.learning_rate)
     history: list[dict[str, Any]] = []
     with _frozen(model):
@@ -280,9 +277,9 @@ def _stop_check(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Conf
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     """Train the mask until the selection's scaling forgets D_f (or passes run out), then write it in."""
-    adapter, seed = FFNAdapter.for_model(model), inputs.seed
-    torch.manual_seed(seed)
-    mask, history = train_mask(model, adapter, inputs, cfg, seed, _stop_check(model, adapter, inputs, cfg))
+    adapter = FFNAdapter.for_model(model)
+    torch.manual_seed(inputs.seed)
+    mask, history = train_mask(model, adapter, inputs, cfg, _stop_check(model, adapter, inputs, cfg))
     values = mask.deterministic().detach()
     selected = select(values, cfg)
     apply_removal(adapter, values, selected, mask.layers)
@@ -297,5 +294,5 @@ def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     }
     chosen = tuple((mask.layers[row], int(n)) for row, n in selected.nonzero().tolist())
     return Report(reached=reached if inputs.stop is not None else None, strength=float(selected.sum()),
-                  strength_name="neurons", steps=int(history[-1]["steps"]), trainable=mask.log_alpha.numel(),
+                  strength_name="neurons", steps=int(history[-1]["steps"]), trainable=mask.log_alpha.numel() * adapter.d_model,
                   neurons=chosen, details=details)

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.methods import Inputs, Report
-from lib.methods.training import (backward_mean, check_int, check_positive, nll_sum, training_report,
-                                  until_forgotten)
+from lib.methods.training import backward_mean, check_int, check_positive, nll_sum, training_report, until_forgotten
 
 families = ("masked", "causal")
 needs = ("forget",)

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from lib.core.adapter import FFNAdapter
+from lib.core.clustering import RANK_BY, ClusterScore, filter_clusters, score_clusters, select_neurons, to_numpy
 from lib.core.editing import DecayEdit, decay_with_noise
 from lib.methods import Inputs, Report
-from lib.core.clustering import RANK_BY, ClusterScore, filter_clusters, score_clusters, select_neurons, to_numpy
 
 families = ("masked", "causal")
 needs = ("attribution", "activations", "clusters")

@@ -9,9 +9,10 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-LABELS = {"original": "Original (fine-tuned)", "retrain": "Retrain without D_f", "neumuter": "NeuMuter", "ga": "GA",
-          "sga": "SGA", "ta": "TA", "di": "DI", "ig": "IG", "simu": "SIMU", "fo_graddiff": "FO-GradDiff",
-          "so_graddiff": "SO-GradDiff", "sp": "Selective Pruning", "reference": "Reference (without D_f)"}
+from lib.methods import METHODS
+
+LABELS = {"original": "Original (fine-tuned)", "retrain": "Retrain without D_f", **METHODS,
+          "reference": "Reference (without D_f)"}
 COLUMNS = ("ma", "el", "span_ma", "span_el", "span_exact", "forgotten_frac", "mia_distance", "ppl_valid",
            "ppl_public", "time_s", "changed_frac", "strength", "reached")
 HEADER = ("Model", "MA % ↓", "EL10 % ↓", "secret MA % ↓", "secret EL % ↓", "secret exact % ↓", "forgotten %",

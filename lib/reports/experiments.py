@@ -7,11 +7,14 @@ scoring (Appendix C, HYB/SUM/AVG) and seesaw (forget a subset, measure the rest)
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
+from lib.core.params import ParamsError
 from lib.data.records import CATEGORIES, PipelineConfig, SecretRecord
+from lib.methods import get
 
 EXPERIMENTS = ("seeds", "budget", "noise", "decay", "scoring", "seesaw")
 SCORINGS = ("hyb", "sum", "avg")
@@ -21,6 +24,16 @@ def _check_category(where: str, category: str) -> None:
     """A known category."""
     if category not in CATEGORIES:
         raise ValueError(f"{where}.category = {category!r}; allowed: {list(CATEGORIES)}")
+
+
+def check_budget(methods: Sequence[str], sections: Iterable[str]) -> None:
+    """Budget-sweep methods have a section under `methods` and a neuron budget k; ParamsError names the first not."""
+    sections = sorted(sections)
+    with_k = [m for m in sections if "k" in {f.name for f in dataclasses.fields(get(m).Config)}]
+    for name in methods:
+        if name not in with_k:
+            raise ParamsError(f"experiments.budget.methods contains {name!r}; allowed: methods with a section "
+                              f"under methods and a neuron budget k: {with_k}")
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,17 @@ from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import polars as pl
-
-from lib.core.metrics import forget_gap
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from lib.core.metrics import forget_gap
+from lib.methods import METHODS
 
 PRIVACY_LABEL = {"TEL": ("exposure", "Exposure"), "NAME": ("mrr", "MRR"), "RANDOM": ("random_ppl", "Perplexity")}
 # a memorized random string should become unlikely, so its perplexity should rise; leakage metrics should fall
 HIGHER_IS_BETTER = {"exposure": False, "mrr": False, "random_ppl": True}
 METHOD_ORDER = ("ftm", "gare", "depn", "apneap", "snku", "random", "retrain")  # the paper's column order
-METHOD_LABEL = {"ftm": "FTM", "gare": "GARE", "depn": "DEPN", "apneap": "APNEAP", "snku": "SNKU",
-                "random": "Random-K", "retrain": "Retrain"}
+METHOD_LABEL = {**METHODS, "retrain": "Retrain"}
 DIGITS = {"valid_ppl": 2, "exposure": 2, "mrr": 3, "random_ppl": 2, "time_s": 1, "neurons_edited": 0, "forget_gap": 3}
 EXPERIMENTS = ("seeds", "budget", "noise", "decay", "scoring", "seesaw")
 
