@@ -16,13 +16,12 @@ from lib.core.editing import NeuronPatch, WeightDelta
 from lib.families.causal import CausalFamily, accuracy, logits_of, of, pad, token_nll
 from lib.methods import Inputs, di, ga, ig, sga, ta, unlearn
 from lib.methods.training import backward_mean, count_parameters, cycling_batches, forgotten, nll_sum
-from tests.tiny_models import tiny_gpt2, tiny_gpt_neo, tiny_llama
+from tests.tiny_models import memorise_ffn, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 # distinct first tokens: a shared first token could not predict two different second tokens
 SEQS = of([[11, 17, 42, 88, 23, 5, 61, 30, 77, 2], [64, 54, 9, 33, 71, 12, 95, 48, 2]], [(4, 8), None])
 PAD_ONLY = SimpleNamespace(pad_token_id=0)  # the tiny models have no tokenizer; the family reads only the pad id
 INPUTS = Inputs(family=CausalFamily(PAD_ONLY, batch_size=2), forget=SEQS, stop=0.5, seed=0)
-FINAL_NORM = {"gpt2": "transformer.ln_f.weight", "gpt_neo": "transformer.ln_f.weight", "llama": "model.norm.weight"}
 BUILDERS: dict[str, Callable[[], nn.Module]] = {"gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo, "llama": tiny_llama}
 # tiny-model settings: small enough that the methods need several steps (or τ values) to get there
 FAST: dict[Any, Any] = {
@@ -34,35 +33,11 @@ FAST: dict[Any, Any] = {
 }
 
 
-def _memorise(model: nn.Module, steps: int = 300, nll: float = 0.5) -> nn.Module:
-    """Adam (lr 1e-2) on the FFN weights only until both sequences have MA = 1 and mean NLL < `nll`.
-
-    Only the MLP weights learn, so the memory lives in FFN neurons (in a 2-layer model trained
-    end to end, attention and embeddings alone keep MA above 0.5 with every FFN neuron zeroed).
-    The final norm's gain is raised 30x first: with the tiny init the logits span ~0.1 and
-    the FFNs alone could not make the memorised tokens confident (NLL stalls near log V).
-    """
-    with torch.no_grad():
-        dict(model.named_parameters())[FINAL_NORM[model.config.model_type]].mul_(30.0)
-    params = [p for n, p in model.named_parameters() if ".mlp." in n]
-    optimizer = torch.optim.Adam(params, lr=1e-2)
-    ids, mask = pad(SEQS.ids, 0)
-    for step in range(steps):
-        optimizer.zero_grad()
-        token, valid = token_nll(model, ids, mask)
-        loss = token.sum() / valid.sum()
-        loss.backward()
-        optimizer.step()
-        if step % 5 == 4 and float(loss.detach()) < nll and bool((accuracy(model, SEQS, 0) == 1).all()):
-            return model
-    raise AssertionError(f"not memorised after {steps} steps: MA {accuracy(model, SEQS, 0).tolist()}")
-
-
 @pytest.fixture(scope="module")
 def memorised() -> dict[str, nn.Module]:
     """One memorised float64 tiny model per architecture (copy before editing)."""
     torch.manual_seed(0)
-    return {arch: _memorise(build().double()) for arch, build in BUILDERS.items()}
+    return {arch: memorise_ffn(build().double(), SEQS) for arch, build in BUILDERS.items()}
 
 
 def _name(method: Any) -> str:

@@ -20,10 +20,10 @@ from lib.core.attribution import ffn_activations, grad_x_act
 from lib.core.clustering import ClusterConfig, cluster_all_layers
 from lib.core.editing import NeuronPatch, WeightDelta, apply_edit
 from lib.core.ig import IGConfig, integrated_gradients
-from lib.families.causal import CausalFamily, Sequences, accuracy, of, pad, sequence_nll, token_nll
+from lib.families.causal import CausalFamily, accuracy, of, sequence_nll
 from lib.methods import METHODS, Inputs, Stats, get, unlearn
 from lib.methods.training import count_parameters
-from tests.tiny_models import D_FF, N_LAYERS, VOCAB, tiny_llama
+from tests.tiny_models import D_FF, N_LAYERS, memorise_ffn, random_neighbours, tiny_llama
 
 CAUSAL = [name for name in METHODS if "causal" in get(name).families]
 NOT_CAUSAL = [name for name in METHODS if "causal" not in get(name).families]
@@ -67,45 +67,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _memorise(model: nn.Module, steps: int = 300) -> nn.Module:
-    """Adam (lr 1e-2) on the MLP weights only until every forget token is the argmax and the mean NLL < 0.5.
-
-    Only the MLPs learn, so the memory lives in FFN neurons, where neuron methods can find it; the final
-    norm's gain is raised 30x first so that the tiny-init logits can become confident at all.
-    """
-    with torch.no_grad():
-        model.model.norm.weight.mul_(30.0)
-    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if ".mlp." in n], lr=1e-2)
-    ids, mask = pad(FORGET.ids, PAD)
-    for step in range(steps):
-        optimizer.zero_grad()
-        nll, valid = token_nll(model, ids, mask)
-        loss = nll.sum() / valid.sum()
-        loss.backward()
-        optimizer.step()
-        if step % 5 == 4 and float(loss.detach()) < 0.5 and bool((accuracy(model, FORGET, PAD) == 1).all()):
-            model.zero_grad(set_to_none=True)
-            return model
-    raise AssertionError(f"not memorised after {steps} steps: MA {accuracy(model, FORGET, PAD).tolist()}")
-
-
 @pytest.fixture(scope="module")
 def memorised() -> nn.Module:
     """The tiny LLaMA (float64) with the forget set memorised; copy it before editing."""
-    return _memorise(tiny_llama(seed=0).double())
-
-
-def neighbours(seqs: Sequences, k: int, seed: int) -> Sequences:
-    """K rewrites per sequence, grouped by sequence: each inner token replaced with probability 1/2."""
-    gen, out = torch.Generator().manual_seed(seed), []
-    for row in seqs.ids:
-        for _ in range(k):
-            new = list(row)
-            for i in range(1, len(new) - 1):
-                if torch.rand((), generator=gen) < 0.5:
-                    new[i] = int(torch.randint(3, VOCAB, (), generator=gen))
-            out.append(new)
-    return of(out)
+    return memorise_ffn(tiny_llama(seed=0).double(), FORGET, PAD)
 
 
 def statistics(model: nn.Module, needs: tuple[str, ...]) -> Stats:
@@ -131,7 +96,7 @@ def statistics(model: nn.Module, needs: tuple[str, ...]) -> Stats:
 def inputs_for(model: nn.Module, needs: tuple[str, ...]) -> Inputs:
     """Inputs holding exactly what `needs` names (the forget set always): a method reading more fails."""
     return Inputs(family=FAMILY, forget=FORGET, retain=RETAIN if "retain" in needs else None,
-                  neighbours=neighbours(FORGET, K_NEIGHBOURS, 0) if "neighbours" in needs else None,
+                  neighbours=of(random_neighbours(FORGET.ids, K_NEIGHBOURS, 0)) if "neighbours" in needs else None,
                   stats=statistics(model, needs), stop=None, seed=0)
 
 

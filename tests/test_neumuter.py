@@ -18,7 +18,7 @@ from lib.methods import Inputs
 from lib.methods import neumuter as nm
 from lib.methods import unlearn
 from lib.methods.hard_concrete import HardConcreteMask, gated, stretch
-from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
+from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, VOCAB, random_neighbours, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
 CAUSAL = {"gpt2": tiny_gpt2, "gpt_neo": tiny_gpt_neo, "llama": tiny_llama}
 FORGET = [[17, 42, 63, 8, 91, 33, 55, 2], [70, 12, 29, 84, 46, 5, 77, 2]]
@@ -39,23 +39,9 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def neighbours(rows: list[list[int]], k: int, seed: int) -> list[list[int]]:
-    """K rewrites per row (grouped by row): each inner token replaced with probability 1/2."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for row in rows:
-        for _ in range(k):
-            new = list(row)
-            for i in range(1, len(new) - 1):
-                if torch.rand((), generator=gen) < 0.5:
-                    new[i] = int(torch.randint(3, VOCAB, (), generator=gen))
-            out.append(new)
-    return out
-
-
 def inputs_for(rows: list[list[int]], k: int = 2, ma: float = 0.5) -> Inputs:
     """Inputs with K random-rewrite neighbours per forget row, stopping at MA <= `ma`."""
-    return Inputs(family=FAMILY, forget=of(rows), neighbours=of(neighbours(rows, k, 0)), stop=ma)
+    return Inputs(family=FAMILY, forget=of(rows), neighbours=of(random_neighbours(rows, k, 0)), stop=ma)
 
 
 def random_ids(n: int, length: int, seed: int) -> list[list[int]]:
@@ -269,7 +255,7 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
 def test_neighbour_count_must_be_a_multiple_of_the_forget_count() -> None:
     model = tiny_gpt2()
     adapter = FFNAdapter.for_model(model)
-    odd = Inputs(family=FAMILY, forget=of(FORGET), neighbours=of(neighbours(FORGET, 2, 0)[:3]), stop=0.5)
+    odd = Inputs(family=FAMILY, forget=of(FORGET), neighbours=of(random_neighbours(FORGET, 2, 0)[:3]), stop=0.5)
     with pytest.raises(ValueError, match="3 neighbours for 2"):
         nm.train_mask(model, adapter, odd, nm.Config(passes=1))
     with pytest.raises(ValueError, match="neighbours"):

@@ -9,6 +9,8 @@ import torch
 from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM,
                           LlamaConfig, LlamaForCausalLM, PreTrainedModel)
 
+from lib.families.causal import Sequences, accuracy, pad, token_nll
+
 VOCAB = 101
 HIDDEN = 24
 D_FF = 37
@@ -108,4 +110,45 @@ def save_tiny_causal_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     out = Path(out_dir)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+# the final norm of each tiny causal architecture (its gain is raised before FFN-only memorisation)
+FINAL_NORM = {"gpt2": "transformer.ln_f.weight", "gpt_neo": "transformer.ln_f.weight", "llama": "model.norm.weight"}
+
+
+def memorise_ffn(model: PreTrainedModel, seqs: Sequences, pad_id: int = 0, steps: int = 300, nll: float = 0.5) -> PreTrainedModel:
+    """Adam (lr 1e-2) on the MLP weights only until every token of `seqs` is the argmax and the mean NLL < `nll`.
+
+    Only the MLPs learn, so the memory lives in FFN neurons, where neuron methods can find it (in a 2-layer
+    model trained end to end, attention and embeddings alone keep MA above 0.5 with every FFN neuron zeroed).
+    The final norm's gain is raised 30x first: with the tiny init the logits span ~0.1 and the FFNs alone
+    could not make the memorised tokens confident (NLL stalls near log V).
+    """
+    with torch.no_grad():
+        dict(model.named_parameters())[FINAL_NORM[model.config.model_type]].mul_(30.0)
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if ".mlp." in n], lr=1e-2)
+    ids, mask = pad(seqs.ids, pad_id)
+    for step in range(steps):
+        optimizer.zero_grad()
+        token, valid = token_nll(model, ids, mask)
+        loss = token.sum() / valid.sum()
+        loss.backward()
+        optimizer.step()
+        if step % 5 == 4 and float(loss.detach()) < nll and bool((accuracy(model, seqs, pad_id) == 1).all()):
+            model.zero_grad(set_to_none=True)
+            return model
+    raise AssertionError(f"not memorised after {steps} steps: MA {accuracy(model, seqs, pad_id).tolist()}")
+
+
+def random_neighbours(rows: list[list[int]], k: int, seed: int) -> list[list[int]]:
+    """K rewrites per row, grouped by row: each inner token replaced (ids >= 3) with probability 1/2."""
+    gen, out = torch.Generator().manual_seed(seed), []
+    for row in rows:
+        for _ in range(k):
+            new = list(row)
+            for i in range(1, len(new) - 1):
+                if torch.rand((), generator=gen) < 0.5:
+                    new[i] = int(torch.randint(3, VOCAB, (), generator=gen))
+            out.append(new)
     return out

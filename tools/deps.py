@@ -178,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # flows read params.yaml from the working directory
     dvc_path, params = ROOT / "dvc.yaml", yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     text = dvc_path.read_text(encoding="utf-8")
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as err:  # one line naming where, not a parser traceback
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        print(f"dvc.yaml is not valid YAML{where}: {getattr(err, 'problem', err)}", file=sys.stderr)
+        return 2
     if args.report:
         rows = list(report(yaml.safe_load(text), params))
         for name, size, missing in rows:
