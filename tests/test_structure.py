@@ -151,3 +151,29 @@ def test_metrics_diff_reports_changes_beyond_tolerance_only() -> None:
     found = list(differences(old, new, "m.json", 1e-6, ("time_s",)))
     assert found == ["m.json.a.neurons[1]: 2 -> 3", "m.json.added: only now", "m.json.b: 1.0 -> 1.5",
                      "m.json.gone: only before"]
+
+
+def test_compare_runs_finds_a_changed_bit_and_ignores_wall_clocks(tmp_path: Path) -> None:
+    """Two checkouts' outputs: one flipped tensor element and one moved number are reported, durations are not."""
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from tools.compare_runs import compare
+
+    for side, bump in (("old", 0.0), ("new", 1e-7)):
+        (tmp_path / side / "data" / "m").mkdir(parents=True)
+        (tmp_path / side / "metrics").mkdir()
+        save_file({"w": torch.ones(3, 5)}, tmp_path / side / "data" / "same.safetensors")
+        save_file({"w": torch.ones(3, 5) + torch.tensor([0.0, bump, 0.0]).view(3, 1)},
+                  tmp_path / side / "data" / "m" / "model.safetensors")
+        (tmp_path / side / "metrics" / "a.json").write_text(json.dumps({"loss": 1.0 + bump, "seconds": 9 + bump * 1e9}))
+        (tmp_path / side / "metrics" / "b.json").write_text(json.dumps({"n": 3, "time_s": 1 + bump * 1e9}))
+    rows = dict(compare(tmp_path / "old", tmp_path / "new"))
+    assert rows["data/same.safetensors"] is None and rows["metrics/b.json"] is None
+    assert "1 tensors differ" in rows["data/m/model.safetensors"] and ".loss" in rows["metrics/a.json"]
+    old_file = tmp_path / "old" / "metrics" / "a.json"
+    os.utime(old_file, (1.0, 1.0))  # written before the cut-off: not part of this run's outputs
+    assert "metrics/a.json" not in dict(compare(tmp_path / "old", tmp_path / "new", only_newer_than=10.0))
