@@ -5,7 +5,11 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 def rss_mb() -> float:
@@ -18,3 +22,11 @@ def spawn(script: str, side: str, out: Path, argv: list[str]) -> dict[str, float
     cmd = [sys.executable, str(Path(script).resolve()), *argv, "--side", side, "--out", str(out)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_sides(script: str, sides: tuple[str, ...], argv: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Each side of `script` in its own interpreter: (its stats, the result it saved), keyed by side."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = {side: spawn(script, side, Path(tmp) / f"{side}.pt", argv) for side in sides}
+        # weights_only: the files are tensors this run's children just wrote
+        return stats, {side: torch.load(Path(tmp) / f"{side}.pt", weights_only=True) for side in sides}

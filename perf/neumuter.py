@@ -24,7 +24,6 @@ import copy
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +36,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import rss_mb, spawn  # noqa: E402  (perf/ is sys.path[0] when run as a script)
+from _sides import rss_mb, run_sides  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.families.causal import CausalFamily, batches, of  # noqa: E402
 from lib.methods.hard_concrete import HardConcreteMask, gated  # noqa: E402
@@ -151,9 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.side:
         return run_side(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = {side: spawn(__file__, side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "naive")}
-        masks = {side: torch.load(Path(tmp) / f"{side}.pt") for side in stats}
+    stats, masks = run_sides(__file__, ("batched", "naive"), argv)
     report(args, stats, masks)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +42,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import rss_mb, spawn  # noqa: E402  (perf/ is sys.path[0] when run as a script)
+from _sides import rss_mb, run_sides  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.families.causal import Sequences, batches, of, on_model, pad  # noqa: E402
 from lib.methods.pruning import IMPORTANCES, KINDS, attn_outputs, collect_stats, widths  # noqa: E402
@@ -233,9 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.side:
         return run_side(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = {side: spawn(__file__, side, Path(tmp) / f"{side}.pt", argv) for side in ("batched", "per_token")}
-        results = {side: torch.load(Path(tmp) / f"{side}.pt") for side in stats}
+    stats, results = run_sides(__file__, ("batched", "per_token"), argv)
     report(args, stats, results)
 
 
