@@ -9,7 +9,8 @@ from torch import nn
 
 from lib.families.causal import accuracy, of
 from lib.families.memorization import (MemorizationScores, exact_extraction, extraction_likelihood,
-                                       greedy_continuations, ngram_overlap, score_memorization, span_extraction,
+                                       greedy_continuations, ngram_overlap, own_continuations, score_memorization,
+                                       span_extraction,
                                        thresholds_from)
 from tests.tiny_models import VOCAB, tiny_gpt2, tiny_gpt_neo, tiny_llama
 
@@ -127,6 +128,35 @@ def test_el_equals_per_prefix_loop(neo_and_rows, max_new) -> None:
     # every prefix of at least the 3 seed tokens continues exactly: t = 3..9 of t = 1..9 score 1
     assert got[0] >= 7 / 9
     assert got[1] < got[0]
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_gpt_neo, tiny_llama], ids=["gpt2", "gpt_neo", "llama"])
+def test_own_continuations_equal_per_prefix_loop(build) -> None:
+    model = sharp(build(), seed=4)
+    gen = torch.Generator().manual_seed(5)
+    start = random_tokens(gen, 2)
+    own = start + loop_greedy(model, start, 10)
+    broken = own[:6] + [(own[6] % (VOCAB - 3)) + 3] + own[7:]  # memorized, one wrong token in the middle
+    seqs = of([own, broken, random_tokens(gen, 12), random_tokens(gen, 5)])
+    requests = [(i, t, end) for i, row in enumerate(seqs.ids) for t in range(1, len(row) + 1)
+                for end in sorted({t, min(len(row), t + 3), len(row)})]
+    got = own_continuations(model, seqs, pad_id=0, requests=requests, batch_size=3)
+    assert got == [loop_greedy(model, list(seqs.ids[i][:t]), end - t) for i, t, end in requests]
+    assert any(g != list(seqs.ids[i][t:end]) for g, (i, t, end) in zip(got, requests))  # not all true suffixes
+
+
+def test_memorized_sample_costs_one_forward(neo_and_rows) -> None:
+    model, rows = neo_and_rows
+    own = rows[0][:1] + loop_greedy(model, rows[0][:1], 10)  # the model's greedy text from its first token
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        got = extraction_likelihood(model, of([own, own]), pad_id=0, n=3)
+    finally:
+        handle.remove()
+    assert got.tolist() == [1.0, 1.0] and len(calls) == 1  # no decode: every prefix continues the true tokens
+    with pytest.raises(ValueError, match=r"request \(0, 0, 2\) needs 1 <= t <= end <= 11"):
+        own_continuations(model, of([own]), 0, [(0, 0, 2)])
 
 
 def test_el_rejects_short_rows_and_small_max_new() -> None:

@@ -209,3 +209,30 @@ def test_tiny_model_shape() -> None:
     """The contract runs on the intended model: 2 gated-MLP layers of d_ff 37."""
     adapter = FFNAdapter.for_model(tiny_llama())
     assert (adapter.n_layers, adapter.d_ff) == (N_LAYERS, D_FF)
+
+
+@pytest.mark.parametrize("check_every, max_steps, steps, checked, reached", [
+    (1, 10, 5, [0, 1, 2, 3, 4, 5], True),
+    (3, 10, 6, [0, 3, 6], True),  # the rule holds from step 5 on: found at the next check, one step late
+    (3, 4, 4, [0, 3, 4], False),  # the last step is always checked
+])
+def test_stop_rule_checked_every_n_steps(check_every: int, max_steps: int, steps: int, checked: list[int],
+                                         reached: bool) -> None:
+    from lib.methods.training import optimise
+    weight = nn.Parameter(torch.zeros(()))
+    taken: list[int] = []
+
+    def step_loss(step: int) -> float:
+        """One step of a loss whose gradient is 1."""
+        taken.append(step)
+        weight.sum().backward()
+        return 1.0
+
+    stop = lambda: (len(taken) >= 5, float(len(taken)))  # noqa: E731
+    model = nn.Module()
+    model.w = weight
+    progress = optimise(model, step_loss, torch.optim.SGD([weight], lr=1.0), max_steps, stop, check_every)
+    assert (progress.steps, progress.checked, progress.reached) == (steps, checked, reached)
+    assert progress.max_ma == [float(s) for s in checked] and float(weight) == -steps
+    with pytest.raises(ValueError, match="check_every"):
+        get("di").Config(check_every=0)

@@ -3,6 +3,12 @@
 MA (Eq. 15) is lib.families.causal.accuracy; this module adds the generation-based scores. Greedy decoding
 left-pads each batch and passes explicit position ids (cumsum of the mask minus one) so that padding shifts no
 position, and reuses the KV cache between steps; it equals an unbatched per-prefix loop token for token.
+
+Continuations of a sample's own prefixes (EL_n, the secret span) need far fewer decodes than one per prefix:
+a greedy continuation from prefix t follows the true tokens up to the first position j >= t where the model's
+teacher-forced argmax differs from the truth, and from there on it is the greedy continuation of the true
+prefix [:j]. One teacher-forced forward finds every such j; one decode per j serves every prefix that reaches
+it. A memorized sample has few such positions, so scoring it costs a forward instead of T decodes.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from lib.families.causal import Sequences, accuracy, batches
+from lib.families.causal import Sequences, accuracy, batches, logits_of, pad
 
 
 @dataclass(frozen=True)
@@ -126,18 +132,60 @@ def greedy_continuations(model: nn.Module, prefixes: list[list[int]], lengths: l
     return result
 
 
-def _el_requests(seqs: Sequences, n: int, max_new: int | None) -> tuple[list[int], list[list[int]], list[list[int]]]:
-    """For every sample and prefix length t = 1..T-n: (owner sample, prefix, true suffix capped at max_new)."""
-    owners, prefixes, labels = [], [], []
+def _teacher_argmax(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> list[list[int]]:
+    """Greedy next token after every prefix of each sequence, from one teacher-forced forward: entry j is the
+    model's choice after ids[:j] (entry 0 unused, -1)."""
+    out: list[list[int]] = []
+    with torch.no_grad():
+        for index in batches(len(seqs), batch_size):
+            ids, mask = pad([seqs.ids[i] for i in index], pad_id)
+            best = logits_of(model, ids, mask).argmax(-1).cpu().tolist()  # (B, T-1): choice after ids[:j+1]
+            out.extend([-1] + best[b][: len(seqs.ids[i]) - 1] for b, i in enumerate(index))
+    return out
+
+
+def _first_misses(row: Sequence[int], choice: Sequence[int]) -> list[int]:
+    """For every t >= 1, the first position j >= t where the greedy choice misses the true token (len(row) if none)."""
+    miss = [len(row)] * (len(row) + 1)
+    for j in range(len(row) - 1, 0, -1):
+        miss[j] = j if choice[j] != row[j] else miss[j + 1]
+    return miss
+
+
+def own_continuations(model: nn.Module, seqs: Sequences, pad_id: int, requests: Sequence[tuple[int, int, int]],
+                      batch_size: int = 32) -> list[list[int]]:
+    """Greedy continuation of end - t tokens after ids[i][:t] for each request (i, t, end), 1 <= t <= end <= len:
+    the true tokens up to the first greedy miss, then one shared decode per miss position (module docstring)."""
+    for i, t, end in requests:
+        if not 1 <= t <= end <= len(seqs.ids[i]):
+            raise ValueError(f"request ({i}, {t}, {end}) needs 1 <= t <= end <= {len(seqs.ids[i])} (sample {i}'s length)")
+    choice = _teacher_argmax(model, seqs, pad_id, batch_size)
+    misses = {i: _first_misses(seqs.ids[i], choice[i]) for i in {i for i, _, _ in requests}}
+    need: dict[tuple[int, int], int] = {}
+    for i, t, end in requests:
+        j = misses[i][t]
+        if j < end:
+            need[(i, j)] = max(need.get((i, j), 0), end - j)
+    keys = sorted(need)
+    decoded = greedy_continuations(model, [list(seqs.ids[i][:j]) for i, j in keys], [need[k] for k in keys],
+                                   pad_id, batch_size)
+    tails = dict(zip(keys, decoded))
+    out = []
+    for i, t, end in requests:
+        j, row = misses[i][t], seqs.ids[i]
+        out.append(list(row[t:end]) if j >= end else list(row[t:j]) + tails[(i, j)][: end - j])
+    return out
+
+
+def _el_requests(seqs: Sequences, n: int, max_new: int | None) -> list[tuple[int, int, int]]:
+    """For every sample and prefix length t = 1..T-n: (sample, t, end of the true suffix capped at max_new)."""
+    requests = []
     for i, row in enumerate(seqs.ids):
         if len(row) <= n:
             raise ValueError(f"sequence {i} has {len(row)} tokens; EL_{n} needs at least {n + 1}")
-        for t in range(1, len(row) - n + 1):
-            end = len(row) if max_new is None else min(len(row), t + max_new)
-            owners.append(i)
-            prefixes.append(list(row[:t]))
-            labels.append(list(row[t:end]))
-    return owners, prefixes, labels
+        requests += [(i, t, len(row) if max_new is None else min(len(row), t + max_new))
+                     for t in range(1, len(row) - n + 1)]
+    return requests
 
 
 def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, max_new: int | None = None,
@@ -147,12 +195,12 @@ def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int
         raise ValueError(f"n={n} must be >= 1")
     if max_new is not None and max_new < n:
         raise ValueError(f"max_new={max_new} must be None or >= n={n} (a shorter suffix has no {n}-gram)")
-    owners, prefixes, labels = _el_requests(seqs, n, max_new)
-    preds = greedy_continuations(model, prefixes, [len(lab) for lab in labels], pad_id, batch_size)
+    requests = _el_requests(seqs, n, max_new)
+    preds = own_continuations(model, seqs, pad_id, requests, batch_size)
     total = torch.zeros(len(seqs), dtype=torch.float64)
     count = torch.zeros(len(seqs), dtype=torch.float64)
-    for i, pred, label in zip(owners, preds, labels):
-        total[i] += ngram_overlap(pred, label, n)
+    for (i, t, end), pred in zip(requests, preds):
+        total[i] += ngram_overlap(pred, seqs.ids[i][t:end], n)
         count[i] += 1
     return total / count
 
@@ -160,9 +208,8 @@ def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int
 def _span_greedy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> dict[int, list[int]]:
     """Greedy continuation of span-length tokens after the tokens before each span, by sample index."""
     index = [i for i, span in enumerate(seqs.spans) if span is not None]
-    prefixes = [list(seqs.ids[i][: seqs.spans[i][0]]) for i in index]
-    lengths = [seqs.spans[i][1] - seqs.spans[i][0] for i in index]
-    return dict(zip(index, greedy_continuations(model, prefixes, lengths, pad_id, batch_size)))
+    requests = [(i, seqs.spans[i][0], seqs.spans[i][1]) for i in index]
+    return dict(zip(index, own_continuations(model, seqs, pad_id, requests, batch_size)))
 
 
 def _span_scores(seqs: Sequences, preds: dict[int, list[int]], n: int) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,9 @@ logit lowered by κ (`strength`, 8 in NeuMuter B.4) give the target distribution
 softmax(teacher − κ·onehot(gold)). The student (the model itself, all floating parameters,
 Adam) minimises KL(target ‖ student), averaged over the batch's scored positions; batches
 cycle in a seeded order like GA. Steps continue until every forget sample meets the Eq. 17
-MA threshold, capped at `max_steps`. No learning rate is stated in the paper; 5e-5 is the
+MA threshold, capped at `max_steps`; the rule is checked every `check_every` steps, since scoring the whole
+forget set can cost more than a step (a run may then overshoot the first step that meets it by up to
+check_every - 1 steps). No learning rate is stated in the paper; 5e-5 is the
 usual fine-tuning rate of Dong et al.'s setting.
 
 Memory: the targets are kept as log-probabilities (T-1, V) per forget sample on the model's
@@ -37,6 +39,7 @@ class Config:
     learning_rate: float = 5e-5
     batch_size: int = 32
     max_steps: int = 100
+    check_every: int = 1  # steps between stop-rule checks (and after the last step)
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
@@ -44,6 +47,7 @@ class Config:
         check_positive("learning_rate", self.learning_rate)
         check_int("batch_size", self.batch_size, 1)
         check_int("max_steps", self.max_steps, 1)
+        check_int("check_every", self.check_every, 1)
 
 
 def _wide(logits: Tensor) -> Tensor:
@@ -87,6 +91,6 @@ def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
         """Backpropagate the mean KL of the next batch."""
         return backward_mean(inputs.family, inputs.forget, next(order), lambda idx: kl_sum(model, inputs, targets, idx))
 
-    progress = until_forgotten(model, inputs, step_loss, cfg.learning_rate, cfg.max_steps)
+    progress = until_forgotten(model, inputs, step_loss, cfg.learning_rate, cfg.max_steps, cfg.check_every)
     return training_report(model, inputs, progress, {"kappa": cfg.strength, "optimizer": "adam",
-                                                           "learning_rate": cfg.learning_rate})
+                                                     "learning_rate": cfg.learning_rate, "check_every": cfg.check_every})

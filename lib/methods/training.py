@@ -34,6 +34,7 @@ class Progress:
     steps: int
     max_ma: list[float]
     loss: list[float] = field(default_factory=list)
+    checked: list[int] = field(default_factory=list)  # the step after which each max_ma entry was measured
 
 
 def check_positive(name: str, value: float) -> None:
@@ -116,20 +117,25 @@ def floating_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def optimise(model: nn.Module, step_loss: Callable[[int], float], optimizer: torch.optim.Optimizer, max_steps: int,
-             stop: Stop | None = None) -> Progress:
-    """`optimizer` steps; step_loss(step) backpropagates and returns its loss; until stop()[0] or max_steps."""
+             stop: Stop | None = None, check_every: int = 1) -> Progress:
+    """`optimizer` steps; step_loss(step) backpropagates and returns its loss; until stop()[0] or max_steps.
+
+    The stop rule is checked before the first step, after every `check_every`-th step and after the last one
+    (a check scores the whole forget set, which can cost more than a step)."""
+    check_int("check_every", check_every, 1)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     with trainable(model, params):
         done, worst = stop() if stop is not None else (False, math.nan)
-        max_ma, losses = [worst], []
+        checked, max_ma, losses = [0], [worst], []
         while not done and len(losses) < max_steps:
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss(len(losses)))
             optimizer.step()
-            if stop is not None:
+            if stop is not None and (len(losses) % check_every == 0 or len(losses) == max_steps):
                 done, worst = stop()
+                checked.append(len(losses))
                 max_ma.append(worst)
-    return Progress(done, len(losses), max_ma, losses)
+    return Progress(done, len(losses), max_ma, losses, checked if stop is not None else [])
 
 
 def adam_all(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -138,9 +144,9 @@ def adam_all(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def until_forgotten(model: nn.Module, inputs: Inputs, step_loss: Callable[[int], float], lr: float,
-                    max_steps: int) -> Progress:
-    """Adam on all parameters until the stop rule holds (checked before and after every step) or max_steps."""
-    return optimise(model, step_loss, adam_all(model, lr), max_steps, stop_rule(model, inputs))
+                    max_steps: int, check_every: int = 1) -> Progress:
+    """Adam on all parameters until the stop rule holds (checked every `check_every` steps) or max_steps."""
+    return optimise(model, step_loss, adam_all(model, lr), max_steps, stop_rule(model, inputs), check_every)
 
 
 def final_ma(model: nn.Module, inputs: Inputs) -> list[float]:
@@ -151,8 +157,8 @@ def final_ma(model: nn.Module, inputs: Inputs) -> list[float]:
 def training_report(model: nn.Module, inputs: Inputs, progress: Progress, details: dict[str, Any],
                     trainable_count: int | None = None) -> Report:
     """Report of a train-until-forgotten method: strength = steps; history = max memorization after each step."""
-    details = {"ma": final_ma(model, inputs), "history": {"steps": list(range(progress.steps + 1)),
-                                                          "max_ma": progress.max_ma},
+    steps = progress.checked or list(range(progress.steps + 1))
+    details = {"ma": final_ma(model, inputs), "history": {"steps": steps, "max_ma": progress.max_ma},
                "loss": progress.loss, **details}
     return Report(reached=progress.reached if inputs.stop is not None else None,
                   strength=float(progress.steps), strength_name="steps", steps=progress.steps,
