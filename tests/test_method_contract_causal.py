@@ -53,6 +53,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "so_graddiff": {"learning_rate": 1e-2, "batch_size": 2, "max_epochs": 3},
     "sp": {"ffn_fraction": 0.1, "max_tokens": 1000, "batch_size": 4, "max_steps": 5},
     "npo": {"learning_rate": 1e-3, "batch_size": 3, "max_steps": 10},
+    "simnpo": {"learning_rate": 1e-3, "batch_size": 3, "max_steps": 10},
+    "rmu": {"learning_rate": 1e-2, "batch_size": 3, "max_steps": 10, "alpha": 1.0},
 }
 NLL_RISE = 0.3  # nats per token the forget NLL (about 0.03 when memorised) must rise by ...
 MA_DROP = 0.15  # ... or the mean memorization accuracy (1.0 when memorised) must fall by
@@ -233,6 +235,6 @@ def test_stop_rule_checked_every_n_steps(check_every: int, max_steps: int, steps
     model.w = weight
     progress = optimise(model, step_loss, torch.optim.SGD([weight], lr=1.0), max_steps, stop, check_every)
     assert (progress.steps, progress.checked, progress.reached) == (steps, checked, reached)
-    assert progress.max_ma == [float(s) for s in checked] and float(weight) == -steps
+    assert progress.max_ma == [float(s) for s in checked] and float(weight.detach()) == -steps
     with pytest.raises(ValueError, match="check_every"):
         get("di").Config(check_every=0)

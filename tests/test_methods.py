@@ -273,6 +273,8 @@ SMALL: dict[str, dict] = {
     "fo_graddiff": {"max_epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
     "so_graddiff": {"max_epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
     "npo": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "simnpo": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "rmu": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
 }
 MASKED_METHODS = [name for name in METHODS if "masked" in get(name).families and set(get(name).needs) <= BUILDABLE]
 

@@ -248,6 +248,11 @@ class CausalFamily:
         ids, mask = pad([samples.ids[i] for i in index], self.pad_id)
         return on_model(model, ids, mask)
 
+    def positions(self, model: nn.Module, samples: Sequences, index: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """ids, mask and the positions that stand for the samples (B, T) bool: every real token."""
+        ids, mask = self.batch(model, samples, index)
+        return ids, mask, mask.bool()
+
     def nll_sum(self, model: nn.Module, samples: Sequences, index: Sequence[int]) -> Tensor:
         """Next-token NLL summed over the scored tokens of samples `index` (differentiable)."""
         nll, _valid = token_nll(model, *self.batch(model, samples, index))  # (B, T-1), zero at padding

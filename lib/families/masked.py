@@ -507,6 +507,13 @@ class MaskedFamily:
         """Rows `index`, trimmed to their longest row."""
         return next(iter_chunks(take(samples, torch.as_tensor(list(index), dtype=torch.long)), len(index)))
 
+    def positions(self, model: nn.Module, samples: MaskedRows, index: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """ids, mask and the positions that stand for the rows (B, T) bool: each row's [MASK], on the model's device."""
+        chunk, device = self.rows(samples, index), _device(model)
+        chosen = torch.zeros(chunk.input_ids.shape, dtype=torch.bool)
+        chosen[torch.arange(len(chunk)), chunk.positions] = True
+        return chunk.input_ids.to(device), chunk.attention_mask.to(device), chosen.to(device)
+
     def target_logits(self, model: nn.Module, samples: MaskedRows, index: Sequence[int]) -> Tensor:
         """Logits (B, V) at the [MASK] of rows `index` (the vocabulary head runs there only)."""
         chunk = self.rows(samples, index)

@@ -48,6 +48,8 @@ METHODS = {
     "so_graddiff": "SO-GradDiff",
     "sp": "Selective Pruning",
     "npo": "NPO",
+    "simnpo": "SimNPO",
+    "rmu": "RMU",
 }
 FAMILIES = ("masked", "causal")
 KINDS = ("neurons", "weights")
@@ -70,6 +72,9 @@ class Family(Protocol):
 
     def count(self, samples: Any, index: Sequence[int]) -> int:
         """Number of scored tokens of samples `index`."""
+
+    def positions(self, model: nn.Module, samples: Any, index: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """Model inputs of samples `index` (ids, mask) and the positions that stand for them (B, T) bool."""
 
     def memorization(self, model: nn.Module, samples: Any) -> Tensor:
         """Per-sample memorization (N,): share of scored tokens the model predicts (argmax), no gradient."""

@@ -1,0 +1,97 @@
+"""SimNPO (Fan, Liu, Lin, Jia, Zhang, Mei & Liu 2024, "Simplicity Prevails"): NPO without the reference model.
+
+Loss over a batch of forget samples (x, y):  L = -(2/β) · mean log σ(β · (ℓ(y|x) − δ)),
+where ℓ(y|x) = -log π_θ(y|x) / |y| is the sample's NLL averaged over its scored tokens (the family's
+`sample_nll` divided by its token count: next tokens of a causal LM, the masked token of a masked LM) and δ
+(`margin`, the paper's γ) a reward margin. Length normalisation is the paper's point: NPO's reference ratio
+weights short, easy samples most and lets long ones lag; SimNPO weights every sample by σ(-β(ℓ − δ)) of its
+own per-token NLL, so each stops pulling once its tokens are unlikely enough, whatever its length. No second
+model and no reference pass. As β → 0 the gradient tends to GA's on per-token-averaged NLL.
+With `retain_weight` > 0 the retain set's mean token NLL is added (the paper's regularised form).
+
+Loop as GA and NPO: all floating parameters, Adam, batches of `batch_size` forget samples cycling in a fresh
+seeded order each pass, until every forget sample meets the stop threshold (or `max_steps`; without a stop
+threshold exactly `max_steps`). Defaults are the paper's TOFU settings (β 2.5, δ 0, lr 1e-5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lib.methods import Inputs, Report
+from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
+                                  until_forgotten)
+
+families = ("masked", "causal")
+needs = ("forget", "retain")
+kind = "weights"
+
+
+@dataclass(frozen=True)
+class Config:
+    """SimNPO hyper-parameters: inverse temperature β, margin δ, Adam learning rate, batch, step cap, retain weight."""
+
+    beta: float = 2.5  # SimNPO paper, TOFU
+    margin: float = 0.0  # δ (the paper's γ), TOFU
+    learning_rate: float = 1e-5  # SimNPO paper, TOFU
+    batch_size: int = 32
+    max_steps: int = 100
+    retain_weight: float = 0.0  # > 0: the retain set's mean token NLL times this weight is added
+
+    def __post_init__(self) -> None:
+        """Reject values the loop cannot use."""
+        check_positive("beta", self.beta)
+        check_positive("learning_rate", self.learning_rate)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("max_steps", self.max_steps, 1)
+        for name in ("margin", "retain_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+                raise ValueError(f"{name}={value!r} invalid; allowed: a number")
+        if not self.retain_weight >= 0:
+            raise ValueError(f"retain_weight={self.retain_weight!r} invalid; allowed: a number >= 0")
+
+
+def token_counts(inputs: Inputs) -> Tensor:
+    """Scored tokens |y| of every forget sample (N,), float32."""
+    family, forget = inputs.family, inputs.forget
+    return torch.tensor([family.count(forget, [i]) for i in range(len(forget))], dtype=torch.float32)
+
+
+def simnpo_sum(model: nn.Module, inputs: Inputs, lengths: Tensor, index: list[int], beta: float,
+               margin: float) -> Tensor:
+    """-(2/β) · Σ log σ(β · (NLL / |y| − δ)) over forget samples `index` (differentiable)."""
+    nll = inputs.family.sample_nll(model, inputs.forget, index).float()  # (B,) summed over each sample's tokens
+    per_token = nll / lengths.to(nll.device)[index]
+    return -(2.0 / beta) * F.logsigmoid(beta * (per_token - margin)).sum()
+
+
+def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
+    """Minimise the SimNPO loss until every forget sample meets the stop threshold, or max_steps."""
+    family, forget, retain = inputs.family, inputs.forget, inputs.retain
+    if cfg.retain_weight > 0 and (retain is None or len(retain) == 0):
+        raise ValueError("simnpo with retain_weight > 0 needs a non-empty retain set; allowed: retain_weight 0")
+    lengths = token_counts(inputs)
+    forget_order = cycling_batches(len(forget), cfg.batch_size, inputs.seed)
+    retain_order = cycling_batches(len(retain), cfg.batch_size, inputs.seed + 1) if cfg.retain_weight > 0 else None
+
+    def step_loss(_step: int) -> float:
+        """Backpropagate the batch's mean SimNPO loss (and the weighted retain NLL); return it."""
+        index, total = next(forget_order), 0.0
+        for start in range(0, len(index), family.batch_size):
+            part = index[start:start + family.batch_size]
+            loss = simnpo_sum(model, inputs, lengths, part, cfg.beta, cfg.margin) / len(index)
+            loss.backward()
+            total += float(loss.detach())
+        if retain_order is not None:
+            total += backward_mean(family, retain, next(retain_order),
+                                   lambda idx: cfg.retain_weight * nll_sum(model, family, retain, idx))
+        return total
+
+    progress = until_forgotten(model, inputs, step_loss, cfg.learning_rate, cfg.max_steps)
+    return training_report(model, inputs, progress, {"optimizer": "adam", "learning_rate": cfg.learning_rate,
+                                                     "beta": cfg.beta, "margin": cfg.margin,
+                                                     "retain_weight": cfg.retain_weight})
