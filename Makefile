@@ -75,6 +75,7 @@ perf: $(STAMP)
 	$(BIN)/python perf/ig.py
 	$(BIN)/python perf/neumuter.py
 	$(BIN)/python perf/pruning_stats.py
+	$(BIN)/python perf/extraction.py
 
 clean-cache:
 	rm -rf .cache

@@ -61,7 +61,7 @@ def test_registry_and_get_error() -> None:
     assert {"ftm", "gare", "depn", "apneap", "snku", "random"} <= set(METHODS)
     assert len(set(METHODS.values())) == len(METHODS) and all(METHODS.values())  # distinct report labels
     modules = {p.stem for p in (Path(__file__).parents[1] / "lib/methods").glob("*.py") if "\ndef run(" in p.read_text()}
-    assert modules == set(METHODS), "a method module is not registered (or a registered name has no module)"
+    assert modules == set(METHODS), "a module with run() but no label (or a label without run())"
     assert get("snku") is snku and get("random") is random_neurons
     for name in METHODS:
         method = get(name)
@@ -70,7 +70,8 @@ def test_registry_and_get_error() -> None:
         assert method.families and set(method.families) <= set(FAMILIES), name
         assert method.kind in KINDS, name
         assert callable(method.run), name
-    with pytest.raises(ValueError, match=r"unknown method 'nope'; registered: ftm, random, gare, depn, apneap, snku"):
+    assert list(METHODS) == sorted(METHODS)  # found, in file-name order
+    with pytest.raises(ValueError, match=r"unknown method 'nope'; registered: apneap, depn, di, fo_graddiff"):
         get("nope")
 
 

@@ -13,12 +13,16 @@ The module's name is its key everywhere: the params key (`methods.<name>`, `caus
 returns, beside its report, the edit that maps the input model to the result bit for bit (a NeuronPatch for
 neuron methods, which proves they changed nothing else, or a WeightDelta).
 
-Adding a method: write lib/methods/<name>.py, add its line to METHODS below and its section to params.yaml.
+The registry `METHODS` (key -> the label every report prints) is found, not kept: every module of this package
+that defines `label` and `run` is a method. Adding a method is adding its file (and its params.yaml sections);
+no shared file changes, so no other stage's code deps change and nothing else reruns.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import pkgutil
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,28 +33,6 @@ from torch import Tensor, nn
 
 from lib.core.editing import Edit, diff_edit, snapshot
 
-# The registry: key (the params key, the DVC foreach item, the MLflow tag) -> the name every report prints.
-METHODS = {
-    "ftm": "FTM",
-    "random": "Random-K",
-    "gare": "GARE",
-    "depn": "DEPN",
-    "apneap": "APNEAP",
-    "snku": "SNKU",
-    "neumuter": "NeuMuter",
-    "ga": "GA",
-    "sga": "SGA",
-    "ta": "TA",
-    "di": "DI",
-    "ig": "IG",
-    "simu": "SIMU",
-    "fo_graddiff": "FO-GradDiff",
-    "so_graddiff": "SO-GradDiff",
-    "sp": "Selective Pruning",
-    "npo": "NPO",
-    "simnpo": "SimNPO",
-    "rmu": "RMU",
-}
 FAMILIES = ("masked", "causal")
 KINDS = ("neurons", "weights")
 BY_CATEGORY = "by_category"  # a method section's per-category overrides (masked track: TEL, NAME, RANDOM)
@@ -136,10 +118,29 @@ class Outcome:
     seconds: float  # wall clock of the method's run (the edit's bookkeeping excluded)
 
 
+@functools.cache
+def registry() -> dict[str, str]:
+    """key -> report label of every method module in this package (one that defines `label` and `run`)."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "label") and hasattr(module, "run"):
+            found[info.name] = module.label
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    """`METHODS` is the registry, found on first use (PEP 562: method modules import this package first)."""
+    if name == "METHODS":
+        return registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get(name: str) -> ModuleType:
-    """The method module called `name` (imported on first use); unknown names list the registered ones."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
+    """The method module called `name`; unknown names list the registered ones."""
+    methods = registry()
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(methods)}")
     return importlib.import_module(f"{__name__}.{name}")
 
 

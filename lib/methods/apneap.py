@@ -39,6 +39,7 @@ from lib.data.records import CATEGORIES, SecretRecord
 from lib.families.masked import encode_record, scoring_mode, special_ids
 from lib.methods import Inputs, Report, depn
 
+label = "APNEAP"  # the name every report prints
 families = ("masked",)  # desensitized counterparts are records with the secret swapped, position by position
 needs = ("ig", "records")
 kind = "neurons"

@@ -27,6 +27,7 @@ from lib.core.adapter import FFNAdapter
 from lib.core.editing import zero_neurons
 from lib.methods import Inputs, Report, Stats
 
+label = "DEPN"  # the name every report prints
 families = ("masked", "causal")
 needs = ("ig",)
 kind = "neurons"

@@ -26,6 +26,7 @@ from lib.methods import Inputs, Report
 from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, training_report,
                                   until_forgotten)
 
+label = "DI"  # the name every report prints
 families = ("causal",)  # the teacher is a next-token distribution at every position
 needs = ("forget",)
 kind = "weights"

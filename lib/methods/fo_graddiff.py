@@ -18,6 +18,7 @@ from lib.methods import Inputs, Report
 from lib.methods.graddiff import NEEDS, count, train
 from lib.methods.training import check_int, check_positive, floating_parameters, training_report
 
+label = "FO-GradDiff"  # the name every report prints
 families = ("masked", "causal")
 needs = NEEDS
 kind = "weights"

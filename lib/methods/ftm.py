@@ -7,6 +7,7 @@ from torch import nn
 
 from lib.methods import Inputs, Report
 
+label = "FTM"  # the name every report prints
 families = ("masked", "causal")
 needs: tuple[str, ...] = ()
 kind = "neurons"  # it changes nothing, which a neuron patch proves

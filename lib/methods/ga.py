@@ -19,6 +19,7 @@ from lib.methods import Inputs, Report
 from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
                                   until_forgotten)
 
+label = "GA"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget",)
 kind = "weights"

@@ -27,6 +27,7 @@ from lib.families.masked import MaskedRows, iter_chunks, logits_at, take
 from lib.methods import Inputs, Report
 from lib.methods.random import draw_neurons
 
+label = "GARE"  # the name every report prints
 families = ("masked",)  # its loss is the masked-LM cross-entropy of masked rows
 needs = ("forget",)
 kind = "neurons"

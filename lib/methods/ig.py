@@ -30,6 +30,7 @@ from lib.core.ig import IGConfig, cap_targets, integrated_gradients
 from lib.methods import Inputs, Report
 from lib.methods.training import check_int, device_of, final_ma, forgotten
 
+label = "IG"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget",)
 kind = "neurons"

@@ -45,6 +45,7 @@ from lib.methods import Inputs, Report
 from lib.methods.hard_concrete import GAMMA, WIDTH, HardConcreteMask, gated
 from lib.methods.training import forgotten
 
+label = "NeuMuter"  # the name every report prints
 families = ("causal",)  # neighbours and the KL are next-token distributions over whole sequences
 needs = ("forget", "neighbours")
 kind = "neurons"

@@ -25,6 +25,7 @@ from lib.methods import Inputs, Report
 from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
                                   until_forgotten)
 
+label = "NPO"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget", "retain")
 kind = "weights"

@@ -11,6 +11,7 @@ from lib.core.adapter import FFNAdapter
 from lib.core.editing import DecayEdit, decay_with_noise
 from lib.methods import Inputs, Report
 
+label = "Random-K"  # the name every report prints
 families = ("masked", "causal")
 needs: tuple[str, ...] = ()
 kind = "neurons"

@@ -29,6 +29,7 @@ from lib.core.adapter import FFNAdapter
 from lib.methods import Inputs, Report
 from lib.methods.training import check_int, check_positive, cycling_batches, optimise, stop_rule, training_report
 
+label = "RMU"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget", "retain")
 kind = "weights"

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lib.methods import Inputs, Report
 from lib.methods.training import backward_mean, check_int, check_positive, nll_sum, training_report, until_forgotten
 
+label = "SGA"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget",)
 kind = "weights"

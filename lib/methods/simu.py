@@ -35,6 +35,7 @@ from lib.methods import Family, Inputs, Report, so_graddiff
 from lib.methods.graddiff import NEEDS, attention_parameters, check_retain, count, down_weights, train
 from lib.methods.training import check_int, device_of, training_report
 
+label = "SIMU"  # the name every report prints
 families = ("masked", "causal")
 needs = NEEDS
 kind = "weights"

@@ -19,6 +19,7 @@ from lib.core.clustering import RANK_BY, ClusterScore, filter_clusters, score_cl
 from lib.core.editing import DecayEdit, decay_with_noise
 from lib.methods import Inputs, Report
 
+label = "SNKU"  # the name every report prints
 families = ("masked", "causal")
 needs = ("attribution", "activations", "clusters")
 kind = "neurons"

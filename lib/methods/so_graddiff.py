@@ -19,6 +19,7 @@ from lib.methods.graddiff import NEEDS, attention_parameters, count, down_weight
 from lib.methods.sophia import DEFAULT_BETAS, MaskedSophia, check_hyper
 from lib.methods.training import check_int, check_positive, training_report
 
+label = "SO-GradDiff"  # the name every report prints
 families = ("masked", "causal")
 needs = NEEDS
 kind = "weights"

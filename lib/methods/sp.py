@@ -25,6 +25,7 @@ from lib.families.causal import Sequences
 from lib.methods import Inputs, Report, pruning
 from lib.methods.training import check_int, check_positive, final_ma, forgotten
 
+label = "Selective Pruning"  # the name every report prints
 families = ("causal",)  # statistics are collected over every token of padded sequences
 needs = ("forget", "retain")
 kind = "weights"  # attention neurons are pruned too when attn_fraction > 0

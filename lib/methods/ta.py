@@ -22,6 +22,7 @@ from lib.methods import Inputs, Report
 from lib.methods.training import (adam_all, backward_mean, check_int, check_positive, cycling_batches, final_ma,
                                   forgotten, nll_sum, optimise)
 
+label = "TA"  # the name every report prints
 families = ("masked", "causal")
 needs = ("forget",)
 kind = "weights"

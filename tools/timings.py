@@ -1,0 +1,109 @@
+"""Per-stage wall-clock table of a pipeline run, read from Prefect's run records (never typed by hand).
+
+Every DVC stage runs one Prefect flow (flows.main), and Prefect records each flow run's name, parameters,
+start and end in its database (PREFECT_HOME, `.prefect/` here). This reads the completed flow runs that
+started in a time window and writes a Markdown table, one row per stage (flow name + its arguments), in
+start order, with the total.
+
+    python -m tools.timings --since 2026-12-04T18:08 [--until ...] [--out reports/timings.md]
+
+The times are the flows' own run times: a stage's process start and imports (a few seconds each) are not
+in them, so the measured wall clock of the whole `dvc repro` (printed by whoever ran it) is the budget
+figure, and this table says where it went.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import tasks  # noqa: F401  (telemetry off, PREFECT_HOME set before prefect is imported)
+
+PAGE = 200  # flow runs per API request
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """One completed flow run: the stage it ran, when it started, how long it took."""
+
+    stage: str
+    started: datetime
+    seconds: float
+
+
+def stage_name(flow: str, parameters: dict[str, Any]) -> str:
+    """`flow-name arg1 arg2` from the flow name and its string arguments (the DVC foreach item)."""
+    args = [str(v) for k, v in parameters.items() if k != "params_file" and isinstance(v, (str, int))]
+    return " ".join([flow, *args])
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO time; naive times are UTC."""
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def read_runs(since: datetime, until: datetime | None) -> list[StageTime]:
+    """Completed flow runs that started in [since, until), from Prefect's database."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+
+    window = FlowRunFilterStartTime(after_=since, before_=until)
+    completed = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+    runs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:  # the API pages its answers
+            page = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=window, state=completed),
+                                         limit=PAGE, offset=len(runs))
+            runs += page
+            if len(page) < PAGE:
+                break
+        flows = {f.id: f.name for f in client.read_flows()}
+    return sorted((StageTime(stage_name(flows.get(r.flow_id, "?"), r.parameters), r.start_time,
+                             r.total_run_time.total_seconds()) for r in runs if r.start_time is not None),
+                  key=lambda t: t.started)
+
+
+def table(times: Iterable[StageTime]) -> str:
+    """Markdown: stage, start (UTC), seconds, minutes; then the total."""
+    rows = list(times)
+    lines = ["| Stage (flow and arguments) | started (UTC) | s | min |", "|---|---|---|---|"]
+    lines += [f"| {t.stage} | {t.started:%H:%M:%S} | {t.seconds:.0f} | {t.seconds / 60:.1f} |" for t in rows]
+    total = sum(t.seconds for t in rows)
+    lines.append(f"| **total ({len(rows)} flow runs)** | | **{total:.0f}** | **{total / 60:.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print (or write) the table of the runs in the window."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--since", required=True, help="ISO start of the window (UTC unless it says otherwise)")
+    parser.add_argument("--until", default=None, help="ISO end of the window (default: now)")
+    parser.add_argument("--title", default="Stage times", help="heading above the table")
+    parser.add_argument("--out", type=Path, default=None, help="write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    try:
+        since = parse_time(args.since)
+        until = parse_time(args.until) if args.until else None
+    except ValueError as err:
+        print(f"error: {err}; allowed: an ISO time such as 2026-12-04T18:08", file=sys.stderr)
+        return 2
+    runs = read_runs(since, until)
+    if not runs:
+        print(f"error: no completed flow run started after {since:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
+        return 2
+    text = f"## {args.title}\n\n{table(runs)}"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
