@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# one Prefect server for the whole repro (tools/with_server.py): no temporary server per stage
 run: $(STAMP) deps
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro
 	@cat reports/results.md
 
 # one track at a time: the track's DVC target (everything it needs upstream runs too) and its report
@@ -45,7 +46,7 @@ run-causal: REPORT := reports/causal/results.md
 run-bench: TRACK := bench_report
 run-bench: REPORT := reports/bench/results.md
 run-masked run-causal run-bench: $(STAMP) deps
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro $(TRACK)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
 
 test: $(STAMP)

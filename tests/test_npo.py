@@ -14,37 +14,22 @@ from transformers import AutoTokenizer, BertForMaskedLM
 from lib.core.editing import WeightDelta, apply_edit
 from lib.core.models import resolve_model_source
 from lib.data.records import SecretRecord
-from lib.families.causal import CausalFamily, of, pad, token_nll
+from lib.families.causal import CausalFamily, of
 from lib.families.masked import MaskedFamily, secret_token_rows
 from lib.methods import Inputs, make_config, npo, unlearn
 from lib.methods.training import nll_sum
-from tests.tiny_models import save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
+from tests.tiny_models import memorise_all, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
 
 FORGET = [[17, 42, 63, 8, 91, 33, 55, 2], [70, 12, 29, 84, 46, 5, 77, 2]]
 FAMILY = CausalFamily(SimpleNamespace(pad_token_id=0), batch_size=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def memorised(build) -> torch.nn.Module:
-    """A tiny causal LM trained on FORGET until it predicts every token (float64: no CPU-kernel edge)."""
-    torch.manual_seed(0)
-    model = build().double().train()
-    ids, mask = pad(FORGET, 0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(150):
-        nll, valid = token_nll(model, ids, mask)
-        opt.zero_grad()
-        (nll.sum() / valid.sum()).backward()
-        opt.step()
-    return model.eval()
+    """A tiny causal LM (float64: no CPU-kernel edge) that predicts every token of FORGET."""
+    return memorise_all(build().double(), FORGET)
 
 
 def inputs(stop: float | None = 0.5) -> Inputs:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,6 +59,7 @@ class Pipeline:
     logs: list[str] = field(default_factory=list)
     cold: subprocess.CompletedProcess | None = None
     cold_seconds: float = 0.0
+    started: str = ""  # ISO UTC time the cold run began
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         """Run a command in the repo and keep its output for the privacy check."""
@@ -84,7 +86,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> 
     env = {"PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(repo / ".prefect"),
            "UNLEARN_PARAMS": "params.yaml", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    pipe = Pipeline(repo=repo, env=env)
+    pipe = Pipeline(repo=repo, env=env, started=datetime.now(timezone.utc).isoformat())
     started = time.perf_counter()
     pipe.cold = pipe.run("dvc", "repro")
     pipe.cold_seconds = time.perf_counter() - started
@@ -134,6 +136,22 @@ def test_cold_repro_builds_every_output(pipeline: Pipeline) -> None:
     assert {p.name for p in (repo / "reports/figures").glob("*.png")} >= {
         "budget_TEL.png", "noise_TEL.png", "decay_TEL.png", "scoring.png", "seesaw.png"}
     print(f"cold dvc repro: {pipeline.cold_seconds:.1f} s")
+
+
+def test_stage_times_come_from_prefect_run_records(pipeline: Pipeline, tmp_path: Path) -> None:
+    """tools.timings lists every stage of the cold run from Prefect's flow-run records, with a total."""
+    out = tmp_path / "timings.md"
+    root = Path(__file__).resolve().parents[1]
+    result = run([sys.executable, "-m", "tools.timings", "--since", pipeline.started, "--out", str(out)], root,
+                 pipeline.env, check=False)
+    assert result.returncode == 0, tail(result)
+    text = out.read_text()
+    for stage in ("| finetune |", "| causal-finetune |", "| edit snku |", "| causal-unlearn neumuter |",
+                  "| bench-unlearn tofu_forget01 ga |"):
+        assert stage in text, (stage, text[:2000])
+    assert re.search(r"\*\*total \(\d+ flow runs\)\*\*", text)
+    late = run([sys.executable, "-m", "tools.timings", "--since", "2999-01-01T00:00"], root, pipeline.env, check=False)
+    assert late.returncode == 2 and "no completed flow run" in late.stderr and "Traceback" not in late.stderr
 
 
 def test_retrain_reference_and_forget_gap(pipeline: Pipeline) -> None:

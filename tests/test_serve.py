@@ -42,7 +42,7 @@ def test_validate_request_maps_parameters_to_dvc_set_params(params_file: Path) -
 
 
 def test_validate_request_rejects_unknown_method(params_file: Path) -> None:
-    allowed = r"allowed: methods with a section under methods: \['apneap', 'depn', 'ftm', 'gare', 'npo', 'random', 'snku'"
+    allowed = r"allowed: methods with a section under methods: \['apneap', 'depn', 'ftm', 'gare', 'npo', 'random', 'rmu', 'simnpo', 'snku'"
     with pytest.raises(ValueError, match=r"'nope'.*" + allowed):
         validate_request(params_file, methods=["random", "nope"])
 

@@ -152,3 +152,18 @@ def random_neighbours(rows: list[list[int]], k: int, seed: int) -> list[list[int
                     new[i] = int(torch.randint(3, VOCAB, (), generator=gen))
             out.append(new)
     return out
+
+
+def memorise_all(model: torch.nn.Module, rows: list[list[int]], pad_id: int = 0, steps: int = 150,
+                 lr: float = 0.02) -> torch.nn.Module:
+    """Train every parameter of a tiny causal LM on `rows` until it predicts every token (seeded; eval mode after)."""
+    torch.manual_seed(0)
+    model.train()
+    ids, mask = pad(rows, pad_id)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        nll, valid = token_nll(model, ids, mask)
+        opt.zero_grad()
+        (nll.sum() / valid.sum()).backward()
+        opt.step()
+    return model.eval()

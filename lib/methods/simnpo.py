@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lib.methods import Inputs, Report
-from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
-                                  until_forgotten)
+from lib.methods.training import check_int, check_positive, forget_retain_steps, training_report
 
 label = "SimNPO"  # the name every report prints
 families = ("masked", "causal")
@@ -72,27 +71,10 @@ def simnpo_sum(model: nn.Module, inputs: Inputs, lengths: Tensor, index: list[in
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     """Minimise the SimNPO loss until every forget sample meets the stop threshold, or max_steps."""
-    family, forget, retain = inputs.family, inputs.forget, inputs.retain
-    if cfg.retain_weight > 0 and (retain is None or len(retain) == 0):
-        raise ValueError("simnpo with retain_weight > 0 needs a non-empty retain set; allowed: retain_weight 0")
     lengths = token_counts(inputs)
-    forget_order = cycling_batches(len(forget), cfg.batch_size, inputs.seed)
-    retain_order = cycling_batches(len(retain), cfg.batch_size, inputs.seed + 1) if cfg.retain_weight > 0 else None
-
-    def step_loss(_step: int) -> float:
-        """Backpropagate the batch's mean SimNPO loss (and the weighted retain NLL); return it."""
-        index, total = next(forget_order), 0.0
-        for start in range(0, len(index), family.batch_size):
-            part = index[start:start + family.batch_size]
-            loss = simnpo_sum(model, inputs, lengths, part, cfg.beta, cfg.margin) / len(index)
-            loss.backward()
-            total += float(loss.detach())
-        if retain_order is not None:
-            total += backward_mean(family, retain, next(retain_order),
-                                   lambda idx: cfg.retain_weight * nll_sum(model, family, retain, idx))
-        return total
-
-    progress = until_forgotten(model, inputs, step_loss, cfg.learning_rate, cfg.max_steps)
+    progress = forget_retain_steps(model, inputs,
+                                   lambda index: simnpo_sum(model, inputs, lengths, index, cfg.beta, cfg.margin),
+                                   cfg.batch_size, cfg.retain_weight, cfg.learning_rate, cfg.max_steps, "simnpo")
     return training_report(model, inputs, progress, {"optimizer": "adam", "learning_rate": cfg.learning_rate,
                                                      "beta": cfg.beta, "margin": cfg.margin,
                                                      "retain_weight": cfg.retain_weight})

@@ -149,6 +149,33 @@ def until_forgotten(model: nn.Module, inputs: Inputs, step_loss: Callable[[int],
     return optimise(model, step_loss, adam_all(model, lr), max_steps, stop_rule(model, inputs), check_every)
 
 
+def forget_retain_steps(model: nn.Module, inputs: Inputs, forget_sum: SummedLoss, batch_size: int,
+                        retain_weight: float, lr: float, max_steps: int, name: str) -> Progress:
+    """Adam until forgotten on forget_sum(batch) / batch size, plus retain_weight x the retain set's mean token NLL.
+
+    forget_sum(index) is a method's loss summed over forget samples `index` (NPO, SimNPO); batches of
+    `batch_size` cycle in a seeded order, micro-batched by the family's batch size."""
+    family, forget, retain = inputs.family, inputs.forget, inputs.retain
+    if retain_weight > 0 and (retain is None or len(retain) == 0):
+        raise ValueError(f"{name} with retain_weight > 0 needs a non-empty retain set; allowed: retain_weight 0")
+    forget_order = cycling_batches(len(forget), batch_size, inputs.seed)
+    retain_order = cycling_batches(len(retain), batch_size, inputs.seed + 1) if retain_weight > 0 else None
+
+    def step_loss(_step: int) -> float:
+        """Backpropagate the batch's mean forget loss (and the weighted retain NLL); return it."""
+        index, total = next(forget_order), 0.0
+        for start in range(0, len(index), family.batch_size):
+            loss = forget_sum(index[start:start + family.batch_size]) / len(index)
+            loss.backward()
+            total += float(loss.detach())
+        if retain_order is not None:
+            total += backward_mean(family, retain, next(retain_order),
+                                   lambda idx: retain_weight * nll_sum(model, family, retain, idx))
+        return total
+
+    return until_forgotten(model, inputs, step_loss, lr, max_steps)
+
+
 def final_ma(model: nn.Module, inputs: Inputs) -> list[float]:
     """Per-sample memorization of the forget set, as plain floats."""
     return [float(v) for v in inputs.family.memorization(model, inputs.forget)]
