@@ -55,7 +55,8 @@ def model_metrics(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], max_len)
     valid = encode_all(tokenizer, texts(CAUSAL_CORPUS / "valid.jsonl", cfg["n_valid"]), max_len)
     public = encode_all(tokenizer, texts(CAUSAL_CORPUS / "public.jsonl"), max_len)
-    mem = memorization_scores(model, forget, pad_id, digest, ev.el_n, ev.el_max_new, ev.batch_size)
+    mem = memorization_scores(model, forget, pad_id, digest, ev.el_n, ev.el_max_new, ev.batch_size,
+                              ev.decode_batch_size)
     mia = mia_distances(*(torch.tensor(sequence_nlls(model, s, pad_id, digest, ev.batch_size)) for s in (forget, valid)))
     limits = read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]
     forgotten = [ma <= limits["ma"] and el <= limits["el"] for ma, el in zip(mem["ma"], mem["el"])]

@@ -28,12 +28,12 @@ def memorized_flow(params_file: str = "params.yaml") -> dict:
     digest, pad_id = file_digest(CAUSAL_FINETUNED / "model.safetensors"), tokenizer.pad_token_id
     rows = read_candidates(CAUSAL_CORPUS / "candidates.jsonl")
     cand = memorization_scores(model, encode_all(tokenizer, [(c.text, c.secret) for c in rows], max_len), pad_id,
-                               digest, cfg.el_n, cfg.el_max_new, cfg.batch_size)
+                               digest, cfg.el_n, cfg.el_max_new, cfg.batch_size, cfg.decode_batch_size)
     valid = [(r["text"], None) for r in read_jsonl(CAUSAL_CORPUS / "valid.jsonl")[: cfg.n_valid]]
     if not valid:
         raise ValueError(f"{CAUSAL_CORPUS / 'valid.jsonl'} holds no texts")
     held = memorization_scores(model, encode_all(tokenizer, valid, max_len), pad_id, digest, cfg.el_n,
-                               cfg.el_max_new, cfg.batch_size)
+                               cfg.el_max_new, cfg.batch_size, cfg.decode_batch_size)
     limits = {"ma": mean_finite(held["ma"]), "el": mean_finite(held["el"])}
     ids = [c.id for c in rows]
     forget = choose_forget_set(ids, cand["ma"], cand["el"], limits, cfg)

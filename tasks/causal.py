@@ -16,9 +16,10 @@ from tasks import cached_task_options, code_digest, make_token
 
 @task(name="score-memorization", **cached_task_options())
 def memorization_task(model: PreTrainedModel, seqs: Sequences, pad_id: int, n: int, el: bool, max_new: int | None,
-                      batch_size: int, cache_token: str) -> dict[str, Any]:
+                      batch_size: int, decode_batch_size: int, cache_token: str) -> dict[str, Any]:
     """Per-sample MA, EL_n and their secret-span versions (cached by model + sequences + code)."""
-    scores = score_memorization(model, seqs, pad_id, n=n, el=el, max_new=max_new, batch_size=batch_size)
+    scores = score_memorization(model, seqs, pad_id, n=n, el=el, max_new=max_new, batch_size=batch_size,
+                                decode_batch_size=decode_batch_size)
     return {"ma": scores.ma, "el": scores.el, "span_ma": scores.span_ma, "span_el": scores.span_el,
             "span_exact": scores.span_exact}
 
@@ -36,11 +37,11 @@ def perplexity_task(model: PreTrainedModel, seqs: Sequences, pad_id: int, batch_
 
 
 def memorization_scores(model: PreTrainedModel, seqs: Sequences, pad_id: int, digest: str, n: int,
-                        max_new: int | None, batch_size: int) -> dict[str, Any]:
+                        max_new: int | None, batch_size: int, decode_batch_size: int) -> dict[str, Any]:
     """MA / EL_n / span scores of `seqs` under the model with content digest `digest` (cached)."""
     token = make_token(model=digest, seqs=json_digest([seqs.ids, seqs.spans]), n=n, max_new=max_new,
                        code=code_digest(lib.families.memorization))
-    return memorization_task(model, seqs, pad_id, n, True, max_new, batch_size, cache_token=token)
+    return memorization_task(model, seqs, pad_id, n, True, max_new, batch_size, decode_batch_size, cache_token=token)
 
 
 def sequence_nlls(model: PreTrainedModel, seqs: Sequences, pad_id: int, digest: str, batch_size: int) -> list[float]:

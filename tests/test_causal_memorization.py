@@ -145,6 +145,15 @@ def test_own_continuations_equal_per_prefix_loop(build) -> None:
     assert any(g != list(seqs.ids[i][t:end]) for g, (i, t, end) in zip(got, requests))  # not all true suffixes
 
 
+def test_decode_batch_size_changes_no_continuation(neo_and_rows) -> None:
+    model, rows = neo_and_rows
+    seqs = of(rows)
+    requests = [(i, t, len(row)) for i, row in enumerate(rows) for t in range(1, len(row))]
+    one = own_continuations(model, seqs, 0, requests, batch_size=2, decode_batch_size=1)
+    assert own_continuations(model, seqs, 0, requests, batch_size=2, decode_batch_size=7) == one
+    assert score_memorization(model, seqs, 0, n=3, decode_batch_size=5).el == extraction_likelihood(model, seqs, 0, 3).tolist()
+
+
 def test_memorized_sample_costs_one_forward(neo_and_rows) -> None:
     model, rows = neo_and_rows
     own = rows[0][:1] + loop_greedy(model, rows[0][:1], 10)  # the model's greedy text from its first token

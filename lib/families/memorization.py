@@ -33,11 +33,12 @@ class ForgetSetConfig:
     el_max_new: int | None = None  # cap on each greedy continuation (None: the whole remaining suffix)
     n_valid: int = 32  # held-out samples that set the thresholds
     batch_size: int = 16
+    decode_batch_size: int = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
     seed: int = 0
 
     def __post_init__(self) -> None:
         """Positive sizes."""
-        for name in ("n_forget", "el_n", "n_valid", "batch_size"):
+        for name in ("n_forget", "el_n", "n_valid", "batch_size", "decode_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
 
@@ -153,9 +154,10 @@ def _first_misses(row: Sequence[int], choice: Sequence[int]) -> list[int]:
 
 
 def own_continuations(model: nn.Module, seqs: Sequences, pad_id: int, requests: Sequence[tuple[int, int, int]],
-                      batch_size: int = 32) -> list[list[int]]:
+                      batch_size: int = 32, decode_batch_size: int | None = None) -> list[list[int]]:
     """Greedy continuation of end - t tokens after ids[i][:t] for each request (i, t, end), 1 <= t <= end <= len:
-    the true tokens up to the first greedy miss, then one shared decode per miss position (module docstring)."""
+    the true tokens up to the first greedy miss, then one shared decode per miss position (module docstring).
+    Forwards take `batch_size` samples, decodes `decode_batch_size` rows (default: batch_size)."""
     for i, t, end in requests:
         if not 1 <= t <= end <= len(seqs.ids[i]):
             raise ValueError(f"request ({i}, {t}, {end}) needs 1 <= t <= end <= {len(seqs.ids[i])} (sample {i}'s length)")
@@ -168,7 +170,7 @@ def own_continuations(model: nn.Module, seqs: Sequences, pad_id: int, requests: 
             need[(i, j)] = max(need.get((i, j), 0), end - j)
     keys = sorted(need)
     decoded = greedy_continuations(model, [list(seqs.ids[i][:j]) for i, j in keys], [need[k] for k in keys],
-                                   pad_id, batch_size)
+                                   pad_id, decode_batch_size or batch_size)
     tails = dict(zip(keys, decoded))
     out = []
     for i, t, end in requests:
@@ -189,14 +191,14 @@ def _el_requests(seqs: Sequences, n: int, max_new: int | None) -> list[tuple[int
 
 
 def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, max_new: int | None = None,
-                          batch_size: int = 32) -> Tensor:
+                          batch_size: int = 32, decode_batch_size: int | None = None) -> Tensor:
     """EL_n per sequence (N,) float64 (Eq. 16): mean over t = 1..T-n of Overlap_n(greedy(w_<=t), true suffix)."""
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
     if max_new is not None and max_new < n:
         raise ValueError(f"max_new={max_new} must be None or >= n={n} (a shorter suffix has no {n}-gram)")
     requests = _el_requests(seqs, n, max_new)
-    preds = own_continuations(model, seqs, pad_id, requests, batch_size)
+    preds = own_continuations(model, seqs, pad_id, requests, batch_size, decode_batch_size)
     total = torch.zeros(len(seqs), dtype=torch.float64)
     count = torch.zeros(len(seqs), dtype=torch.float64)
     for (i, t, end), pred in zip(requests, preds):
@@ -205,11 +207,12 @@ def extraction_likelihood(model: nn.Module, seqs: Sequences, pad_id: int, n: int
     return total / count
 
 
-def _span_greedy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> dict[int, list[int]]:
+def _span_greedy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int,
+                 decode_batch_size: int | None = None) -> dict[int, list[int]]:
     """Greedy continuation of span-length tokens after the tokens before each span, by sample index."""
     index = [i for i, span in enumerate(seqs.spans) if span is not None]
     requests = [(i, seqs.spans[i][0], seqs.spans[i][1]) for i in index]
-    return dict(zip(index, own_continuations(model, seqs, pad_id, requests, batch_size)))
+    return dict(zip(index, own_continuations(model, seqs, pad_id, requests, batch_size, decode_batch_size)))
 
 
 def _span_scores(seqs: Sequences, preds: dict[int, list[int]], n: int) -> tuple[Tensor, Tensor]:
@@ -248,10 +251,12 @@ class MemorizationScores:
 
 
 def score_memorization(model: nn.Module, seqs: Sequences, pad_id: int, n: int = 10, el: bool = True,
-                       max_new: int | None = None, batch_size: int = 32) -> MemorizationScores:
+                       max_new: int | None = None, batch_size: int = 32,
+                       decode_batch_size: int | None = None) -> MemorizationScores:
     """MA, EL_n (when `el`) and the secret-span scores of every sequence (one greedy pass for the spans)."""
-    span_el, span_exact = _span_scores(seqs, _span_greedy(model, seqs, pad_id, batch_size), n)
-    el_scores = extraction_likelihood(model, seqs, pad_id, n, max_new, batch_size).tolist() if el else None
+    span_el, span_exact = _span_scores(seqs, _span_greedy(model, seqs, pad_id, batch_size, decode_batch_size), n)
+    el_scores = (extraction_likelihood(model, seqs, pad_id, n, max_new, batch_size, decode_batch_size).tolist()
+                 if el else None)
     return MemorizationScores(
         ma=accuracy(model, seqs, pad_id, batch_size).tolist(), el=el_scores,
         span_ma=accuracy(model, seqs, pad_id, batch_size, span=True).tolist(),
