@@ -93,12 +93,19 @@ def block_output(block: nn.Module) -> Iterator[list[Tensor]]:
         handle.remove()
 
 
-def states(model: nn.Module, inputs: Inputs, block: nn.Module, samples: Any, index: Sequence[int]) -> Tensor:
-    """The block's output at the positions standing for samples `index` (P, d), float32, differentiable."""
+def _block_states(model: nn.Module, inputs: Inputs, block: nn.Module, samples: Any,
+                  index: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """One forward of samples `index`: the block's output (B, T, d) and the positions standing for them (B, T)."""
     ids, mask, chosen = inputs.family.positions(model, samples, index)
     with block_output(block) as seen:
         model(input_ids=ids, attention_mask=mask)
-    return seen[0][chosen].float()
+    return seen[0], chosen
+
+
+def states(model: nn.Module, inputs: Inputs, block: nn.Module, samples: Any, index: Sequence[int]) -> Tensor:
+    """The block's output at the positions standing for samples `index` (P, d), float32, differentiable."""
+    hidden, chosen = _block_states(model, inputs, block, samples, index)
+    return hidden[chosen].float()
 
 
 def frozen_states(model: nn.Module, inputs: Inputs, block: nn.Module, samples: Any,
@@ -108,10 +115,8 @@ def frozen_states(model: nn.Module, inputs: Inputs, block: nn.Module, samples: A
     with torch.no_grad():
         for start in range(0, len(samples), batch_size):
             index = list(range(start, min(start + batch_size, len(samples))))
-            ids, mask, chosen = inputs.family.positions(model, samples, index)
-            with block_output(block) as seen:
-                model(input_ids=ids, attention_mask=mask)
-            out += [seen[0][r][chosen[r]].float() for r in range(len(index))]
+            hidden, chosen = _block_states(model, inputs, block, samples, index)
+            out += [hidden[r][chosen[r]].float() for r in range(len(index))]
     return out
 
 
