@@ -77,6 +77,8 @@ perf: $(STAMP)
 	$(BIN)/python perf/neumuter.py
 	$(BIN)/python perf/pruning_stats.py
 	$(BIN)/python perf/extraction.py
+	$(BIN)/python perf/answer_stop.py
+	$(BIN)/python perf/ray_scaling.py
 
 clean-cache:
 	rm -rf .cache

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import tasks  # noqa: F401  (environment first: telemetry off before Prefect is imported)
+import tasks  # environment first: telemetry off before Prefect is imported
 
 DATA, METRICS, REPORTS = Path("data"), Path("metrics"), Path("reports")
 
@@ -80,9 +80,11 @@ def main(flow: Callable[..., Any], check: Callable[..., Any] | None = None) -> N
         print(f"usage: python -m {sys.modules['__main__'].__spec__.name} {usage}".rstrip(), file=sys.stderr)
         sys.exit(2)
     try:
+        tasks.use_compute(params_path())  # a bad or missing device / dtype fails here, before the flow run
         if check is not None:
             check(*args, params_path())
-        flow(*args, params_path())
+        run = flow.with_options(task_runner=tasks.task_runner()) if hasattr(flow, "with_options") else flow
+        run(*args, params_path())
     except input_errors() as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)

@@ -10,7 +10,7 @@ from lib.core.io import file_digest, save_tensors
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.families.masked import secret_token_rows
-from tasks import load_model_task, set_threads
+from tasks import ModelRef, compute_record, load_model_task, share_model, use_compute
 from tasks.neurons import attribution_shard_task, shard_stats
 
 
@@ -24,17 +24,17 @@ def config(params_file: str) -> tuple[AttributionConfig, int, PipelineConfig]:
 @flow(name="attribution")
 def attribution_flow(params_file: str = "params.yaml") -> None:
     """Gradient x activation of the gold-token logit, summed over the bag: one cached task per shard."""
-    set_threads()
+    use_compute(params_file)
     attribution, max_len, pipeline = config(params_file)
     model, tokenizer = load_model_task(str(FINETUNED), "masked")
-    digest = file_digest(FINETUNED)
+    ref = share_model(ModelRef(str(FINETUNED.resolve()), "masked", file_digest(FINETUNED)), model)
     for cat in pipeline.categories:
         records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
         rows = secret_token_rows(tokenizer, records, max_len)
-        parts, seconds = shard_stats("attribution", attribution_shard_task, model, digest, rows,
+        parts, seconds = shard_stats("attribution", attribution_shard_task, ref, rows,
                                      attribution.shard_size, cat)
         save_tensors(STATS["attribution"] / f"{cat}.safetensors", {"attribution": torch.stack(parts).sum(0)},
-                     meta={"seconds": f"{seconds:.6f}"})
+                     meta={"seconds": f"{seconds:.6f}", **{k: str(v) for k, v in compute_record(model).items()}})
         get_run_logger().info("attribution %s: %d shards, %.1f s of compute", cat, len(parts), seconds)
 
 

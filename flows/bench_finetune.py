@@ -9,7 +9,7 @@ from flows import BENCH_METRICS, BENCH_SETS, CAUSAL_BASE, bench_finetuned, main
 from lib.bench.suites import check_suite, suite
 from lib.core.io import write_json
 from lib.core.params import load_params
-from tasks import set_threads
+from tasks import use_compute
 from tasks.bench import suite_config, train_pairs
 
 
@@ -26,7 +26,7 @@ def config(name: str, params_file: str) -> Any:
 @flow(name="bench-finetune")
 def finetune_flow(name: str, params_file: str = "params.yaml") -> dict:
     """Fine-tune the base model on the suite's full training set (forget + retain)."""
-    set_threads()
+    use_compute(params_file)
     metrics = train_pairs(CAUSAL_BASE, BENCH_SETS / name / "train.jsonl", config(name, params_file),
                              bench_finetuned(name))
     write_json(BENCH_METRICS / name / "finetune.json", metrics)

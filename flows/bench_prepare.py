@@ -12,7 +12,7 @@ from lib.core.io import file_digest, write_json, write_jsonl
 from lib.core.params import load_params
 from lib.data.neighbours import NeighbourConfig, neighbours
 from lib.families.causal import accuracy
-from tasks import load_model_task, set_threads
+from tasks import load_model_task, use_compute
 from tasks.bench import score_saved, suite_config
 from tasks.finetune import neighbour_mlm
 
@@ -43,7 +43,7 @@ def make_neighbours(run: str, nb: NeighbourConfig, max_len: int) -> dict:
 @flow(name="bench-prepare")
 def prepare_flow(run: str, params_file: str = "params.yaml") -> dict:
     """Stop thresholds (the reference model's mean MA on D_f), neighbours, scores of the original and reference."""
-    set_threads()
+    use_compute(params_file)
     bench, cfg, nb = config(run, params_file)
     name = run_suite(run)[0]
     ref, tokenizer = load_model_task(str(bench_reference_model(run)), "causal")

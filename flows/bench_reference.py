@@ -9,7 +9,7 @@ from flows import BENCH_METRICS, BENCH_SETS, CAUSAL_BASE, bench_reference_model,
 from lib.bench.suites import run_suite, suite
 from lib.core.io import write_json
 from lib.core.params import load_params
-from tasks import set_threads
+from tasks import use_compute
 from tasks.bench import suite_config, train_pairs
 
 
@@ -26,7 +26,7 @@ def config(run: str, params_file: str) -> Any:
 @flow(name="bench-reference")
 def reference_flow(run: str, params_file: str = "params.yaml") -> dict:
     """The run's reference: the suite's recipe on its training set minus the run's forget set."""
-    set_threads()
+    use_compute(params_file)
     metrics = train_pairs(CAUSAL_BASE, BENCH_SETS / run / "reference.jsonl", config(run, params_file),
                              bench_reference_model(run))
     write_json(BENCH_METRICS / run / "reference_train.json", metrics)

@@ -17,7 +17,7 @@ from lib.core.io import read_json, read_jsonl, write_json
 from lib.core.params import load_params
 from lib.families.causal import CausalFamily, of
 from lib.methods import Inputs, check_track, get, make_config
-from tasks import load_model_task, set_threads
+from tasks import compute_record, load_model_task, use_compute
 from tasks.bench import eval_sets, suite_config
 from tasks.tracking import MlflowConfig, log_run_task
 from tasks.unlearn import unlearn_task
@@ -60,7 +60,7 @@ def bench_inputs(tokenizer: Any, run: str, cfg: dict[str, Any]) -> Inputs:
 @flow(name="bench-unlearn")
 def unlearn_flow(run: str, method: str, params_file: str = "params.yaml") -> dict:
     """Unlearn with one method, score the result beside the original and reference, log to MLflow."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(run, method, params_file)
     name = run_suite(run)[0]
     model, tokenizer = load_model_task(str(bench_finetuned(name)), "causal")
@@ -74,7 +74,8 @@ def unlearn_flow(run: str, method: str, params_file: str = "params.yaml") -> dic
            "strength": report.strength, "strength_name": report.strength_name, "steps": report.steps,
            "changed_frac": outcome.changed / outcome.total, "trainable_frac": report.trainable / outcome.total,
            "thresholds": read_json(bench_prepared(run) / "thresholds.json"), "config": cfg["section"],
-           "details": {k: v for k, v in report.details.items() if k in DETAILS}, "scores": scores}
+           "details": {k: v for k, v in report.details.items() if k in DETAILS}, "scores": scores,
+           "compute": compute_record(model)}
     write_json(BENCH_METRICS / run / f"{method}.json", out)
     metrics = {**scored.flat(scores), "time_s": out["seconds"], "reached": float(out["reached"]),
                "changed_frac": out["changed_frac"], "strength": float(out["strength"])}

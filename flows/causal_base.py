@@ -5,7 +5,7 @@ from prefect import flow, get_run_logger
 
 from flows import CAUSAL_BASE, main
 from lib.core.params import load_params
-from tasks import load_model_task, save_model_task
+from tasks import load_model_task, save_model_task, use_compute
 
 
 def config(params_file: str) -> str:
@@ -16,8 +16,9 @@ def config(params_file: str) -> str:
 @flow(name="causal-base")
 def base_flow(params_file: str = "params.yaml") -> None:
     """Load the base causal LM once (GGUF dequantised, or hub) and save it as safetensors."""
+    use_compute(params_file)
     name = config(params_file)
-    model, tokenizer = load_model_task(name, "causal")
+    model, tokenizer = load_model_task(name, "causal", float32=True)
     save_model_task(model, tokenizer, CAUSAL_BASE)
     get_run_logger().info("saved %s (%d parameters) as safetensors", name, model.num_parameters())
 

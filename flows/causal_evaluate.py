@@ -15,7 +15,7 @@ from lib.data.records import Candidate, forget_candidates
 from lib.families.causal import encode_all
 from lib.families.extraction import CausalEvaluateConfig, private_safe_example
 from lib.families.memorization import mean_finite
-from tasks import load_model_task, set_threads
+from tasks import ModelRef, compute_record, load_model_task, share_model, use_compute
 from tasks.causal import corpus_perplexity, memorization_scores, sequence_nlls
 from tasks.tracking import MlflowConfig, log_run_task
 
@@ -55,8 +55,9 @@ def model_metrics(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], max_len)
     valid = encode_all(tokenizer, texts(CAUSAL_CORPUS / "valid.jsonl", cfg["n_valid"]), max_len)
     public = encode_all(tokenizer, texts(CAUSAL_CORPUS / "public.jsonl"), max_len)
-    mem = memorization_scores(model, forget, pad_id, digest, ev.el_n, ev.el_max_new, ev.batch_size,
-                              ev.decode_batch_size)
+    ref = share_model(ModelRef(str(path.resolve()), "causal", digest), model)
+    mem = memorization_scores(ref, forget, pad_id, ev.el_n, ev.el_max_new, ev.batch_size, ev.decode_batch_size,
+                              ev.shard_size, label=f"{path.name}-forget")
     mia = mia_distances(*(torch.tensor(sequence_nlls(model, s, pad_id, digest, ev.batch_size)) for s in (forget, valid)))
     limits = read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]
     forgotten = [ma <= limits["ma"] and el <= limits["el"] for ma, el in zip(mem["ma"], mem["el"])]
@@ -66,7 +67,7 @@ def model_metrics(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             "ppl_valid": corpus_perplexity(model, valid, pad_id, digest, ev.batch_size),
             "ppl_public": corpus_perplexity(model, public, pad_id, digest, ev.batch_size),
             "mia_histogram": histogram(mia, MIA_BINS, MIA_RANGE), "mia_distances": [float(x) for x in mia],
-            "example": example(model, tokenizer, candidates, ev)}
+            "example": example(model, tokenizer, candidates, ev), "compute": compute_record(model)}
 
 
 def example(model: Any, tokenizer: Any, candidates: list[Candidate], ev: CausalEvaluateConfig) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def example(model: Any, tokenizer: Any, candidates: list[Candidate], ev: CausalE
 @flow(name="causal-evaluate")
 def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Score the unlearned model beside the original and the retrained reference; log to MLflow."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(method, params_file)
     report = read_json(UNLEARNED / method / "report.json")
     rows = {"original": model_metrics(CAUSAL_FINETUNED, cfg), method: model_metrics(UNLEARNED / method, cfg)}

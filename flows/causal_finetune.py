@@ -7,7 +7,7 @@ from flows import CAUSAL_BASE, CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_METRICS, 
 from lib.core.finetune import TrainConfig
 from lib.core.io import read_jsonl, write_json
 from lib.core.params import load_params
-from tasks import set_threads
+from tasks import use_compute
 from tasks.finetune import train_rows
 
 
@@ -20,7 +20,7 @@ def config(params_file: str) -> tuple[TrainConfig, int]:
 @flow(name="causal-finetune")
 def finetune_flow(params_file: str = "params.yaml") -> dict:
     """Fine-tune on the training text (every private email with its copies); epochs 0 keeps the base model."""
-    set_threads()
+    use_compute(params_file)
     cfg, max_len = config(params_file)
     metrics = train_rows(CAUSAL_BASE, read_jsonl(CAUSAL_CORPUS / "train.jsonl"), max_len, cfg,
                                    CAUSAL_FINETUNED)

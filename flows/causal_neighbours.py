@@ -10,7 +10,7 @@ from lib.core.params import load_params
 from lib.data.neighbours import NeighbourConfig, neighbours
 from lib.data.records import forget_candidates
 from lib.families.causal import encode_all
-from tasks import save_model_task, set_threads
+from tasks import save_model_task, use_compute
 from tasks.finetune import neighbour_mlm
 
 
@@ -23,7 +23,7 @@ def config(params_file: str) -> tuple[NeighbourConfig, int]:
 @flow(name="causal-neighbours")
 def neighbours_flow(params_file: str = "params.yaml") -> dict:
     """Fine-tune the MLM on the training text minus D_f, then rewrite each forget sample K times."""
-    set_threads()
+    use_compute(params_file)
     nb, max_len = config(params_file)
     forget = forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
     drop = {c.id for c in forget}

@@ -8,7 +8,7 @@ from lib.core.finetune import TrainConfig
 from lib.core.io import read_jsonl, write_json
 from lib.core.params import load_params
 from lib.data.records import forget_candidates, without
-from tasks import set_threads
+from tasks import use_compute
 from tasks.finetune import train_rows
 
 
@@ -21,7 +21,7 @@ def config(params_file: str) -> tuple[TrainConfig, int]:
 @flow(name="causal-retrain")
 def retrain_flow(params_file: str = "params.yaml") -> dict:
     """Fine-tune as causal_finetune does, on the training text without any copy of a D_f sample."""
-    set_threads()
+    use_compute(params_file)
     cfg, max_len = config(params_file)
     rows = read_jsonl(CAUSAL_CORPUS / "train.jsonl")
     forget = {c.id for c in forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")}

@@ -12,7 +12,7 @@ from lib.core.params import Count, load_params
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, Sequences, encode_all, of
 from lib.methods import Inputs, check_track, get, make_config
-from tasks import load_model_task, save_model_task, set_threads
+from tasks import load_model_task, save_model_task, use_compute
 from tasks.unlearn import unlearn_task
 
 
@@ -53,7 +53,7 @@ def causal_inputs(tokenizer: Any, cfg: dict[str, Any]) -> Inputs:
 @flow(name="causal-unlearn")
 def unlearn_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Unlearn D_f from the fine-tuned model with one method and save the edited model."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(method, params_file)
     model, tokenizer = load_model_task(str(CAUSAL_FINETUNED), "causal")
     torch.manual_seed(cfg["seed"])

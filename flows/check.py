@@ -14,6 +14,7 @@ from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
 from lib.core.finetune import FinetuneConfig, TrainConfig
 from lib.core.ig import IGConfig
+from lib.core.models import ComputeConfig
 from lib.core.params import Count, Params, ParamsError, load_params
 from lib.data.corpus import CorpusConfig
 from lib.data.emails import EmailsConfig
@@ -28,7 +29,7 @@ from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
 SECTIONS: dict[str, Any] = {
-    "seed": int, "data": CorpusConfig, "finetune": FinetuneConfig, "memorized": MemorizedConfig,
+    "seed": int, "compute": ComputeConfig, "data": CorpusConfig, "finetune": FinetuneConfig, "memorized": MemorizedConfig,
     "attribution": AttributionConfig, "clustering": ClusterConfig, "ig": IGConfig, "evaluate": EvaluateConfig,
     "pipeline": PipelineConfig, "experiments": ExperimentsConfig, "mlflow": MlflowConfig,
     "causal.model": str, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,

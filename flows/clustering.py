@@ -8,7 +8,7 @@ from lib.core.clustering import ClusterConfig
 from lib.core.io import file_digest, load_tensors, save_tensors
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig
-from tasks import set_threads
+from tasks import use_compute
 from tasks.clusters import cluster_stats
 
 
@@ -21,7 +21,7 @@ def config(params_file: str) -> tuple[ClusterConfig, PipelineConfig]:
 @flow(name="clustering")
 def clustering_flow(params_file: str = "params.yaml") -> None:
     """Cosine distance between neurons' activation profiles over the bag, clustered per layer."""
-    set_threads()
+    use_compute(params_file)
     cfg, pipeline = config(params_file)
     for cat in pipeline.categories:
         path = STATS["activations"] / f"{cat}.safetensors"

@@ -11,7 +11,7 @@ from lib.core.models import save_model
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.methods import check_track, get, make_config
-from tasks import load_model_task, set_threads
+from tasks import load_model_task, use_compute
 from tasks.edit import masked_inputs
 from tasks.unlearn import unlearn_task
 
@@ -35,7 +35,7 @@ def config(method: str, params_file: str) -> dict[str, Any]:
 @flow(name="edit")
 def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Edit a fresh copy of the fine-tuned model per category and save each as a checkpoint."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(method, params_file)
     reports = {}
     # one atomic folder for all categories: a category failing late must not leave a mix of old and new edits

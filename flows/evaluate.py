@@ -12,7 +12,7 @@ from lib.core.metrics import forget_gap
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig
-from tasks import load_model_task, set_threads
+from tasks import load_model_task, use_compute
 from tasks.scoring import model_scores
 from tasks.tracking import MlflowConfig, log_run_task
 
@@ -75,7 +75,7 @@ def shared_metrics(row: dict[str, float], category: str) -> dict[str, float]:
 @flow(name="evaluate")
 def evaluate_flow(method: str, params_file: str = "params.yaml") -> dict[str, Any]:
     """Evaluate every category's edited model against the fine-tuned one; log to MLflow."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(method, params_file)
     rows = {}
     for cat in cfg["pipeline"].categories:

@@ -31,7 +31,7 @@ from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, se
 from lib.families.memorized import MemorizedConfig
 from lib.methods import Inputs, Stats, get, make_config
 from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs, forget_split
-from tasks import code_digest, load_model_task, make_token, set_threads
+from tasks import ModelRef, code_digest, load_model_task, make_token, share_model, use_compute
 from tasks.clusters import activations_digest, cluster_stats
 from tasks.edit import masked_inputs
 from tasks.experiments import experiment_task
@@ -143,11 +143,12 @@ def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> In
     cfg, label = ctx.cfg, f"seesaw-{category}"
     rows = secret_token_rows(ctx.tokenizer, forget, cfg.memorized.max_len)
     shard = cfg.attribution.shard_size
-    acts, _ = shard_stats("activations", activations_shard_task, ctx.base, ctx.digest, rows, shard, label)
-    attr, s_attr = shard_stats("attribution", attribution_shard_task, ctx.base, ctx.digest, rows, shard, label)
+    ref = share_model(ModelRef(str(FINETUNED.resolve()), "masked", ctx.digest), ctx.base)
+    acts, _ = shard_stats("activations", activations_shard_task, ref, rows, shard, label)
+    attr, s_attr = shard_stats("attribution", attribution_shard_task, ref, rows, shard, label)
     acts_t = torch.cat(acts)
     labels, s_clu = cluster_stats(acts_t, activations_digest(acts_t), cfg.clustering, label)
-    ig, s_ig = ig_stats(ctx.base, ctx.digest, rows, cfg.ig, label)
+    ig, s_ig = ig_stats(ref, rows, cfg.ig, label)
     stats = Stats(attribution=torch.stack(attr).sum(0), activations=acts_t,
                   clusters={layer: labels[layer].numpy() for layer in range(labels.shape[0])}, ig=ig,
                   ig_owner=rows.record_index, seconds={"attribution": s_attr, "clusters": s_clu, "ig": s_ig})
@@ -237,7 +238,7 @@ def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
 @flow(name="experiments")
 def experiments_flow(params_file: str = "params.yaml") -> dict[str, Any]:
     """Run every experiment spec and write metrics/experiments.json."""
-    set_threads()
+    use_compute(params_file)
     cfg = config(params_file)
     ctx = make_context(cfg)
     specs = experiment_specs(cfg.plan)

@@ -9,7 +9,7 @@ from lib.core.io import file_digest, save_tensors
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.families.masked import secret_token_rows
-from tasks import load_model_task, set_threads
+from tasks import ModelRef, load_model_task, share_model, use_compute
 from tasks.ig import ig_stats
 
 
@@ -22,14 +22,14 @@ def config(params_file: str) -> tuple[IGConfig, int, PipelineConfig]:
 @flow(name="ig")
 def ig_flow(params_file: str = "params.yaml") -> None:
     """Integrated Gradients (R, L, d_ff) of every memorized secret token, one cached task per secret."""
-    set_threads()
+    use_compute(params_file)
     cfg, max_len, pipeline = config(params_file)
     model, tokenizer = load_model_task(str(FINETUNED), "masked")
-    digest = file_digest(FINETUNED)
+    ref = share_model(ModelRef(str(FINETUNED.resolve()), "masked", file_digest(FINETUNED)), model)
     for cat in pipeline.categories:
         records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
         rows = secret_token_rows(tokenizer, records, max_len)
-        scores, seconds = ig_stats(model, digest, rows, cfg, cat)
+        scores, seconds = ig_stats(ref, rows, cfg, cat)
         save_tensors(STATS["ig"] / f"{cat}.safetensors", {"ig": scores, "record_index": rows.record_index},
                      meta={"seconds": f"{seconds:.6f}"})
         get_run_logger().info("ig %s: %d rows, %.1f s of compute", cat, len(rows), seconds)

@@ -8,7 +8,7 @@ from lib.core.io import file_digest, write_json
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, read_secrets
 from lib.families.memorized import MemorizedConfig, memorization_report, require_memorized
-from tasks import load_model_task, set_threads
+from tasks import load_model_task, use_compute
 from tasks.scoring import record_scores
 
 
@@ -21,7 +21,7 @@ def config(params_file: str) -> tuple[MemorizedConfig, PipelineConfig]:
 @flow(name="memorized")
 def memorized_flow(params_file: str = "params.yaml") -> dict:
     """Score secrets and controls, resolve thresholds, write the memorized subsets."""
-    set_threads()
+    use_compute(params_file)
     cfg, pipeline = config(params_file)
     secrets, controls = read_secrets(CORPUS / "secrets.jsonl"), read_secrets(CORPUS / "controls.jsonl")
     model, tokenizer = load_model_task(str(FINETUNED), "masked")

@@ -10,7 +10,7 @@ from lib.core.params import load_params
 from lib.data.forget import remove_samples
 from lib.data.records import PipelineConfig, memorized_records, read_documents
 from lib.families.masked import mlm_batch_loss
-from tasks import load_model_task, save_model_task, set_threads
+from tasks import load_model_task, save_model_task, use_compute
 from tasks.finetune import train_task
 
 
@@ -23,12 +23,12 @@ def config(params_file: str) -> tuple[FinetuneConfig, PipelineConfig]:
 @flow(name="retrain")
 def retrain_flow(params_file: str = "params.yaml") -> dict:
     """Fine-tune exactly as the `finetune` stage, on the corpus minus every memorized secret's samples."""
-    set_threads()
+    use_compute(params_file)
     cfg, pipeline = config(params_file)
     records = [r for cat in pipeline.categories
                for r in memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)]
     docs, removal = remove_samples(read_documents(CORPUS / "train.jsonl"), records)
-    model, tokenizer = load_model_task(cfg.model, "masked", cfg.seed)
+    model, tokenizer = load_model_task(cfg.model, "masked", cfg.seed, float32=True)
     log = train_task(model, *mlm_batch_loss(model, tokenizer, [d.text for d in docs], cfg), cfg, desc="masked-lm")
     save_model_task(model, tokenizer, RETRAINED)
     metrics = {"forgotten_secrets": len(records), "samples_removed": sum(removal.occurrences.values()),

@@ -37,6 +37,29 @@ DEPLOYMENT = "unlearning"
 HEALTH_TIMEOUT_S = 90.0
 TAIL_LINES = 40
 EXPLICIT_KEYS = {"model": "finetune.model", "methods": "pipeline.methods", "categories": "pipeline.categories"}
+TRACKS = {"all": [], "masked": ["report"], "causal": ["causal_report"], "bench": ["bench_report"]}  # dvc targets
+
+
+def track_targets(track: str) -> list[str]:
+    """The `dvc exp run` targets of a track (all: every stage)."""
+    if track not in TRACKS:
+        raise ValueError(f"track={track!r}; allowed: {', '.join(TRACKS)}")
+    return TRACKS[track]
+
+
+def track_metrics(track: str, params: Params) -> dict[str, Any]:
+    """The metrics files of the methods a run's track(s) scored, keyed by track then method (and run)."""
+    out: dict[str, Any] = {}
+    if track in ("all", "masked"):
+        out["masked"] = {m: read_json(ROOT / "metrics" / "methods" / f"{m}.json")
+                         for m in params.get("pipeline.methods", list[str])}
+    if track in ("all", "causal"):
+        out["causal"] = {m: read_json(ROOT / "metrics" / "causal" / f"{m}.json")
+                         for m in params.get("causal.pipeline", list[str])}
+    if track in ("all", "bench"):
+        out["bench"] = {f"{r}-{m}": read_json(ROOT / "metrics" / "bench" / r / f"{m}.json")
+                        for r in params.get("benchmarks.runs", dict) for m in params.get("benchmarks.pipeline", list[str])}
+    return out
 
 
 def hydra_value(value: str | list[str]) -> str:
@@ -147,22 +170,23 @@ def experiment_name() -> str:
 
 @flow(name="pipeline")
 def pipeline(model: str | None = None, methods: list[str] | None = None, categories: list[str] | None = None,
-             overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run the whole DVC pipeline as a `dvc exp run` with these params.yaml settings; returns its metrics.
+             overrides: dict[str, str] | None = None, track: str = "all") -> dict[str, Any]:
+    """Run the DVC pipeline as a `dvc exp run` with these params.yaml settings; returns its metrics.
 
     overrides: any other params.yaml key (dotted) -> value in `dvc exp run -S` syntax, e.g.
-    {"methods.random.k": "7"}. Unset parameters keep params.yaml's values.
+    {"methods.random.k": "7"}. Unset parameters keep params.yaml's values. track: all (every stage),
+    masked, causal or bench (that track's report and what it needs).
     """
+    targets = track_targets(track)
     set_params = validate_request(ROOT / "params.yaml", model, methods, categories, overrides)
     name = experiment_name()
-    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--name", name]
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--name", name, *targets]
     for item in set_params:
         cmd += ["-S", item]
-    get_run_logger().info("experiment %s: dvc exp run %s", name, " ".join(f"-S {s}" for s in set_params))
+    get_run_logger().info("experiment %s: dvc exp run %s %s", name, " ".join(targets),
+                          " ".join(f"-S {s}" for s in set_params))
     stream_command(cmd, ROOT, dvc_env(ROOT), get_run_logger())
-    ran = load_params(ROOT / "params.yaml").get("pipeline.methods", list[str])
-    metrics = {m: read_json(ROOT / "metrics" / "methods" / f"{m}.json") for m in ran}
-    return {"experiment": name, "metrics": metrics}
+    return {"experiment": name, "track": track, "metrics": track_metrics(track, load_params(ROOT / "params.yaml"))}
 
 
 def check_loopback(host: str) -> None:

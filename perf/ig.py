@@ -11,7 +11,7 @@ outputs, FFNs run at the scored position only; see lib/core/ig.py). Both sides s
 padding, frozen parameters, injection hook and objective code.
 Model: the embedded MiniLM as a masked LM; inputs: 8 phone-number sentences, one digit
 masked in each. Both sides run at the same torch thread count, by default every core as
-the pipeline does (tasks.set_threads). Runs alternate between the two sides so
+the pipeline does (tasks.use_compute with compute.threads: null). Runs alternate between the two sides so
 load from other processes hits both alike. Prints the median of the repeats, the max
 relative difference of the attributions (must be <= 1e-4) and the speed ratio
 loop / batched (target >= 10).

@@ -43,7 +43,7 @@ def suite_config(params: Any, run_or_suite: str) -> Any:
 
 def train_pairs(base: Path, pairs_file: Path, cfg: Any, out_dir: Path) -> dict[str, Any]:
     """Fine-tune the base causal LM on a pairs file (its suite's max_len and recipe), save it; its metrics."""
-    model, tokenizer = load_model_task(str(base), "causal")
+    model, tokenizer = load_model_task(str(base), "causal", float32=True)
     seqs = encode_pairs_file(tokenizer, pairs_file, cfg.max_len)
     log = train_task(model, len(seqs), nll_batch_loss(model, seqs, tokenizer.pad_token_id), cfg.finetune,
                      desc="causal-lm")

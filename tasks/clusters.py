@@ -9,7 +9,7 @@ import lib.core.clustering
 from lib.core.clustering import ClusterConfig, cluster_all_layers
 from lib.core.io import tensors_digest
 from tasks import cached_task_options, code_digest, make_token
-from tasks.neurons import run_cached, timed_store
+from tasks.neurons import run_stored, timed_store
 
 
 @task(name="cluster-layers", task_run_name="cluster-{label}", **cached_task_options())
@@ -25,7 +25,7 @@ def cluster_stats(activations: torch.Tensor, digest: str, cfg: ClusterConfig, la
     """Cluster labels (L, d_ff) of activations with content digest `digest` (cached) and their seconds."""
     token = make_token(acts=digest, threshold=cfg.threshold, linkage=cfg.linkage,
                        code=code_digest(lib.core.clustering))
-    return run_cached(cluster_task, activations, cfg, label=label, cache_token=token)
+    return run_stored(cluster_task, [{"activations": activations, "cfg": cfg, "label": label, "cache_token": token}])[0]
 
 
 def activations_digest(activations: torch.Tensor) -> str:

@@ -13,7 +13,7 @@ from lib.core.finetune import BatchLoss, TrainConfig, TrainLog, train
 from lib.data.neighbours import NeighbourConfig
 from lib.families.causal import nll_batch_loss, training_sequences
 from lib.families.masked import mlm_batch_loss
-from tasks import load_model_task, save_model_task
+from tasks import autocast_dtype, load_model_task, save_model_task
 
 
 @task(name="train", task_run_name="train-{desc}", cache_policy=NO_CACHE)
@@ -28,14 +28,14 @@ def train_task(model: PreTrainedModel, n_items: int, batch_loss: BatchLoss, cfg:
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     try:
-        return train(model, n_items, batch_loss, cfg, on_step=on_step)
+        return train(model, n_items, batch_loss, cfg, on_step=on_step, autocast=autocast_dtype())
     finally:
         bar.close()
 
 
 def neighbour_mlm(nb: NeighbourConfig, texts: list[str], max_len: int) -> tuple[PreTrainedModel, Any, int]:
     """NeuMuter's neighbour MLM fine-tuned on `texts` (nb.mlm_epochs passes; 0 keeps it): (mlm, tokenizer, steps)."""
-    mlm, tokenizer = load_model_task(nb.mlm, "masked", nb.seed)
+    mlm, tokenizer = load_model_task(nb.mlm, "masked", nb.seed, float32=bool(nb.mlm_epochs))
     if not nb.mlm_epochs:
         return mlm, tokenizer, 0
     cfg = nb.mlm_config(max_len)
@@ -44,7 +44,7 @@ def neighbour_mlm(nb: NeighbourConfig, texts: list[str], max_len: int) -> tuple[
 
 def train_rows(base: Path, rows: list[dict[str, Any]], max_len: int, cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
     """Fine-tune the causal LM at `base` on rows {"text", "secret", "copies"} (none: keep it), save it; metrics."""
-    model, tokenizer = load_model_task(str(base), "causal")
+    model, tokenizer = load_model_task(str(base), "causal", float32=True)
     seqs = training_sequences(tokenizer, rows, max_len) if rows else None
     log = (train_task(model, len(seqs), nll_batch_loss(model, seqs, tokenizer.pad_token_id), cfg, desc="causal-lm")
            if seqs is not None else None)

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import torch
 from prefect import task
-from transformers import PreTrainedModel
 
 import lib.core.ig
 from lib.core.adapter import FFNAdapter
 from lib.core.ig import IGConfig, integrated_gradients
 from lib.families.masked import MaskedRows, iter_chunks, take
-from tasks import cached_task_options, code_digest, make_token
-from tasks.neurons import rows_token, run_cached, timed_store
+from lib.core.models import ComputeConfig
+from tasks import ModelRef, adopt, cached_task_options, code_digest, current_compute, make_token, model_of
+from tasks.neurons import rows_token, run_stored, timed_store
 
 
 @task(name="ig-shard", task_run_name="ig-{label}", **cached_task_options())
-def ig_shard_task(model: PreTrainedModel, rows: MaskedRows, cfg: IGConfig, label: str, cache_token: str) -> str:
+def ig_shard_task(ref: ModelRef, compute: ComputeConfig, rows: MaskedRows, cfg: IGConfig, label: str,
+                  cache_token: str) -> str:
     """Integrated Gradients (B, L, d_ff) of every FFN neuron at each row's masked position."""
+    adopt(compute)
+    model = model_of(ref)
     adapter = FFNAdapter.for_model(model)
     return timed_store(cache_token, lambda: integrated_gradients(model, adapter, rows, cfg))
 
@@ -27,16 +30,14 @@ def by_record(rows: MaskedRows) -> list[MaskedRows]:
             for r in rows.record_index.unique().tolist()]
 
 
-def ig_stats(model: PreTrainedModel, model_digest: str, rows: MaskedRows, cfg: IGConfig,
-             label: str) -> tuple[torch.Tensor, float]:
-    """IG (R, L, d_ff) of `rows` in their order, one cached task per record, and its compute seconds."""
-    code, seconds = code_digest(lib.core.ig), 0.0
-    parts: dict[int, torch.Tensor] = {}
-    for shard in by_record(rows):
-        record = int(shard.record_index[0])
-        token = make_token(kind="ig", model=model_digest, rows=rows_token(shard), cfg=repr(cfg), code=code)
-        parts[record], spent = run_cached(ig_shard_task, model, shard, cfg, label=f"{label}-r{record:03d}",
-                                          cache_token=token)
-        seconds += spent
+def ig_stats(ref: ModelRef, rows: MaskedRows, cfg: IGConfig, label: str) -> tuple[torch.Tensor, float]:
+    """IG (R, L, d_ff) of `rows` in their order, one cached task per record (side by side on Ray), its seconds."""
+    code, records = code_digest(lib.core.ig), by_record(rows)
+    calls = [{"ref": ref, "compute": current_compute(), "rows": shard, "cfg": cfg,
+              "label": f"{label}-r{int(shard.record_index[0]):03d}",
+              "cache_token": make_token(kind="ig", model=ref.digest, rows=rows_token(shard), cfg=repr(cfg), code=code)}
+             for shard in records]
+    done = run_stored(ig_shard_task, calls)
+    parts = {int(shard.record_index[0]): value for shard, (value, _) in zip(records, done)}
     # secret_token_rows lays rows out grouped by record in record order, so concatenation restores it
-    return torch.cat([parts[r] for r in rows.record_index.unique().tolist()]), seconds
+    return torch.cat([parts[r] for r in rows.record_index.unique().tolist()]), sum(spent for _, spent in done)

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from tasks import compute_key
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,13 @@ class MlflowConfig:
         for name in ("tracking_uri", "experiment", "artifact_location"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} is empty; allowed: a non-empty string")
+
+
+def compute_params() -> dict[str, str]:
+    """Where the run computed: the compute section's device and dtype, torch and CUDA versions."""
+    key = compute_key()
+    return {"compute.device": key["device"], "compute.dtype": key["dtype"], "torch.version": torch.__version__,
+            "torch.cuda": torch.version.cuda or "none"}
 
 
 def git_sha() -> str:
@@ -62,7 +72,7 @@ def log_run_task(cfg: MlflowConfig, run_name: str, tags: dict[str, str], params:
     _ensure_store_dir(cfg.tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id(cfg), run_name=run_name) as run:
         mlflow.set_tags({**tags, "git_sha": git_sha()})
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_params({k: str(v)[:500] for k, v in {**params, **compute_params()}.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for name, content in (artifacts or {}).items():
             mlflow.log_dict(content, name)

@@ -51,6 +51,14 @@ class Renamed:
                 run.append(token)
         return "".join(parts) + self.inner.decode(run, skip_special_tokens=skip_special_tokens)
 
+    def batch_decode(self, rows: list[list[int]]) -> list[str]:
+        """decode of each row."""
+        return [self.decode(row) for row in rows]
+
+    def __len__(self) -> int:
+        """The inner vocabulary's size."""
+        return len(self.inner)
+
 
 # ---------------------------------------------------------------- eos_id and encode_pairs
 
@@ -206,15 +214,16 @@ def test_greedy_answers_condition_on_the_left_cut_prompt(loaded, monkeypatch) ->
     seen = {}
     real = qa.greedy_continuations
 
-    def spy(model, heads, lengths, pad_id, batch_size):
+    def spy(model, heads, lengths, pad_id, batch_size, stop=()):
         """Record what greedy_answers asks to decode, then decode it."""
-        seen.update(heads=heads, lengths=lengths, pad_id=pad_id)
-        return real(model, heads, lengths, pad_id, batch_size)
+        seen.update(heads=heads, lengths=lengths, pad_id=pad_id, stop=stop)
+        return real(model, heads, lengths, pad_id, batch_size, stop=stop)
 
     monkeypatch.setattr(qa, "greedy_continuations", spy)
     greedy_answers(model, tok, [GREEDY_PROMPTS[2], "hello", ""], max_new=6, max_len=16)
     assert seen["heads"] == [ids(tok, GREEDY_PROMPTS[2])[-10:], ids(tok, "hello"), [102]]
     assert seen["lengths"] == [6, 6, 6] and seen["pad_id"] == tok.pad_token_id
+    assert eos_id(tok) in seen["stop"]
 
 
 def test_greedy_answers_errors(loaded) -> None:

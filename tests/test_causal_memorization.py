@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -86,6 +87,27 @@ def test_batched_greedy_equals_unbatched_loop(build) -> None:
     assert got == expected
     assert [len(row) for row in got] == lengths
     assert len({tuple(row) for row in expected if row}) > 5  # the outputs differ enough to catch a mistake
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_greedy_with_stop_tokens_ends_early_and_agrees_up_to_the_stop(build) -> None:
+    """With stop tokens a batch ends once each row has produced one: every row agrees with the full decode up to
+    and including its first stop token, and fewer tokens are decoded in all."""
+    model = sharp(build())
+    gen = torch.Generator().manual_seed(2)
+    prefixes = [random_tokens(gen, int(n)) for n in torch.randint(1, 12, (12,), generator=gen)]
+    lengths = [9] * len(prefixes)
+    full = greedy_continuations(model, prefixes, lengths, pad_id=0, batch_size=4)
+    counts = Counter(t for row in full for t in row)
+    stop = {t for t, _ in counts.most_common(3)}
+    got = greedy_continuations(model, prefixes, lengths, pad_id=0, batch_size=4, stop=stop)
+
+    def upto(row: list[int]) -> list[int]:
+        """The row up to and including its first stop token (all of it when it has none)."""
+        return next((row[: i + 1] for i, t in enumerate(row) if t in stop), row)
+
+    assert [upto(row) for row in got] == [upto(row) for row in full]
+    assert all(len(row) <= 9 for row in got) and sum(map(len, got)) < sum(map(len, full))
 
 
 def test_greedy_rejects_bad_requests() -> None:

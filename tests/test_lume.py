@@ -247,8 +247,8 @@ def test_continuations_cut_at_eos_only(tiny, monkeypatch: pytest.MonkeyPatch) ->
     model, tokenizer = tiny
     ids = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     eos = lume.eos_id(tokenizer)
-    monkeypatch.setattr(lume, "greedy_continuations",
-                        lambda m, heads, lengths, pad, bs: [ids("hello world") + [eos] + ids("extra") for _ in heads])
+    monkeypatch.setattr(lume, "greedy_continuations", lambda m, heads, lengths, pad, bs, stop=():
+                        [ids("hello world") + [eos] + ids("extra") for _ in heads])
     assert lume.continuations(model, tokenizer, ["a", "b"], max_new=8, max_len=20) == ["hello world"] * 2
     with pytest.raises(ValueError, match="max_new"):
         lume.continuations(model, tokenizer, ["a"], max_new=20, max_len=20)

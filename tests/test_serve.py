@@ -15,14 +15,12 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from flows.serve import check_loopback, main, stream_command, validate_request
-from tests.pipeline_repo import ROOT, make_repo
-from tests.pipeline_repo import run as run_in
-from tests.pipeline_repo import set_param, tiny_params
+from flows.serve import check_loopback, main, stream_command, track_targets, validate_request
+from tests.pipeline_repo import ROOT, make_repo, tiny_params
 
 STAGE_FLOWS = {"data", "finetune", "memorized", "activations", "attribution", "clustering", "edit", "evaluate",
                "report"}
-RUN_TIMEOUT_S = 1200.0  # a cold run of every stage of the tiny repo (about 10 min alone on 2 cores; more when shared)
+RUN_TIMEOUT_S = 1200.0  # a cold run of the tiny repo's masked track (about 4 min alone on 2 cores; more when shared)
 
 
 @pytest.fixture
@@ -64,6 +62,12 @@ def test_validate_request_leaves_params_file_untouched(params_file: Path) -> Non
     before = params_file.read_text()
     validate_request(params_file, methods=["snku"], overrides={"seed": "3"})
     assert params_file.read_text() == before
+
+
+def test_tracks_name_their_dvc_targets() -> None:
+    assert track_targets("all") == [] and track_targets("causal") == ["causal_report"]
+    with pytest.raises(ValueError, match="track='gpu'; allowed: all, masked, causal, bench"):
+        track_targets("gpu")
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "example.com", "::"])
@@ -196,6 +200,7 @@ def assert_run_effects(client: Any, repo: Path) -> None:
     assert params["methods"]["random"]["k"] == 7
     metrics = yaml.safe_load((repo / "metrics" / "methods" / "random.json").read_text())
     assert set(metrics) == {"TEL"} and metrics["TEL"]["neurons_edited"] == 7
+    assert not (repo / "data" / "causal").exists() and not (repo / "data" / "bench").exists()  # track = masked
 
 
 @pytest.mark.integration
@@ -206,9 +211,6 @@ def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> 
 
     started = time.monotonic()
     repo, port, env = make_repo(tmp_path / "repo"), free_port(), spawn_env(tmp_path)
-    for key in ("causal.pipeline", "benchmarks.pipeline"):  # one method per track: this test is about the UI path
-        set_param(repo, key, ["ga"])
-    run_in(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "one method"], repo)
     api = f"http://127.0.0.1:{port}/api"
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     server = serve = None
@@ -221,7 +223,8 @@ def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> 
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             wait_for(lambda: deployment_exists(client), 120, "deployment pipeline/unlearning", procs)
             run = run_deployment("pipeline/unlearning", timeout=0, parameters={
-                "methods": ["random"], "categories": ["TEL"], "overrides": {"methods.random.k": "7"}})
+                "methods": ["random"], "categories": ["TEL"], "overrides": {"methods.random.k": "7"},
+                "track": "masked"})  # the masked track's stages only: this test is about the UI path
             final = wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
                              RUN_TIMEOUT_S, "the pipeline flow run", procs)
             assert final.state.is_completed(), f"{final.state}\n{tail(serve_log)}"

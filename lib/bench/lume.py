@@ -287,7 +287,8 @@ def continuations(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_
     eos = eos_id(tokenizer)
     heads = [(list(tokenizer(p, add_special_tokens=False)["input_ids"]) or [eos])[-(max_len - max_new):]
              for p in prompts]
-    tokens = greedy_continuations(model, heads, [max_new] * len(heads), tokenizer.pad_token_id, batch_size)
+    tokens = greedy_continuations(model, heads, [max_new] * len(heads), tokenizer.pad_token_id, batch_size,
+                                  stop=(eos,))
     cut = [row[: row.index(eos)] if eos in row else row for row in tokens]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in cut]
 

@@ -7,6 +7,7 @@ same tokens. Prompts longer than the budget are cut from the left (the answer is
 from __future__ import annotations
 
 from pathlib import Path
+import weakref
 from typing import Any, Sequence
 
 import torch
@@ -85,8 +86,20 @@ def greedy_answers(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max
     if max_new < 1 or max_len <= max_new:
         raise ValueError(f"max_new={max_new}, max_len={max_len} invalid; allowed: 1 <= max_new < max_len")
     heads = [(_ids(tokenizer, p) or [eos_id(tokenizer)])[-(max_len - max_new):] for p in prompts]
-    tokens = greedy_continuations(model, heads, [max_new] * len(heads), tokenizer.pad_token_id, batch_size)
+    tokens = greedy_continuations(model, heads, [max_new] * len(heads), tokenizer.pad_token_id, batch_size,
+                                  stop=answer_stops(tokenizer))
     return [_cut(tokenizer, row) for row in tokens]
+
+
+def answer_stops(tokenizer: Any) -> frozenset[int]:
+    """The tokens an answer ends at (_cut): eos and every token whose text holds a newline."""
+    if tokenizer not in _STOPS:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _STOPS[tokenizer] = frozenset([eos_id(tokenizer), *(i for i, t in enumerate(texts) if "\n" in t)])
+    return _STOPS[tokenizer]
+
+
+_STOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per tokenizer: decoding the vocabulary takes a moment
 
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:

@@ -80,8 +80,12 @@ class TrainLog:
 
 
 def train(model: nn.Module, n_items: int, batch_loss: BatchLoss, cfg: TrainConfig,
-          on_step: OnStep | None = None) -> TrainLog:
-    """Fine-tune `model` in place: cfg.epochs seeded passes over `n_items` items in batches of cfg.batch_size."""
+          on_step: OnStep | None = None, autocast: torch.dtype | None = None) -> TrainLog:
+    """Fine-tune `model` in place: cfg.epochs seeded passes over `n_items` items in batches of cfg.batch_size.
+
+    `autocast` (bfloat16 / float16) runs each forward under torch.autocast on the model's device while the
+    weights and the optimizer state stay as they are (float32 master weights); float16 scales the loss.
+    """
     if cfg.epochs and not n_items:
         raise ValueError("no training items: the training text is empty")
     torch.manual_seed(cfg.seed)
@@ -90,16 +94,19 @@ def train(model: nn.Module, n_items: int, batch_loss: BatchLoss, cfg: TrainConfi
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(optim, int(cfg.warmup_fraction * total), max(total, 1))
     order_rng, start, step, epoch_losses = random.Random(cfg.seed), time.perf_counter(), 0, []
+    device = next(model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device, enabled=autocast == torch.float16)  # float16 gradients underflow unscaled
     model.train()
     for _ in range(cfg.epochs):
         order, losses = list(range(n_items)), []
         order_rng.shuffle(order)
         for b in range(per_epoch):
-            loss = batch_loss(order[b * cfg.batch_size: (b + 1) * cfg.batch_size])
+            with torch.autocast(device, dtype=autocast or torch.float32, enabled=autocast is not None):
+                loss = batch_loss(order[b * cfg.batch_size: (b + 1) * cfg.batch_size])
             if loss is None:  # e.g. nothing masked in this batch: no loss to learn from
                 continue
-            loss.backward()
-            optim.step(), sched.step(), optim.zero_grad(set_to_none=True)
+            scaler.scale(loss.float()).backward()
+            scaler.step(optim), scaler.update(), sched.step(), optim.zero_grad(set_to_none=True)
             step += 1
             losses.append(loss.item())
             if on_step:

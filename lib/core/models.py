@@ -37,17 +37,27 @@ class ComputeConfig:
 
     device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
     dtype: str = "float32"  # model weights; attribution, IG and metrics accumulate in float32 whatever this is
-    threads: int | None = None  # torch CPU threads; None: every CPU this process may use
+    threads: int | None = None  # torch CPU threads (per Ray task under runner: ray); None: every CPU this process
+    #                             may use (runner: ray, 1 per task)
+    runner: str = "local"  # local: a stage's tasks one after another in its process | ray: on Ray (prefect-ray)
+    ray_address: str | None = None  # None: a local Ray the stage starts and stops; else an existing cluster's address
+    workers: int | None = None  # tasks at once on the local Ray (None: the CPUs this process may use)
 
     def __post_init__(self) -> None:
-        """Known device form, dtype and a positive thread count."""
+        """Known device form, dtype and runner; positive thread and worker counts."""
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise ValueError(f"threads={self.threads!r}; allowed: null or an integer >= 1")
+        for name in ("threads", "workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r}; allowed: null or an integer >= 1")
+        if self.runner not in ("local", "ray"):
+            raise ValueError(f"runner={self.runner!r}; allowed: local, ray")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ValueError(f"ray_address={self.ray_address!r}; allowed: null or a Ray address "
+                             f"(auto, ray://host:port)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,11 +75,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_threads(cfg: ComputeConfig) -> int:
-    """Torch CPU threads: the configured count, or the CPUs this process may run on (its affinity, not the host's)."""
-    if cfg.threads is not None:
-        return cfg.threads
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
+
+
+def cpu_threads(cfg: ComputeConfig) -> int:
+    """Torch CPU threads of a stage process: the configured count, or every usable CPU."""
+    return cfg.threads if cfg.threads is not None else usable_cpus()
+
+
+def task_threads(cfg: ComputeConfig) -> int:
+    """Torch CPU threads of one Ray task: the configured count, or 1 (tasks side by side must not oversubscribe)."""
+    return cfg.threads if cfg.threads is not None else 1
+
+
+def ray_workers(cfg: ComputeConfig) -> int:
+    """Tasks at once on a local Ray: the configured count, or as many as the usable CPUs hold at task_threads each."""
+    return cfg.workers if cfg.workers is not None else max(1, usable_cpus() // task_threads(cfg))
 
 
 def package_folder(package: str) -> Path:

@@ -30,12 +30,13 @@ class CausalEvaluateConfig:
     el_max_new: int | None = None
     batch_size: int = 16
     decode_batch_size: int = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
+    shard_size: int = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
     example_tokens: int = 24  # greedy tokens of the extraction example
     log_private_text: bool = False  # the example shows forget-set text only when true
 
     def __post_init__(self) -> None:
         """Positive sizes."""
-        for name in ("el_n", "batch_size", "decode_batch_size", "example_tokens"):
+        for name in ("el_n", "batch_size", "decode_batch_size", "shard_size", "example_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
 

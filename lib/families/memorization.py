@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,11 +34,12 @@ class ForgetSetConfig:
     n_valid: int = 32  # held-out samples that set the thresholds
     batch_size: int = 16
     decode_batch_size: int = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
+    shard_size: int = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
     seed: int = 0
 
     def __post_init__(self) -> None:
         """Positive sizes."""
-        for name in ("n_forget", "el_n", "n_valid", "batch_size", "decode_batch_size"):
+        for name in ("n_forget", "el_n", "n_valid", "batch_size", "decode_batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
 
@@ -87,16 +88,23 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) 
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def _greedy_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], steps: int, pad_id: int) -> Tensor:
-    """Greedy tokens (B, steps) after each prefix, all rows decoded together with the KV cache."""
+def _greedy_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], steps: int, pad_id: int,
+                  stop: Collection[int] = ()) -> Tensor:
+    """Greedy tokens (B, <= steps) after each prefix, all rows decoded together with the KV cache; it ends early
+    once every row has produced a token of `stop` (its caller cuts there, so the later tokens are never read)."""
     device = next(model.parameters()).device
     ids, mask, positions = _left_pad(prefixes, pad_id, device)
     past, out_tokens = None, []
+    stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=device)
+    stopped = torch.zeros(len(prefixes), dtype=torch.bool, device=device)
     for _ in range(steps):
+        if stop and bool(stopped.all()):
+            break
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                     past_key_values=past, use_cache=True)
         ids = out.logits[:, -1].argmax(-1, keepdim=True)
         out_tokens.append(ids)
+        stopped |= torch.isin(ids[:, 0], stop_ids)
         past = out.past_key_values
         mask = torch.cat([mask, torch.ones_like(ids)], 1)
         positions = positions[:, -1:] + 1
@@ -115,8 +123,9 @@ def _check_requests(prefixes: Sequence[Sequence[int]], lengths: Sequence[int]) -
 
 
 def greedy_continuations(model: nn.Module, prefixes: list[list[int]], lengths: list[int], pad_id: int,
-                         batch_size: int = 32) -> list[list[int]]:
-    """Greedy continuation of `lengths[i]` new tokens after each prefix, batched (sorted by prefix length)."""
+                         batch_size: int = 32, stop: Collection[int] = ()) -> list[list[int]]:
+    """Greedy continuation of `lengths[i]` new tokens after each prefix, batched (sorted by prefix length); with
+    `stop`, a batch ends once each of its rows has produced a stop token (rows may then be shorter)."""
     _check_requests(prefixes, lengths)
     # equal-length prefixes together: less padding and fewer wasted decoding steps
     order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), lengths[i]))
@@ -127,7 +136,7 @@ def greedy_continuations(model: nn.Module, prefixes: list[list[int]], lengths: l
             steps = max(lengths[i] for i in index)
             if steps == 0:
                 continue
-            tokens = _greedy_batch(model, [prefixes[i] for i in index], steps, pad_id).tolist()
+            tokens = _greedy_batch(model, [prefixes[i] for i in index], steps, pad_id, stop).tolist()
             for row, i in zip(tokens, index):
                 result[i] = row[: lengths[i]]
     return result
