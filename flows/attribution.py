@@ -10,7 +10,7 @@ from lib.core.io import file_digest, save_tensors
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.families.masked import secret_token_rows
-from tasks import ModelRef, compute_record, load_model_task, share_model, use_compute
+from tasks import compute_record, load_model_task, shared, use_compute
 from tasks.neurons import attribution_shard_task, shard_stats
 
 
@@ -27,7 +27,7 @@ def attribution_flow(params_file: str = "params.yaml") -> None:
     use_compute(params_file)
     attribution, max_len, pipeline = config(params_file)
     model, tokenizer = load_model_task(str(FINETUNED), "masked")
-    ref = share_model(ModelRef(str(FINETUNED.resolve()), "masked", file_digest(FINETUNED)), model)
+    ref = shared(model, FINETUNED, "masked", file_digest(FINETUNED))
     for cat in pipeline.categories:
         records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
         rows = secret_token_rows(tokenizer, records, max_len)

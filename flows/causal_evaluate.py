@@ -15,7 +15,7 @@ from lib.data.records import Candidate, forget_candidates
 from lib.families.causal import encode_all
 from lib.families.extraction import CausalEvaluateConfig, private_safe_example
 from lib.families.memorization import mean_finite
-from tasks import ModelRef, compute_record, load_model_task, share_model, use_compute
+from tasks import compute_record, load_model_task, shared, use_compute
 from tasks.causal import corpus_perplexity, memorization_scores, sequence_nlls
 from tasks.tracking import MlflowConfig, log_run_task
 
@@ -55,7 +55,7 @@ def model_metrics(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], max_len)
     valid = encode_all(tokenizer, texts(CAUSAL_CORPUS / "valid.jsonl", cfg["n_valid"]), max_len)
     public = encode_all(tokenizer, texts(CAUSAL_CORPUS / "public.jsonl"), max_len)
-    ref = share_model(ModelRef(str(path.resolve()), "causal", digest), model)
+    ref = shared(model, path, "causal", digest)
     mem = memorization_scores(ref, forget, pad_id, ev.el_n, ev.el_max_new, ev.batch_size, ev.decode_batch_size,
                               ev.shard_size, label=f"{path.name}-forget")
     mia = mia_distances(*(torch.tensor(sequence_nlls(model, s, pad_id, digest, ev.batch_size)) for s in (forget, valid)))

@@ -9,7 +9,7 @@ from lib.core.params import load_params
 from lib.data.records import read_candidates
 from lib.families.causal import encode_all
 from lib.families.memorization import ForgetSetConfig, choose_forget_set, mean_finite
-from tasks import ModelRef, compute_record, load_model_task, share_model, use_compute
+from tasks import compute_record, load_model_task, shared, use_compute
 from tasks.causal import memorization_scores
 
 
@@ -25,8 +25,7 @@ def memorized_flow(params_file: str = "params.yaml") -> dict:
     use_compute(params_file)
     cfg, max_len = config(params_file)
     model, tokenizer = load_model_task(str(CAUSAL_FINETUNED), "causal")
-    ref = share_model(ModelRef(str(CAUSAL_FINETUNED.resolve()), "causal",
-                               file_digest(CAUSAL_FINETUNED / "model.safetensors")), model)
+    ref = shared(model, CAUSAL_FINETUNED, "causal", file_digest(CAUSAL_FINETUNED / "model.safetensors"))
     pad_id, rows = tokenizer.pad_token_id, read_candidates(CAUSAL_CORPUS / "candidates.jsonl")
     scoring = (cfg.el_n, cfg.el_max_new, cfg.batch_size, cfg.decode_batch_size, cfg.shard_size)
     cand = memorization_scores(ref, encode_all(tokenizer, [(c.text, c.secret) for c in rows], max_len), pad_id,

@@ -31,7 +31,7 @@ from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, se
 from lib.families.memorized import MemorizedConfig
 from lib.methods import Inputs, Stats, get, make_config
 from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs, forget_split
-from tasks import ModelRef, code_digest, load_model_task, make_token, share_model, use_compute
+from tasks import code_digest, load_model_task, make_token, shared, use_compute
 from tasks.clusters import activations_digest, cluster_stats
 from tasks.edit import masked_inputs
 from tasks.experiments import experiment_task
@@ -143,7 +143,7 @@ def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> In
     cfg, label = ctx.cfg, f"seesaw-{category}"
     rows = secret_token_rows(ctx.tokenizer, forget, cfg.memorized.max_len)
     shard = cfg.attribution.shard_size
-    ref = share_model(ModelRef(str(FINETUNED.resolve()), "masked", ctx.digest), ctx.base)
+    ref = shared(ctx.base, FINETUNED, "masked", ctx.digest)
     acts, _ = shard_stats("activations", activations_shard_task, ref, rows, shard, label)
     attr, s_attr = shard_stats("attribution", attribution_shard_task, ref, rows, shard, label)
     acts_t = torch.cat(acts)

@@ -40,9 +40,8 @@ from lib.core.models import ComputeConfig, load_model, save_model  # noqa: E402
 from lib.families.masked import MaskedRows  # noqa: E402
 from tasks.ig import ig_stats  # noqa: E402
 
-NUMBERS = ("5 5 5 1 2 3 4 5 6 7", "2 0 2 8 7 3 9 1 4 6", "7 1 3 5 5 0 9 8 2 4", "4 1 5 6 6 2 0 3 7 8",
-           "8 0 0 9 1 2 5 5 3 1", "3 1 2 4 4 8 6 0 9 7", "6 4 6 2 7 7 1 8 3 0", "9 7 2 3 0 5 4 6 1 2")
-TEMPLATES = ("my phone number is {} .", "you can call me at {} .", "dial {} to call me .", "contact me at {} .")
+from ig import NUMBERS, TEMPLATES  # noqa: E402  (perf/ig.py, beside this script: the same sentences)
+
 SIDES = {"local-2t": ComputeConfig(device="cpu", threads=2), "local-1t": ComputeConfig(device="cpu", threads=1),
          "ray-1w": ComputeConfig(device="cpu", threads=1, runner="ray", workers=1),
          "ray-2w": ComputeConfig(device="cpu", threads=1, runner="ray", workers=2)}

@@ -125,6 +125,11 @@ def share_model(ref: ModelRef, model: PreTrainedModel) -> ModelRef:
     return ref
 
 
+def shared(model: PreTrainedModel, folder: Path, family: str, digest: str) -> ModelRef:
+    """The ref of a model loaded from `folder` (content `digest`), shared with this process's tasks."""
+    return share_model(ModelRef(str(folder.resolve()), family, digest), model)
+
+
 def model_of(ref: ModelRef) -> PreTrainedModel:
     """The model for `ref` in this process: the shared one, or loaded once on this compute's device and dtype."""
     if ref not in _MODELS:
