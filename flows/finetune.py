@@ -8,7 +8,7 @@ from lib.core.finetune import FinetuneConfig
 from lib.core.io import write_json
 from lib.core.params import load_params
 from lib.data.records import read_documents
-from lib.families.masked import mlm_batch_loss
+from tasks.parallel import TrainingSet
 from tasks import compute_record, load_model_task, save_model_task, use_compute
 from tasks.finetune import train_task
 
@@ -25,9 +25,9 @@ def finetune_flow(params_file: str = "params.yaml") -> dict:
     cfg = config(params_file)
     texts = [doc.text for doc in read_documents(CORPUS / "train.jsonl")]
     model, tokenizer = load_model_task(cfg.model, "masked", cfg.seed, float32=True)
-    log = train_task(model, *mlm_batch_loss(model, tokenizer, texts, cfg), cfg, desc="masked-lm")
+    log = train_task(model, tokenizer, TrainingSet.masked(texts), cfg, desc="masked-lm")
     save_model_task(model, tokenizer, FINETUNED)
-    metrics = {"steps": log.steps, "final_loss": log.final_loss, "seconds": round(log.seconds, 1),
+    metrics = {"steps": log.steps, "final_loss": log.final_loss, "seconds": round(log.seconds, 1), "ranks": log.ranks,
                "epoch_losses": [round(x, 4) for x in log.epoch_losses], "compute": compute_record(model)}
     write_json(MASKED_METRICS["finetune"], metrics)
     get_run_logger().info("fine-tuned %s: %d steps, final loss %.3f", cfg.model, log.steps, log.final_loss)

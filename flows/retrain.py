@@ -9,7 +9,7 @@ from lib.core.io import write_json
 from lib.core.params import load_params
 from lib.data.forget import remove_samples
 from lib.data.records import PipelineConfig, memorized_records, read_documents
-from lib.families.masked import mlm_batch_loss
+from tasks.parallel import TrainingSet
 from tasks import load_model_task, save_model_task, use_compute
 from tasks.finetune import train_task
 
@@ -29,11 +29,11 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
                for r in memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)]
     docs, removal = remove_samples(read_documents(CORPUS / "train.jsonl"), records)
     model, tokenizer = load_model_task(cfg.model, "masked", cfg.seed, float32=True)
-    log = train_task(model, *mlm_batch_loss(model, tokenizer, [d.text for d in docs], cfg), cfg, desc="masked-lm")
+    log = train_task(model, tokenizer, TrainingSet.masked([d.text for d in docs]), cfg, desc="masked-lm")
     save_model_task(model, tokenizer, RETRAINED)
     metrics = {"forgotten_secrets": len(records), "samples_removed": sum(removal.occurrences.values()),
                "documents_changed": removal.documents_changed, "documents": len(docs), "steps": log.steps,
-               "final_loss": log.final_loss, "seconds": round(log.seconds, 1)}
+               "final_loss": log.final_loss, "seconds": round(log.seconds, 1), "ranks": log.ranks}
     write_json(MASKED_METRICS["retrain"], metrics)
     get_run_logger().info("retrained without %d samples of %d secrets: %d steps",
                           metrics["samples_removed"], len(records), log.steps)

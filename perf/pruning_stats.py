@@ -33,6 +33,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import torch
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain s
 
 from _sides import rss_mb, run_sides  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
-from lib.families.causal import Sequences, batches, of, on_model, pad  # noqa: E402
+from lib.families.causal import CausalFamily, Sequences, batches, of, on_model, pad  # noqa: E402
 from lib.methods.pruning import IMPORTANCES, KINDS, attn_outputs, collect_stats, widths  # noqa: E402
 
 SUMS = ("sum_abs", "n_pos", "sum_sqrt", "total", "sum_sq")  # RunningStats' running sums, besides count
@@ -180,7 +181,8 @@ def collect(model: nn.Module, adapter: FFNAdapter, seqs: Sequences, side: str,
     """One side's per-kind counts and importances."""
     if side == "per_token":
         return baseline_results(per_token_stats(model, adapter, seqs))
-    stats = collect_stats(model, adapter, seqs, model.config.pad_token_id, batch_size=batch_size)
+    family = CausalFamily(SimpleNamespace(pad_token_id=model.config.pad_token_id), batch_size)
+    stats = collect_stats(model, adapter, family, seqs, batch_size=batch_size)
     return {kind: {"count": s.count, **{name: s.importance(name) for name in IMPORTANCES}}
             for kind, s in stats.items()}
 

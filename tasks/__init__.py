@@ -74,7 +74,10 @@ def use_compute(params_file: str) -> ComputeConfig:
 
 def set_compute(cfg: ComputeConfig) -> ComputeConfig:
     """Run under `cfg`: torch's CPU threads set from it; later model loads, tasks and cache tokens follow it."""
-    resolve_device(cfg.device)  # a device this machine lacks fails here, before any work
+    device = resolve_device(cfg.device)  # a device this machine lacks fails here, before any work
+    if device.type == "cuda" and cfg.processes > torch.cuda.device_count():
+        raise ValueError(f"compute.processes={cfg.processes} but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); allowed: 1..{torch.cuda.device_count()} (one rank per GPU)")
     torch.set_num_threads(cpu_threads(cfg))
     _COMPUTE[0] = cfg
     return cfg
@@ -210,7 +213,7 @@ def load_model_task(source: str, family: str, seed: int = 0,
     (`float32`: float32 weights, for the stages that fine-tune under autocast or convert); retried: disk, hub."""
     cfg = _COMPUTE[0]
     return load_model(source, family, seed=seed,
-                      compute=ComputeConfig(cfg.device, "float32", cfg.threads) if float32 else cfg)
+                      compute=ComputeConfig(cfg.device, "float32", cfg.threads) if float32 else cfg)  # one device
 
 
 @task(name="save-model", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ from prefect import task
 from lib.bench.qa import encode_pairs_file
 from lib.bench.suites import SUITES, run_suite, suite
 from lib.core.io import file_digest, json_digest, read_json
-from lib.families.causal import nll_batch_loss
+from tasks.parallel import TrainingSet
 from tasks import cached_task_options, code_digest, load_model_task, make_token, save_model_task
 from tasks.finetune import train_task
 
@@ -45,7 +45,7 @@ def train_pairs(base: Path, pairs_file: Path, cfg: Any, out_dir: Path) -> dict[s
     """Fine-tune the base causal LM on a pairs file (its suite's max_len and recipe), save it; its metrics."""
     model, tokenizer = load_model_task(str(base), "causal", float32=True)
     seqs = encode_pairs_file(tokenizer, pairs_file, cfg.max_len)
-    log = train_task(model, len(seqs), nll_batch_loss(model, seqs, tokenizer.pad_token_id), cfg.finetune,
+    log = train_task(model, tokenizer, TrainingSet.causal(seqs, tokenizer.pad_token_id), cfg.finetune,
                      desc="causal-lm")
     save_model_task(model, tokenizer, out_dir)
     return log.metrics(len(seqs))

@@ -68,7 +68,7 @@ def test_benchmarks_section_builds(params: Params, bench: BenchConfig) -> None:
 def test_methods_merge_causal_methods_with_their_own_overrides(params: Params) -> None:
     raw = RAW
     overridden = {k for k, v in raw["benchmarks"]["methods"].items() if v != raw["causal"]["methods"][k]}
-    assert "ig" in overridden and "ta" not in overridden and "di" not in overridden
+    assert "ig" in overridden and "di" in overridden and "ta" not in overridden and "npo" in overridden
     assert set(BENCH_METHODS) == set(raw["causal"]["methods"])  # merged through the YAML anchor
 
     def config(track: str, name: str):

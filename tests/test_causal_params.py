@@ -95,11 +95,11 @@ def test_unregistered_pipeline_method(tmp_path: Path) -> None:
 
 def test_pipeline_method_of_the_wrong_family(tmp_path: Path) -> None:
     def mutate(p):
-        p["causal"]["methods"]["gare"] = {}
-        p["causal"]["pipeline"] = ["neumuter", "gare"]
+        p["causal"]["methods"]["apneap"] = {}
+        p["causal"]["pipeline"] = ["neumuter", "apneap"]
 
     msg = causal_error(tmp_path, mutate)
-    assert "causal.pipeline contains 'gare'" in msg and "masked" in msg
+    assert "causal.pipeline contains 'apneap'" in msg and "masked" in msg
 
 
 def test_pipeline_method_needing_masked_track_statistics(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ({"runner": "dask"}, r"runner='dask'; allowed: local, ray"),
     ({"workers": 0}, r"workers=0; allowed: null or an integer >= 1"),
     ({"ray_address": " "}, r"ray_address=' '; allowed: null or a Ray address"),
+    ({"device_map": "balanced"}, r"device_map='balanced'; allowed: null, auto"),
+    ({"processes": 0}, r"processes=0; allowed: an integer >= 1"),
 ])
 def test_config_rejects_bad_values(values: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -55,6 +57,20 @@ def test_threads_default_to_the_cpus_this_process_may_use() -> None:
     # a Ray task gets 1 thread unless told, and a local Ray as many slots as the CPUs hold
     assert task_threads(ComputeConfig()) == 1 and task_threads(ComputeConfig(threads=2)) == 2
     assert ray_workers(ComputeConfig()) == cpu_threads(ComputeConfig()) and ray_workers(ComputeConfig(workers=5)) == 5
+
+
+@pytest.mark.parametrize("family, save", [("masked", save_tiny_bert_checkpoint), ("causal", save_tiny_causal_checkpoint)])
+def test_device_map_auto_loads_through_accelerate_with_the_same_outputs(tmp_path: Path, family: str, save) -> None:
+    """device_map: auto loads through transformers' placement (without a GPU every layer stays on the CPU)."""
+    folder = str(save(tmp_path / family))
+    plain, _ = load_model(folder, family)
+    spread, _ = load_model(folder, family, compute=ComputeConfig(device_map="auto"))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert {p.device.type for p in spread.parameters()} == {expected} and not spread.training
+    assert {p.dtype for p in spread.parameters()} == {torch.float32}
+    ids = torch.tensor([[5, 7, 9, 11, 13]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits.cpu(), spread(input_ids=ids).logits.cpu(), atol=1e-4)
 
 
 @pytest.mark.parametrize("family, save", [("masked", save_tiny_bert_checkpoint), ("causal", save_tiny_causal_checkpoint)])

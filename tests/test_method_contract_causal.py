@@ -40,6 +40,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "ftm": {},
     "random": {"k": 45},
     "depn": {"k": 20},
+    "gare": {"k": 40, "learning_rate": 0.1, "epochs": 10, "batch_size": 3, "warmup_fraction": 0.0},
     "snku": {"k": 24, "top_m": 20, "min_avg_frac": 0.0},
     # tiny-model settings (see test_neumuter): no L0 term, a light KL, a fast learning rate
     "neumuter": {"lambda_kl": 0.1, "eta_l0": 0.0, "learning_rate": 1.0, "batch_size": 1, "passes": 30},

@@ -240,11 +240,11 @@ def test_needs_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
 def test_unlearn_refuses_a_family_the_method_does_not_declare() -> None:
     masked_only = [name for name in METHODS if get(name).families == ("masked",)]
     causal_only = [name for name in METHODS if get(name).families == ("causal",)]
-    assert "gare" in masked_only and "neumuter" in causal_only
+    assert "apneap" in masked_only and "neumuter" in causal_only
     model = tiny_gpt2(0)
     before = _snapshot(model)
-    with pytest.raises(ValueError, match="method gare runs on masked LMs, not causal LMs"):
-        unlearn("gare", model, Inputs(family=CausalFamily(STAND_IN), forget=None), get("gare").Config())
+    with pytest.raises(ValueError, match="method apneap runs on masked LMs, not causal LMs"):
+        unlearn("apneap", model, Inputs(family=CausalFamily(STAND_IN), forget=None), get("apneap").Config())
     bert = tiny_bert_mlm(0)
     with pytest.raises(ValueError, match="method neumuter runs on causal LMs, not masked LMs"):
         unlearn("neumuter", bert, Inputs(family=MaskedFamily(STAND_IN), forget=None), get("neumuter").Config())
@@ -276,6 +276,8 @@ SMALL: dict[str, dict] = {
     "npo": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
     "simnpo": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
     "rmu": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "di": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "sp": {"ffn_fraction": 0.1, "max_tokens": 1000, "batch_size": 4, "max_steps": 2},
 }
 MASKED_METHODS = [name for name in METHODS if "masked" in get(name).families and set(get(name).needs) <= BUILDABLE]
 
@@ -362,3 +364,49 @@ def test_method_contract_on_a_masked_lm(setup: Setup, name: str) -> None:
     assert all(torch.equal(v, after[k]) for k, v in replay.state_dict().items())
     apply_edit(replay, outcome.edit, revert=True)
     assert all(torch.equal(v, before[k]) for k, v in replay.state_dict().items())
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("di", {"max_steps": 10, "batch_size": 8, "learning_rate": 1e-2}),
+    ("gare", {"k": 30, "epochs": 10, "batch_size": 8, "learning_rate": 0.1, "warmup_fraction": 0.0}),
+])
+def test_causal_born_methods_raise_the_masked_forget_loss(setup: Setup, name: str, overrides: dict) -> None:
+    """DI (distilled at each secret token's [MASK]) and GARE (ascent at the [MASK]) raise the forget NLL of a tiny
+    BERT that memorised the secrets."""
+    model = copy.deepcopy(setup.model)
+    family, forget = setup.inputs.family, setup.inputs.forget
+    index = list(range(len(forget)))
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):  # memorise the secrets first: DI moves mass off a gold token the model predicts
+        optim.zero_grad()
+        (family.nll_sum(model, forget, index) / len(index)).backward()
+        optim.step()
+    optim.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        before = float(family.nll_sum(model, forget, index)) / len(index)
+    assert before < 1.0  # memorised
+    unlearn(name, model, setup.inputs, make_config(name, overrides=overrides))
+    with torch.no_grad():
+        after = float(family.nll_sum(model, forget, index)) / len(index)
+    assert after > before + 0.5, (before, after)  # nats per secret token
+
+
+def test_selective_pruning_reads_a_masked_lm_at_the_masks(setup: Setup) -> None:
+    """SP's statistics on masked rows count one position per row (its [MASK]); a step prunes the neurons whose
+    activation there is largest on the forget rows relative to the retain rows, and zeroes their columns."""
+    from lib.methods import pruning, sp
+
+    model = copy.deepcopy(setup.model)
+    adapter, family = FFNAdapter.for_model(model), setup.inputs.family
+    forget, retain = setup.inputs.forget, setup.inputs.retain
+    stats = [pruning.collect_stats(model, adapter, family, rows, batch_size=4, kinds=("ffn",)) for rows in (forget, retain)]
+    assert stats[0]["ffn"].count.tolist() == [float(len(forget))] * adapter.n_layers
+    assert stats[1]["ffn"].count.tolist() == [float(len(retain))] * adapter.n_layers
+    score = pruning.scores(stats[0]["ffn"].importance("mean_abs"), stats[1]["ffn"].importance("mean_abs"), 1e-3)
+    cfg = sp.Config(ffn_fraction=0.1, max_tokens=1000, batch_size=4)
+    pruned = {k: torch.zeros((adapter.n_layers, w), dtype=torch.bool) for k, w in pruning.widths(adapter).items()}
+    assert sp.prune_step(model, adapter, family, forget, retain, cfg, pruned) == int(0.1 * adapter.n_layers * adapter.d_ff)
+    chosen = pruned["ffn"]
+    assert float(score[chosen].min()) >= float(score[~chosen].max())  # the global top scores, nothing else
+    for layer in range(adapter.n_layers):
+        assert torch.count_nonzero(adapter.get_columns(layer, chosen[layer].nonzero().flatten())) == 0

@@ -565,6 +565,24 @@ def test_bfloat16_stages_keep_float32_statistics(pipeline: Pipeline, restore_par
         assert scores.dtype == torch.float32 and torch.isfinite(scores).all() and scores.abs().sum() > 0
 
 
+def test_fine_tuning_stage_runs_data_parallel_on_two_gloo_ranks(pipeline: Pipeline, restore_params: None) -> None:
+    """compute.processes=2 reruns causal_finetune on 2 torchrun ranks (gloo); its losses match the 1-rank run's."""
+    repo = pipeline.repo
+    set_param(repo, "compute.processes", 2)
+    result = pipeline.run("dvc", "repro", "causal_finetune")
+    assert result.returncode == 0, tail(result)
+    assert "causal_finetune" in set(STAGE_LINE.findall(result.stdout))
+    two = json.loads((repo / "metrics/causal/finetune.json").read_text())
+    set_param(repo, "compute.processes", 1)
+    result = pipeline.run("dvc", "repro", "causal_finetune")  # DVC's run cache gives back the 1-rank run
+    assert result.returncode == 0, tail(result)
+    one = json.loads((repo / "metrics/causal/finetune.json").read_text())
+    assert (one["ranks"], two["ranks"]) == (1, 2) and one["steps"] == two["steps"] > 0
+    # each rank's mean is weighted by its share of items, not of tokens: close, not bit-equal, on unequal lengths
+    assert two["epoch_losses"][0] == pytest.approx(one["epoch_losses"][0], rel=0.02)
+    assert two["epoch_losses"][-1] == pytest.approx(one["epoch_losses"][-1], rel=0.25, abs=0.05)
+
+
 # --- privacy: last, so that it covers every run the module made ------------------------------------------
 
 def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None:

@@ -59,7 +59,7 @@ def plain_statistics(a: Tensor) -> dict[str, Tensor]:
 def test_statistics_match_direct_computation_with_padding(family: str) -> None:
     model, adapter = model_of(family)
     seqs = random_seqs((7, 3, 11, 5, 9))  # batches of 3 -> right padding inside each batch
-    stats = pruning.collect_stats(model, adapter, seqs, PAD, batch_size=3)
+    stats = pruning.collect_stats(model, adapter, FAMILY, seqs, batch_size=3)
     direct = direct_activations(model, adapter, seqs)
     widths = pruning.widths(adapter)
     for kind in pruning.KINDS:
@@ -85,12 +85,12 @@ def test_std_is_real_standard_deviation_not_variance() -> None:
 def test_max_tokens_stops_after_the_batch_that_reaches_it() -> None:
     model, adapter = model_of("llama")
     seqs = random_seqs((5, 5, 5, 5, 5, 5))
-    capped = pruning.collect_stats(model, adapter, seqs, PAD, batch_size=2, max_tokens=12)
-    first4 = pruning.collect_stats(model, adapter, seqs.subset(range(4)), PAD, batch_size=2)
+    capped = pruning.collect_stats(model, adapter, FAMILY, seqs, batch_size=2, max_tokens=12)
+    first4 = pruning.collect_stats(model, adapter, FAMILY, seqs.subset(range(4)), batch_size=2)
     assert capped["ffn"].count.tolist() == [20.0, 20.0]  # 10 < 12 after batch 1, 20 >= 12 after batch 2
     for kind in pruning.KINDS:
         torch.testing.assert_close(capped[kind].sum_sq, first4[kind].sum_sq)
-    exact = pruning.collect_stats(model, adapter, seqs, PAD, batch_size=2, max_tokens=10)
+    exact = pruning.collect_stats(model, adapter, FAMILY, seqs, batch_size=2, max_tokens=10)
     assert exact["attn"].count.tolist() == [10.0, 10.0]
 
 
@@ -125,7 +125,7 @@ def test_prune_steps_pick_disjoint_neurons_on_a_model() -> None:
     pruned = {k: torch.zeros((2, w), dtype=torch.bool) for k, w in pruning.widths(adapter).items()}
     history = []
     for _ in range(3):
-        n = sp.prune_step(model, adapter, forget, retain, PAD, cfg, pruned)
+        n = sp.prune_step(model, adapter, FAMILY, forget, retain, cfg, pruned)
         assert n == 7 + 4  # int(0.1 * 74) FFN + int(0.1 * 48) attention neurons
         history.append({k: m.clone() for k, m in pruned.items()})
     assert [int(h["ffn"].sum()) for h in history] == [7, 14, 21]
@@ -188,10 +188,11 @@ def test_gpt2_attention_projection_is_conv1d_and_rows_are_zeroed() -> None:
 
 
 def test_frequent_tokens_counts_and_breaks_ties_by_id() -> None:
-    seqs = of([[5, 5, 7, 9], [7, 5, 9, 11, 11], [3, 11]])  # 5:3, 11:3, 7:2, 9:2, 3:1
-    assert pruning.frequent_tokens(seqs, 2) == {5, 11}
-    assert pruning.frequent_tokens(seqs, 3) == {5, 11, 7}
-    assert pruning.frequent_tokens(seqs) == {3, 5, 7, 9, 11}
+    seqs = of([[1, 5, 5, 7, 9], [2, 7, 5, 9, 11, 11], [4, 3, 11]])  # scored (all but the first): 5:3, 11:3, 7:2, 9:2, 3:1
+    ids = FAMILY.scored_ids(seqs)
+    assert pruning.frequent_tokens(ids, 2) == {5, 11}
+    assert pruning.frequent_tokens(ids, 3) == {5, 11, 7}
+    assert pruning.frequent_tokens(ids) == {3, 5, 7, 9, 11}
 
 
 def test_accuracy_counts_on_hand_made_logits() -> None:
@@ -219,7 +220,7 @@ def test_next_token_accuracy_equals_hand_computation() -> None:
     table = model.table.detach()
     gen = torch.Generator().manual_seed(4)
     seqs = of([torch.randint(1, vocab, (n,), generator=gen).tolist() for n in (9, 4, 12, 6, 2)])
-    skip = pruning.frequent_tokens(seqs, 3)
+    skip = pruning.frequent_tokens(FAMILY.scored_ids(seqs), 3)
     hits: Counter[str] = Counter()
     for row in seqs.ids:
         for prev, gold in zip(row[:-1], row[1:]):
@@ -230,7 +231,7 @@ def test_next_token_accuracy_equals_hand_computation() -> None:
                     hits[f"top{k}_skip"] += gold in ranked[:k]
     n = sum(len(r) - 1 for r in seqs.ids)
     n_skip = sum(gold not in skip for r in seqs.ids for gold in r[1:])
-    got = pruning.next_token_accuracy(model, seqs, PAD, batch_size=2, skip=skip)
+    got = pruning.scored_accuracy(model, FAMILY, seqs, batch_size=2, skip=skip)
     expected = {"top1": hits["top1"] / n, "top10": hits["top10"] / n,
                 "top1_skip": hits["top1_skip"] / n_skip, "top10_skip": hits["top10_skip"] / n_skip}
     assert got == pytest.approx(expected)

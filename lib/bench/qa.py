@@ -52,17 +52,20 @@ def encode_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
 
 def span_logprob(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 16) -> Tensor:
     """Mean log-probability per span token of each sequence (N,) float64, no gradient."""
-    out = []
+    # equal lengths batched together: a batch is as long as its longest row, so sorting drops most padding
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs.ids[i]))
+    out = torch.zeros(len(seqs), dtype=torch.float64)
     with torch.no_grad():
-        for index in batches(len(seqs), batch_size):
+        for chunk in batches(len(order), batch_size):
+            index = [order[c] for c in chunk]
             ids, mask = pad([seqs.ids[i] for i in index], pad_id)
             nll, _valid = token_nll(model, ids, mask)  # (B, T-1): position t-1 scores token t
             scored = torch.zeros_like(nll, dtype=torch.bool)
             for r, i in enumerate(index):
                 start, end = seqs.spans[i]
                 scored[r, start - 1 : end - 1] = True
-            out.append((-(nll * scored).sum(1) / scored.sum(1)).double().cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+            out[index] = (-(nll * scored).sum(1) / scored.sum(1)).double().cpu()
+    return out
 
 
 def answer_logprob(model: nn.Module, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str], max_len: int,

@@ -29,6 +29,7 @@ AUTO_CLASSES = {"masked": AutoModelForMaskedLM, "causal": AutoModelForCausalLM}
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_MAPS = (None, "auto")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ComputeConfig:
     runner: str = "local"  # local: a stage's tasks one after another in its process | ray: on Ray (prefect-ray)
     ray_address: str | None = None  # None: a local Ray the stage starts and stops; else an existing cluster's address
     workers: int | None = None  # tasks at once on the local Ray (None: the CPUs this process may use)
+    processes: int = 1  # data-parallel ranks of full-weight fine-tuning (torchrun; tasks/parallel.py); 1 = in-process
+    device_map: str | None = None  # "auto": spread a model too large for one GPU over every visible one (accelerate)
+    #                                in the stages that score, attribute and unlearn; fine-tuning keeps one device
 
     def __post_init__(self) -> None:
         """Known device form, dtype and runner; positive thread and worker counts."""
@@ -53,6 +57,10 @@ class ComputeConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}={value!r}; allowed: null or an integer >= 1")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+            raise ValueError(f"processes={self.processes!r}; allowed: an integer >= 1")
+        if self.device_map not in DEVICE_MAPS:
+            raise ValueError(f"device_map={self.device_map!r}; allowed: null, auto")
         if self.runner not in ("local", "ray"):
             raise ValueError(f"runner={self.runner!r}; allowed: local, ray")
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
@@ -181,13 +189,18 @@ def load_model(name: str, family: str, seed: int = 0,
     torch.manual_seed(seed)  # the new MLM head of an encoder-only checkpoint is random: seed it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = AUTO_CLASSES[family].from_pretrained(**args, dtype=torch.float32)
+        if compute.device_map is None:
+            model = AUTO_CLASSES[family].from_pretrained(**args, dtype=torch.float32)
+        else:  # accelerate places each layer on a device with room (every layer on the CPU without a GPU)
+            model = AUTO_CLASSES[family].from_pretrained(**args, dtype=DTYPES[compute.dtype],
+                                                         device_map=compute.device_map)
         tokenizer = load_tokenizer(name)
     if "gguf_file" in args:
         model = _dequantized(model)
     if family == "causal":
         model.config.use_cache = False  # training and scoring never reuse a cache; generation asks for it
-    model = model.to(device=resolve_device(compute.device), dtype=DTYPES[compute.dtype])
+    if compute.device_map is None:
+        model = model.to(device=resolve_device(compute.device), dtype=DTYPES[compute.dtype])
     return model.eval(), tokenizer
 
 

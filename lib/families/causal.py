@@ -263,6 +263,16 @@ class CausalFamily:
         nll, _valid = token_nll(model, *self.batch(model, samples, index))  # (B, T-1), zero at padding
         return nll.sum(1)
 
+    def scored_logits(self, model: nn.Module, samples: Sequences, index: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Next-token logits (n, V) at every scored position of samples `index`, in order, and the gold ids (n,)."""
+        ids, mask = self.batch(model, samples, index)
+        valid = mask[:, 1:].bool()  # (B, T-1): position t predicts token t+1, padding excluded
+        return logits_of(model, ids, mask)[valid], ids[:, 1:][valid]
+
+    def scored_ids(self, samples: Sequences) -> list[int]:
+        """Every scored token id: tokens 1..T-1 of each sequence, in order."""
+        return [int(t) for row in samples.ids for t in row[1:]]
+
     def count(self, samples: Sequences, index: Sequence[int]) -> int:
         """Scored tokens (every token but the first) of samples `index`."""
         return sum(len(samples.ids[i]) - 1 for i in index)

@@ -519,6 +519,15 @@ class MaskedFamily:
         chunk = self.rows(samples, index)
         return logits_at(model, chunk.input_ids, chunk.attention_mask, torch.arange(len(chunk)), chunk.positions)
 
+    def scored_logits(self, model: nn.Module, samples: MaskedRows, index: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Logits (B, V) at the [MASK] of rows `index` (one scored token each) and their gold ids (B,)."""
+        logits = self.target_logits(model, samples, index)
+        return logits, samples.gold_ids[torch.as_tensor(list(index), dtype=torch.long)].to(logits.device)
+
+    def scored_ids(self, samples: MaskedRows) -> list[int]:
+        """Every row's gold (hidden secret) token id, in order."""
+        return [int(t) for t in samples.gold_ids]
+
     def nll_sum(self, model: nn.Module, samples: MaskedRows, index: Sequence[int]) -> Tensor:
         """Cross-entropy of the gold tokens at the [MASK] positions of rows `index`, summed (differentiable)."""
         logits = self.target_logits(model, samples, index)

@@ -55,6 +55,12 @@ class Family(Protocol):
     def count(self, samples: Any, index: Sequence[int]) -> int:
         """Number of scored tokens of samples `index`."""
 
+    def scored_logits(self, model: nn.Module, samples: Any, index: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Logits (n, V) at every scored token of samples `index`, sample by sample, and the gold ids (n,)."""
+
+    def scored_ids(self, samples: Any) -> list[int]:
+        """The gold id of every scored token of every sample, in order (no model needed)."""
+
     def positions(self, model: nn.Module, samples: Any, index: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
         """Model inputs of samples `index` (ids, mask) and the positions that stand for them (B, T) bool."""
 

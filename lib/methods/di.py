@@ -1,7 +1,8 @@
 """Deliberate imagination (DI, Dong et al. 2024): self-distillation away from the forget tokens.
 
 The teacher is the ORIGINAL model, read once before training (no second model): at every
-scored position of every forget sample, its next-token logits with the ground-truth token's
+scored token of every forget sample (causal LMs: each next-token position; masked LMs, the natural
+analogue: each secret token's [MASK]), its logits with the ground-truth token's
 logit lowered by κ (`strength`, 8 in NeuMuter B.4) give the target distribution
 softmax(teacher − κ·onehot(gold)). The student (the model itself, all floating parameters,
 Adam) minimises KL(target ‖ student), averaged over the batch's scored positions; batches
@@ -11,8 +12,8 @@ forget set can cost more than a step (a run may then overshoot the first step th
 check_every - 1 steps). No learning rate is stated in the paper; 5e-5 is the
 usual fine-tuning rate of Dong et al.'s setting.
 
-Memory: the targets are kept as log-probabilities (T-1, V) per forget sample on the model's
-device, about 1.3 GB in float32 for 32 samples of 200 tokens and a 50k vocabulary.
+Memory: the targets are kept as log-probabilities (scored tokens, V) per forget sample on the
+model's device, about 1.3 GB in float32 for 32 samples of 200 tokens and a 50k vocabulary.
 """
 from __future__ import annotations
 
@@ -21,13 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lib.families.causal import logits_of
 from lib.methods import Inputs, Report
 from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, training_report,
                                   until_forgotten)
 
 label = "DI"  # the name every report prints
-families = ("causal",)  # the teacher is a next-token distribution at every position
+families = ("masked", "causal")
 needs = ("forget",)
 kind = "weights"
 
@@ -63,24 +63,23 @@ def teacher_target(logits: Tensor, gold: Tensor, strength: float) -> Tensor:
 
 
 def teacher_targets(model: nn.Module, inputs: Inputs, strength: float) -> list[Tensor]:
-    """Per forget sample, the target log-probabilities (T_i − 1, V) from the current model."""
+    """Per forget sample, the target log-probabilities (its scored tokens, V) from the current model."""
     forget, family, out = inputs.forget, inputs.family, []
     with torch.no_grad():
         for start in range(0, len(forget), family.batch_size):
             part = list(range(start, min(start + family.batch_size, len(forget))))
-            ids, mask = family.batch(model, forget, part)
-            target = teacher_target(_wide(logits_of(model, ids, mask)), ids[:, 1:], strength)  # (B, T-1, V)
-            out += [target[r, : len(forget.ids[i]) - 1] for r, i in enumerate(part)]
+            logits, gold = family.scored_logits(model, forget, part)  # (n, V), (n,)
+            target = teacher_target(_wide(logits), gold, strength)
+            out += list(target.split([family.count(forget, [i]) for i in part]))
     return out
 
 
 def kl_sum(model: nn.Module, inputs: Inputs, targets: list[Tensor], index: list[int]) -> Tensor:
-    """KL(target ‖ student) summed over the scored positions of forget rows `index` (differentiable)."""
-    ids, mask = inputs.family.batch(model, inputs.forget, index)
-    student = torch.log_softmax(_wide(logits_of(model, ids, mask)), dim=-1)  # (B, T-1, V)
-    target = nn.utils.rnn.pad_sequence([targets[i] for i in index], batch_first=True)  # (B, T-1, V)
-    kl = (target.exp() * (target - student)).sum(-1)  # (B, T-1)
-    return torch.where(mask[:, 1:].bool(), kl, 0.0).sum()
+    """KL(target ‖ student) summed over the scored tokens of forget samples `index` (differentiable)."""
+    logits, _gold = inputs.family.scored_logits(model, inputs.forget, index)
+    student = torch.log_softmax(_wide(logits), dim=-1)  # (n, V)
+    target = torch.cat([targets[i] for i in index])  # (n, V)
+    return (target.exp() * (target - student)).sum()
 
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:

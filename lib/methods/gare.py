@@ -1,13 +1,14 @@
 """GARE baseline (SNKU paper, Appendix B): gradient ascent on k random FFN neurons' output weights.
 
 k neurons are drawn uniformly over all layers (the random control's draw); only their
-down-projection columns are trained, by MAXIMIZING the masked-LM loss of the memorized
-secrets' masked rows. Exactness: the optimizer sees one delta tensor per layer holding only
-the selected columns, added through a forward hook and written back with
-`adapter.set_columns` at the end, so every other parameter stays bit-identical.
+down-projection columns are trained, by MAXIMIZING the family's mean NLL of the forget set.
+Exactness: the optimizer sees one delta tensor per layer holding only the selected columns,
+added through a forward hook and written back with `adapter.set_columns` at the end, so every
+other parameter stays bit-identical.
 
-The rows are `inputs.forget` (lib.families.masked.secret_token_rows of the memorized secrets,
-each secret token masked alone).
+Masked LMs: `inputs.forget` are the memorized secrets' masked rows (each secret token masked
+alone; the loss is the cross-entropy at the [MASK], as in the paper). Causal LMs (the natural
+analogue): the forget samples' next-token NLL over their scored tokens.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from lib.core.adapter import FFNAdapter
 from lib.core.attribution import frozen_parameters
-from lib.families.masked import MaskedRows, iter_chunks, logits_at, take
-from lib.methods import Inputs, Report
+from lib.methods import Family, Inputs, Report
 from lib.methods.random import draw_neurons
 
 label = "GARE"  # the name every report prints
-families = ("masked",)  # its loss is the masked-LM cross-entropy of masked rows
+families = ("masked", "causal")
 needs = ("forget",)
 kind = "neurons"
 
@@ -95,27 +95,26 @@ def column_deltas(adapter: FFNAdapter, groups: dict[int, Tensor]) -> Iterator[di
             handle.remove()
 
 
-def forget_loss(model: nn.Module, chunk: MaskedRows) -> Tensor:
-    """Mean masked-LM cross-entropy of the gold tokens at the rows' [MASK] positions."""
-    rows = torch.arange(len(chunk))
-    logits = logits_at(model, chunk.input_ids, chunk.attention_mask, rows, chunk.positions)  # (b, V)
-    return nn.functional.cross_entropy(logits.float(), chunk.gold_ids.to(logits.device))
+def forget_loss(model: nn.Module, family: Family, samples: object, index: list[int]) -> Tensor:
+    """The family's mean NLL over the scored tokens of forget samples `index` (masked: the [MASK] rows)."""
+    return family.nll_sum(model, samples, index) / family.count(samples, index)
 
 
-def ascend(model: nn.Module, rows: MaskedRows, deltas: dict[int, Tensor], cfg: Config,
+def ascend(model: nn.Module, family: Family, samples: object, deltas: dict[int, Tensor], cfg: Config,
            seed: int) -> AscentLog:
     """AdamW gradient ascent on the forget loss over `deltas` only, seeded order and dropout."""
-    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    n = len(samples)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     # weight decay 0 (the HF Trainer default): decaying a delta is not decaying the weight
     optim = torch.optim.AdamW(list(deltas.values()), lr=cfg.learning_rate, weight_decay=0.0)
     sched = get_linear_schedule_with_warmup(optim, int(cfg.warmup_fraction * total), total)
     gen, epoch_losses = torch.Generator().manual_seed(seed), []
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(rows), generator=gen)  # (R,)
+        order = torch.randperm(n, generator=gen).tolist()  # (N,)
         losses = []
-        for chunk in iter_chunks(take(rows, order), cfg.batch_size):
-            loss = forget_loss(model, chunk)
+        for start in range(0, n, cfg.batch_size):
+            loss = forget_loss(model, family, samples, order[start:start + cfg.batch_size])
             (-loss).backward()  # ascent: minimise the negated loss
             optim.step(), sched.step(), optim.zero_grad(set_to_none=True)
             losses.append(loss.item())
@@ -132,12 +131,10 @@ def write_back(adapter: FFNAdapter, groups: dict[int, Tensor], deltas: dict[int,
             adapter.set_columns(layer, idx, new)
 
 
-def check_rows(rows: MaskedRows) -> None:
-    """Reject anything but a non-empty MaskedRows."""
-    if not isinstance(rows, MaskedRows):
-        raise ValueError(f"rows must be a MaskedRows (lib.families.masked.secret_token_rows), got {type(rows).__name__}")
-    if len(rows) == 0:
-        raise ValueError("rows has 0 rows; GARE needs at least one memorized secret token")
+def check_rows(samples: object) -> None:
+    """Reject an empty forget set."""
+    if samples is None or len(samples) == 0:
+        raise ValueError("the forget set is empty; GARE needs at least one memorized sample")
 
 
 def _cuda_devices(model: nn.Module) -> list[int]:
@@ -145,9 +142,9 @@ def _cuda_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
-def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tensor], rows: MaskedRows,
-                  cfg: Config, seed: int) -> AscentLog:
-    """Gradient-ascend only the `groups` columns on `rows`, then write them into the model."""
+def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tensor], family: Family,
+                  samples: object, cfg: Config, seed: int) -> AscentLog:
+    """Gradient-ascend only the `groups` columns on the forget samples, then write them into the model."""
     was_training = model.training
     # fork_rng: dropout is seeded without disturbing the caller's global RNG stream
     rng_fork = torch.random.fork_rng(devices=_cuda_devices(model))
@@ -155,7 +152,7 @@ def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tenso
         torch.manual_seed(seed)
         model.train()  # dropout on, as in the fine-tuning recipe the paper reuses
         try:
-            log = ascend(model, rows, deltas, cfg, seed)
+            log = ascend(model, family, samples, deltas, cfg, seed)
         finally:
             model.train(was_training)
     write_back(adapter, groups, deltas)
@@ -163,14 +160,13 @@ def train_columns(model: nn.Module, adapter: FFNAdapter, groups: dict[int, Tenso
 
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
-    """Gradient-ascend k random neurons' columns on the forget rows, in place."""
-    rows = inputs.forget
-    check_rows(rows)
+    """Gradient-ascend k random neurons' columns on the forget set, in place."""
+    check_rows(inputs.forget)
     adapter = FFNAdapter.for_model(model)
     start = time.perf_counter()
     neurons = draw_neurons(adapter.n_layers, adapter.d_ff, cfg.k, inputs.seed)
     selected = time.perf_counter()
-    log = train_columns(model, adapter, group_by_layer(neurons), rows, cfg, inputs.seed)
+    log = train_columns(model, adapter, group_by_layer(neurons), inputs.family, inputs.forget, cfg, inputs.seed)
     return Report(strength=float(len(neurons)), strength_name="neurons", steps=log.steps,
                   trainable=cfg.k * adapter.d_model, neurons=neurons, selection_seconds=selected - start,
                   edit_seconds=time.perf_counter() - selected, details={"epoch_losses": list(log.epoch_losses)})

@@ -1,11 +1,12 @@
-"""Selective Pruning (Pochinkov & Schoots, paper 004) for causal LMs: neuron statistics, scores, pruning, metrics.
+"""Selective Pruning (Pochinkov & Schoots, paper 004): neuron statistics, scores, pruning, metrics, for both families.
 
 Neurons, two kinds:
 - "ffn": coordinate i of the INPUT of a layer's FFN down-projection (lib.core.adapter's definition);
 - "attn": coordinate i of the INPUT of a layer's attention output projection (the concatenated heads),
   read with a forward pre-hook on `adapter.attention_output(layer)`.
-Statistics: one forward per batch of right-padded Sequences; float64 running sums over the valid
-(non-padding) tokens (count, Σ|a|, #(a > 0), Σ√|a|, Σa, Σa²), no per-token Python loop. From them the five
+Statistics: one forward per batch of samples; float64 running sums over the positions that stand for them
+(the family's `positions`: every real token of a causal sequence, the paper's; a masked row's [MASK], the
+masked-LM analogue) (count, Σ|a|, #(a > 0), Σ√|a|, Σa, Σa²), no per-token Python loop. From them the five
 importance functions: mean_abs, freq_pos, mean_sqrt, std (the real standard deviation √(E[a²] − E[a]²),
 clamped at 0; the public code's "std" is the variance) and rms √E[a²]. `max_tokens` stops collection after
 the batch that reaches it.
@@ -20,21 +21,22 @@ tokens per dataset. Importance: mean_abs for both kinds — those scripts pass n
 default scoring "abs" (mean |a|) is what produced the main results; frequency of a > 0 is only meaningful for
 ReLU-like FFNs and says little for attention neurons, which have no activation function.
 
-Metrics (the paper's): pooled next-token top-1 and top-10 accuracy, and "skip" variants that ignore positions
-whose gold token is among the 50 most frequent tokens of a reference Sequences set.
+Metrics (the paper's): pooled top-1 and top-10 accuracy at every scored token (next tokens; a masked row's
+[MASK]), and "skip" variants that ignore gold tokens among the 50 most frequent scored tokens of a set.
 """
 from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
-from lib.families.causal import Sequences, batches, logits_of, on_model, pad
+from lib.families.causal import batches
+from lib.methods import Family
 
 KINDS = ("ffn", "attn")
 IMPORTANCES = ("mean_abs", "freq_pos", "mean_sqrt", "std", "rms")
@@ -140,19 +142,20 @@ def accumulating(adapter: FFNAdapter, stats: dict[str, RunningStats], valid: lis
             handle.remove()
 
 
-def collect_stats(model: nn.Module, adapter: FFNAdapter, seqs: Sequences, pad_id: int, batch_size: int = 8,
+def collect_stats(model: nn.Module, adapter: FFNAdapter, family: Family, samples: Any, batch_size: int = 8,
                   max_tokens: int | None = None, kinds: Iterable[str] = KINDS) -> dict[str, RunningStats]:
-    """Running statistics per neuron kind over the valid tokens of `seqs`, up to the batch reaching max_tokens."""
+    """Running statistics per neuron kind at the positions that stand for the samples (family.positions: every
+    real token of a causal sequence, a masked row's [MASK]), up to the batch reaching max_tokens positions."""
     device = next(model.parameters()).device
     stats = {k: RunningStats.zeros(adapter.n_layers, w, device) for k, w in widths(adapter, tuple(kinds)).items()}
-    valid: list[Tensor] = []  # the current batch's valid-token mask, read by the hooks
+    valid: list[Tensor] = []  # the current batch's chosen positions, read by the hooks
     seen = 0
     with torch.no_grad(), accumulating(adapter, stats, valid):
-        for index in batches(len(seqs), batch_size):
-            ids, mask = on_model(model, *pad([seqs.ids[i] for i in index], pad_id))
-            valid[:] = [mask.bool()]
+        for index in batches(len(samples), batch_size):
+            ids, mask, chosen = family.positions(model, samples, index)
+            valid[:] = [chosen]
             model(input_ids=ids, attention_mask=mask)
-            seen += int(mask.sum())
+            seen += int(chosen.sum())
             if max_tokens is not None and seen >= max_tokens:
                 break
     return stats
@@ -217,12 +220,11 @@ def apply_pruning(adapter: FFNAdapter, kind: str, chosen: Tensor) -> None:
             adapter.zero_attention_inputs(layer, idx)
 
 
-def frequent_tokens(seqs: Sequences, n: int = 50) -> set[int]:
-    """The `n` most frequent token ids over all tokens of `seqs` (ties: smaller id first)."""
+def frequent_tokens(ids: Iterable[int], n: int = 50) -> set[int]:
+    """The `n` most frequent of the token ids (a family's scored ids; ties: smaller id first)."""
     if n < 0:
         raise ValueError(f"n={n!r} invalid; allowed: n >= 0")
-    counts = Counter(t for row in seqs.ids for t in row)
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(Counter(ids).items(), key=lambda item: (-item[1], item[0]))
     return {tok for tok, _ in ranked[:n]}
 
 
@@ -241,15 +243,16 @@ def accuracy_counts(logits: Tensor, targets: Tensor, valid: Tensor, skip: Iterab
     return out
 
 
-def next_token_accuracy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 8,
-                        skip: Iterable[int] = (), ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
-    """Pooled next-token top-k accuracies over all valid positions of `seqs` (and the skip variants)."""
+def scored_accuracy(model: nn.Module, family: Family, samples: Any, batch_size: int = 8,
+                    skip: Iterable[int] = (), ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
+    """Pooled top-k accuracies over every scored token of `samples` (causal: each next token; masked: each [MASK]),
+    and the variants that skip gold tokens in `skip`."""
     totals: Counter[str] = Counter()
     skip = frozenset(skip)
     with torch.no_grad():
-        for index in batches(len(seqs), batch_size):
-            ids, mask = on_model(model, *pad([seqs.ids[i] for i in index], pad_id))
-            counts = accuracy_counts(logits_of(model, ids, mask), ids[:, 1:], mask[:, 1:].bool(), skip, ks)
+        for index in batches(len(samples), batch_size):
+            logits, gold = family.scored_logits(model, samples, index)  # (n, V), (n,)
+            counts = accuracy_counts(logits, gold, torch.ones_like(gold, dtype=torch.bool), skip, ks)
             for key, (hits, n) in counts.items():
                 totals[key + ":hits"] += hits
                 totals[key + ":n"] += n

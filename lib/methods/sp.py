@@ -1,4 +1,4 @@
-"""Selective Pruning (SP, Pochinkov & Schoots, paper 004) as a causal-LM unlearning method.
+"""Selective Pruning (SP, Pochinkov & Schoots, paper 004) as an unlearning method for both families.
 
 Each step collects neuron statistics on the forget and the retain set (at most `max_tokens` valid tokens
 each, on the model as pruned so far), scores every not-yet-pruned neuron by I_forget / (I_retain + ε) and
@@ -9,8 +9,10 @@ importance functions are explained in lib.methods.pruning. The method is determi
 threshold (a fixed-strength run) it takes `max_steps` steps.
 
 Details report the pruned counts per kind and per layer, the max-MA history (before and after each step)
-and the paper's metrics (pooled top-1 / top-10 next-token accuracy, also skipping gold tokens among each
-set's own 50 most frequent tokens, counted once before pruning) on forget and retain, before and after.
+and the paper's metrics (pooled top-1 / top-10 accuracy at every scored token, also skipping gold tokens
+among each set's own 50 most frequent scored tokens) on forget and retain, before and after.
+Causal LMs: statistics over every real token of the forget / retain sequences (the paper's). Masked LMs (the
+analogue): over each masked row's [MASK] position, where the model reads the secret token.
 """
 from __future__ import annotations
 
@@ -21,12 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
-from lib.families.causal import Sequences
-from lib.methods import Inputs, Report, pruning
+from lib.methods import Family, Inputs, Report, pruning
 from lib.methods.training import check_int, check_positive, final_ma, forgotten
 
 label = "Selective Pruning"  # the name every report prints
-families = ("causal",)  # statistics are collected over every token of padded sequences
+families = ("masked", "causal")
 needs = ("forget", "retain")
 kind = "weights"  # attention neurons are pruned too when attn_fraction > 0
 
@@ -69,12 +70,12 @@ class Config:
         return {kind: frac for kind, frac in both.items() if frac > 0}
 
 
-def prune_step(model: nn.Module, adapter: FFNAdapter, forget: Sequences, retain: Sequences, pad_id: int,
+def prune_step(model: nn.Module, adapter: FFNAdapter, family: Family, forget: Any, retain: Any,
                cfg: Config, pruned: dict[str, Tensor]) -> int:
     """One SP step in place: statistics, scores, zero the new picks, add them to `pruned`; return how many."""
     kinds = tuple(cfg.fractions())
-    stats = [pruning.collect_stats(model, adapter, seqs, pad_id, cfg.batch_size, cfg.max_tokens, kinds)
-             for seqs in (forget, retain)]
+    stats = [pruning.collect_stats(model, adapter, family, samples, cfg.batch_size, cfg.max_tokens, kinds)
+             for samples in (forget, retain)]
     chosen = pruning.choose(stats[0], stats[1], pruned, cfg.fractions(),
                             {"ffn": cfg.ffn_importance, "attn": cfg.attn_importance},
                             {"ffn": cfg.eps_ffn, "attn": cfg.eps_attn})
@@ -88,8 +89,8 @@ def metrics(model: nn.Module, inputs: Inputs, frequent: dict[str, set[int]],
             batch_size: int) -> dict[str, dict[str, float]]:
     """The paper's top-1 / top-10 accuracies (and skip-frequent variants) on forget and retain."""
     sets = {"forget": inputs.forget, "retain": inputs.retain}
-    return {key: pruning.next_token_accuracy(model, seqs, inputs.family.pad_id, batch_size, frequent[key])
-            for key, seqs in sets.items()}
+    return {key: pruning.scored_accuracy(model, inputs.family, samples, batch_size, frequent[key])
+            for key, samples in sets.items()}
 
 
 def trainable_count(adapter: FFNAdapter, kinds: tuple[str, ...]) -> int:
@@ -113,12 +114,13 @@ def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     adapter = FFNAdapter.for_model(model)
     widths = pruning.widths(adapter)  # both kinds, so the report always has both counts
     pruned = {kind: torch.zeros((adapter.n_layers, w), dtype=torch.bool) for kind, w in widths.items()}
-    frequent = {"forget": pruning.frequent_tokens(inputs.forget), "retain": pruning.frequent_tokens(inputs.retain)}
+    frequent = {key: pruning.frequent_tokens(inputs.family.scored_ids(samples))
+                for key, samples in (("forget", inputs.forget), ("retain", inputs.retain))}
     before = metrics(model, inputs, frequent, cfg.batch_size)
     done, worst = forgotten(model, inputs)
     history, steps = [worst], 0
     while not done and steps < cfg.max_steps:
-        if prune_step(model, adapter, inputs.forget, inputs.retain, inputs.family.pad_id, cfg, pruned) == 0:
+        if prune_step(model, adapter, inputs.family, inputs.forget, inputs.retain, cfg, pruned) == 0:
             break  # every neuron of the pruned kinds is gone
         steps += 1
         done, worst = forgotten(model, inputs)
