@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-masked run-causal run-bench test deps readme check ui mlflow-ui perf clean-cache
+.PHONY: install run run-masked run-causal run-bench test deps readme check ui mlflow-ui perf gpu-check clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -79,6 +79,10 @@ perf: $(STAMP)
 	$(BIN)/python perf/extraction.py
 	$(BIN)/python perf/answer_stop.py
 	$(BIN)/python perf/ray_scaling.py
+
+# on a machine with one GPU (<= 10 min): the stages' compute on cuda float32 / bfloat16 against the CPU
+gpu-check: $(STAMP)
+	$(BIN)/python perf/gpu_check.py --out gpu_check.json
 
 clean-cache:
 	rm -rf .cache
