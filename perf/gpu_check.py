@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -27,12 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from _sides import rss_mb  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 from lib.core.adapter import FFNAdapter  # noqa: E402
 from lib.core.attribution import grad_x_act  # noqa: E402
 from lib.core.finetune import MlmConfig, TrainConfig, train  # noqa: E402
 from lib.core.ig import IGConfig, cap_targets, integrated_gradients  # noqa: E402
 from lib.core.models import DTYPES, ComputeConfig, load_model  # noqa: E402
-from lib.families.causal import CausalFamily, Sequences, accuracy, nll_batch_loss, of  # noqa: E402
+from lib.families.causal import CausalFamily, accuracy, encode_all, nll_batch_loss, of  # noqa: E402
 from lib.families.masked import mlm_batch_loss  # noqa: E402
 from lib.families.memorization import extraction_likelihood  # noqa: E402
 from lib.methods import Inputs, make_config, unlearn  # noqa: E402
@@ -72,23 +72,9 @@ def emails(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def encode(tokenizer: Any, rows: list[tuple[str, str]], max_len: int = 48) -> Sequences:
-    """Token ids of each email and the token span of its phone number."""
-    ids, spans = [], []
-    for text, secret in rows:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        start = text.index(secret)
-        inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(secret) and b > start]
-        ids.append(enc["input_ids"][:max_len])
-        spans.append((max(1, inside[0]), min(inside[-1] + 1, max_len)))
-    return of(ids, spans)
-
-
 def peak_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA allocations on cuda, else the process's RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mb()
 
 
 def timed(seconds: dict[str, float], name: str, device: torch.device, fn: Callable[[], Any]) -> Any:
@@ -107,7 +93,7 @@ def causal_part(compute: ComputeConfig, values: dict[str, Any], seconds: dict[st
     model, tok = timed(seconds, "load_causal", torch.device("cpu"), lambda: load_model(
         "embedded:smollm2", "causal", compute=ComputeConfig(compute.device, "float32", compute.threads)))
     device = next(model.parameters()).device
-    seqs = encode(tok, emails(16))
+    seqs = encode_all(tok, emails(16), max_len=48)  # each email's token ids and its phone number's span
     log = timed(seconds, "finetune_causal", device, lambda: train(
         model, len(seqs), nll_batch_loss(model, seqs, tok.pad_token_id),
         TrainConfig(epochs=3, batch_size=8, learning_rate=1e-4, seed=0), autocast=autocast))

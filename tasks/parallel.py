@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -52,6 +52,11 @@ class TrainingSet:
     def masked(cls, texts: list[str]) -> TrainingSet:
         """The masked-LM training texts."""
         return cls("masked", texts=tuple(texts))
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainingSet:
+        """The set as `dataclasses.asdict` wrote it to a job file (lists back to tuples)."""
+        return cls(raw["family"], tuple(tuple(row) for row in raw["ids"]), raw["pad_id"], tuple(raw["texts"]))
 
 
 def batch_loss_of(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TrainingSet,
@@ -109,7 +114,7 @@ def _job_config(job: dict[str, Any]) -> TrainConfig:
     return kind(**{k: v for k, v in job["cfg"].items() if k in names})
 
 
-def _progress(rank: int) -> Callable[[int, int, float], None] | None:
+def _progress(rank: int) -> OnStep | None:
     """Rank 0 prints a line every 10 % of the steps (the other ranks stay quiet)."""
     if rank != 0:
         return None
@@ -134,10 +139,9 @@ def worker(folder: Path) -> None:
         torch.set_num_threads(job["threads"])
         compute = ComputeConfig(device=f"cuda:{local}" if cuda else "cpu", dtype="float32", threads=job["threads"])
         model, tokenizer = load_model(str(folder / "model"), job["family"], compute=compute)
-        raw = job["data"]
-        data = TrainingSet(raw["family"], tuple(tuple(r) for r in raw["ids"]), raw["pad_id"], tuple(raw["texts"]))
         cfg = _job_config(job)
         rank, _ = data_parallel()
+        data = TrainingSet.from_json(job["data"])
         log = train(model, *batch_loss_of(model, tokenizer, data, cfg), cfg, on_step=_progress(rank),
                     autocast=getattr(torch, job["autocast"]) if job["autocast"] else None)
         if rank == 0:
