@@ -49,8 +49,10 @@ run-masked run-causal run-bench: $(STAMP) deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
 
+# two xdist workers, one module at a time each (tests/test_pipeline.py's tests share one tiny repo); tests/conftest.py
+# puts the longest modules first
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 ui: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.serve --port $(PREFECT_PORT)

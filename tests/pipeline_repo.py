@@ -17,6 +17,7 @@ PROJECT_FILES = ["lib", "tasks", "flows", "dvc.yaml", "params.yaml", "pyproject.
 def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
     """params.yaml shrunk to seconds: tiny random BERT, a handful of emails and secrets."""
     params = yaml.safe_load(yaml.safe_dump(base))
+    params["compute"]["threads"] = 1  # tiny models run fastest on one thread; the other core runs the other tests
     params["data"].update(n_background_emails=80, secrets_per_category={"TEL": 3, "NAME": 3, "RANDOM": 2},
                           repetitions={"TEL": [2], "NAME": [2], "RANDOM": [2]}, n_controls_per_category=20)
     params["finetune"].update(model="tiny_model", epochs=1, batch_size=8)

@@ -275,7 +275,14 @@ def test_evaluate_tofu_on_a_tiny_model(tiny, eval_sets):
     text = json.dumps(result)  # JSON-serialisable, and no question/answer text leaks into it
     assert not any(w in text for w in ("Okonkwo", "Lindqvist", "Venn", "Tessmoor", "Pruitt"))
     again = evaluate_tofu(model, tokenizer, eval_sets, max_len=48, max_new=6, batch_size=2)
-    assert json.dumps(again) == text  # deterministic, batch size does not matter
+    # batch size does not matter: other padding takes other kernels, so equal up to float rounding, not bit for bit
+    assert set(again) == set(result)
+    for name in ("forget", "retain", "real_authors", "world_facts"):
+        assert again[name]["n"] == result[name]["n"] and again[name]["rouge"] == result[name]["rouge"], name
+        for key in ("prob", "truth_ratio"):
+            assert again[name][key] == pytest.approx(result[name][key], rel=1e-4, abs=1e-9), (name, key)
+    assert again["forget_truth_ratios"] == pytest.approx(result["forget_truth_ratios"], rel=1e-4)
+    assert again["model_utility"] == pytest.approx(result["model_utility"], rel=1e-4, abs=1e-9)
     assert with_forget_quality(result, again["forget_truth_ratios"])["forget_quality"] == pytest.approx(1.0)
 
 
