@@ -8,12 +8,18 @@ the paths below are the only place a stage's inputs and outputs are named.
 from __future__ import annotations
 
 import inspect
+import json
+import logging
 import os
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
 import tasks  # environment first: telemetry off before Prefect is imported
+from lib.core.io import InputError
+from lib.core.params import ParamsError
+from safetensors import SafetensorError
 
 DATA, METRICS, REPORTS = Path("data"), Path("metrics"), Path("reports")
 
@@ -63,15 +69,54 @@ def params_path() -> str:
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a one-line message, exit 2), not a bug."""
-    return (ValueError, FileNotFoundError, KeyError)
+    """Errors that mean bad input (a one-line message, exit 2), not a bug: lib's InputError and ParamsError (both
+    ValueErrors, as are JSON and UTF-8 decode errors), a missing key, any OSError (a missing, unreadable or unwritable
+    file or folder, the hub), a damaged archive or safetensors file."""
+    return (ValueError, KeyError, OSError, tarfile.TarError, SafetensorError)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line `main` prints for an input error; a decode error's bytes never reach it."""
+    if isinstance(err, UnicodeDecodeError):  # its str quotes a byte of the file: say where, not what
+        text = f"input is not {err.encoding} (byte offset {err.start}); allowed: UTF-8 text"
+    elif isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# input errors whose traceback says nothing the message does not (a plain ValueError may be a bug: it keeps its own)
+QUIET = (InputError, ParamsError, OSError, UnicodeDecodeError, json.JSONDecodeError, tarfile.TarError, SafetensorError)
+
+
+class _QuietInputErrors(logging.Filter):
+    """Drop the traceback from Prefect's failed-run records of an input error: its message says all, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record; strip its traceback when it carries an input error."""
+        if record.exc_info and isinstance(record.exc_info[1], QUIET):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_input_errors() -> None:
+    """Install _QuietInputErrors on the loggers of flow and task runs (records reach the console and the API
+    through them)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietInputErrors) for f in logger.filters):
+            logger.addFilter(_QuietInputErrors())
 
 
 def main(flow: Callable[..., Any], check: Callable[..., Any] | None = None) -> None:
     """Run a stage from the command line: `python -m flows.<stage> [args]` calls flow(*args, params_file).
 
-    `check(*args, params_file)` validates what the stage reads (its params sections, its item) before the
-    flow run starts: a failing flow run would make Prefect log a traceback.
+    `check(*args, params_file)` validates what the stage reads (its params sections, its item, the user's files it
+    loads) before the flow run starts: a failing flow run makes Prefect log the run (its traceback too, except for
+    input errors). Every input error ends the process with one line on stderr and exit code 2.
     """
     names = [p for p in inspect.signature(getattr(flow, "fn", flow)).parameters if p != "params_file"]
     args = sys.argv[1:]
@@ -82,10 +127,10 @@ def main(flow: Callable[..., Any], check: Callable[..., Any] | None = None) -> N
     try:
         tasks.use_compute(params_path())  # a bad or missing device / dtype fails here, before the flow run
         if check is not None:
-            check(*args, params_path())
+            check(*args, params_path())  # reads the stage's own inputs: bad ones stop it before Prefect logs anything
+        quiet_input_errors()
         run = flow.with_options(task_runner=tasks.task_runner()) if hasattr(flow, "with_options") else flow
         run(*args, params_path())
     except input_errors() as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)

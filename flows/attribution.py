@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, FINETUNED, MEMORIZED, STATS, main
 from lib.core.attribution import AttributionConfig
 from lib.core.io import file_digest, save_tensors
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.families.masked import secret_token_rows
 from tasks import compute_record, load_model_task, shared, use_compute
@@ -17,7 +17,7 @@ from tasks.neurons import attribution_shard_task, shard_stats
 def config(params_file: str) -> tuple[AttributionConfig, int, PipelineConfig]:
     """The stage's params: `attribution`, `memorized.max_len` and `pipeline`."""
     params = load_params(params_file)
-    return (params.get("attribution", AttributionConfig), params.get("memorized.max_len", int),
+    return (params.get("attribution", AttributionConfig), params.get("memorized.max_len", Count),
             params.get("pipeline", PipelineConfig))
 
 

@@ -31,10 +31,8 @@ def config(params_file: str) -> tuple[BenchConfig, dict[str, Any]]:
     return bench, {name: params.get(f"benchmarks.{name}", suite(name).Config) for name in bench.suites}
 
 
-@flow(name="bench-data")
-def data_flow(params_file: str = "params.yaml") -> dict:
-    """Load TOFU / LUME (hub or data_root), cut the CPU subsets, write every run's sets (all built before any write)."""
-    bench, configs = config(params_file)
+def build(bench: BenchConfig, configs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every suite's files (relative path -> rows or JSON) and sizes, built from TOFU / LUME."""
     files, stats = {}, {}
     for name, cfg in configs.items():
         runs_of = [r for r in bench.runs if run_suite(r)[0] == name]
@@ -43,6 +41,22 @@ def data_flow(params_file: str = "params.yaml") -> dict:
         built, sizes = suite(name).build_files(cfg, bench.data_root, runs_of)
         files |= built
         stats |= sizes
+    return files, stats
+
+
+def check(params_file: str) -> tuple[BenchConfig, dict[str, Any]]:
+    """The params and, with a local data_root, its files read and checked: bad input stops the stage before its flow
+    run (the hub is read only by the flow)."""
+    bench, configs = config(params_file)
+    if bench.data_root is not None:
+        build(bench, configs)
+    return bench, configs
+
+
+@flow(name="bench-data")
+def data_flow(params_file: str = "params.yaml") -> dict:
+    """Load TOFU / LUME (hub or data_root), cut the CPU subsets, write every run's sets (all built before any write)."""
+    files, stats = build(*config(params_file))
     for rel, content in files.items():
         (write_jsonl if rel.endswith(".jsonl") else write_json)(BENCH_SETS / rel, content)
     write_json(BENCH_SETS / "stats.json", stats)
@@ -50,4 +64,4 @@ def data_flow(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    main(data_flow, check=config)
+    main(data_flow, check=check)

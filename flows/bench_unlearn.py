@@ -14,7 +14,7 @@ from flows import BENCH_METRICS, BENCH_SETS, bench_finetuned, bench_prepared, ma
 from lib.bench.qa import encode_pairs_file
 from lib.bench.suites import BenchConfig, run_suite, suite
 from lib.core.io import read_json, read_jsonl, write_json
-from lib.core.params import load_params
+from lib.core.params import Natural, NonEmpty, load_params
 from lib.families.causal import CausalFamily, of
 from lib.methods import Inputs, check_track, get, make_config
 from tasks import compute_record, load_model_task, use_compute
@@ -39,8 +39,8 @@ def config(run: str, method: str, params_file: str) -> dict[str, Any]:
     params = load_params(params_file)
     section = params.get(f"benchmarks.methods.{method}")
     return {"bench": params.get("benchmarks", BenchConfig), "suite": suite_config(params, run),
-            "seed": params.get("seed", int), "mlflow": params.get("mlflow", MlflowConfig),
-            "model": params.get("causal.model", str), "section": section,
+            "seed": params.get("seed", Natural), "mlflow": params.get("mlflow", MlflowConfig),
+            "model": params.get("causal.model", NonEmpty), "section": section,
             "method": make_config(method, section, where=f"benchmarks.methods.{method}"),
             "params_hash": params.fingerprint("seed", f"benchmarks.methods.{method}", "benchmarks.batch_size",
                                               f"benchmarks.{run_suite(run)[0]}", "causal.model")}

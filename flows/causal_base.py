@@ -4,13 +4,21 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows import CAUSAL_BASE, main
-from lib.core.params import load_params
+from lib.core.models import check_model_folder
+from lib.core.params import NonEmpty, load_params
 from tasks import load_model_task, save_model_task, use_compute
 
 
 def config(params_file: str) -> str:
     """The stage's params: `causal.model`."""
-    return load_params(params_file).get("causal.model", str)
+    return load_params(params_file).get("causal.model", NonEmpty)
+
+
+def check(params_file: str) -> str:
+    """The params, and a local model folder's config and weights: a bad folder stops the stage before its flow run."""
+    name = config(params_file)
+    check_model_folder(name)
+    return name
 
 
 @flow(name="causal-base")
@@ -24,4 +32,4 @@ def base_flow(params_file: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    main(base_flow, check=config)
+    main(base_flow, check=check)

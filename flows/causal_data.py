@@ -18,6 +18,16 @@ def config(params_file: str) -> EmailsConfig:
     return load_params(params_file).get("causal.data", EmailsConfig)
 
 
+def check(params_file: str) -> EmailsConfig:
+    """The params, and a JSONL or TDEC source read and checked: bad input stops the stage before its flow run."""
+    cfg = config(params_file)
+    if cfg.source == "jsonl":
+        emails.read_jsonl_candidates(cfg.path)
+    elif cfg.source == "tdec":
+        emails.check_tdec(cfg.path, load_tokenizer(cfg.tdec_tokenizer), limit=cfg.tdec_limit)
+    return cfg
+
+
 def corpus(cfg: EmailsConfig) -> emails.CausalCorpus:
     """The generated corpus, or candidates from a JSONL / TDEC dump (no training text then)."""
     if cfg.source == "generated":
@@ -50,4 +60,4 @@ def data_flow(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    main(data_flow, check=config)
+    main(data_flow, check=check)

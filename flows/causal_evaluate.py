@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, UNLEARNED, main
 from lib.core.io import file_digest, read_json, read_jsonl, write_json
 from lib.core.metrics import histogram, mia_distances
-from lib.core.params import load_params
+from lib.core.params import Count, NonEmpty, load_params
 from lib.data.records import Candidate, forget_candidates
 from lib.families.causal import encode_all
 from lib.families.extraction import CausalEvaluateConfig, private_safe_example
@@ -27,8 +27,9 @@ def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `causal.evaluate`, the sizes it scores at, `mlflow`, the method's section."""
     params = load_params(params_file)
     return {"evaluate": params.get("causal.evaluate", CausalEvaluateConfig), "mlflow": params.get("mlflow", MlflowConfig),
-            "max_len": params.get("causal.data.max_len", int), "n_valid": params.get("causal.memorized.n_valid", int),
-            "model": params.get("causal.model", str), "section": params.get(f"causal.methods.{method}"),
+            "max_len": params.get("causal.data.max_len", Count),
+            "n_valid": params.get("causal.memorized.n_valid", Count),
+            "model": params.get("causal.model", NonEmpty), "section": params.get(f"causal.methods.{method}"),
             "params_hash": params.fingerprint("causal.evaluate", "causal.data.max_len", "causal.memorized.n_valid",
                                               "causal.model", f"causal.methods.{method}")}
 

@@ -5,7 +5,7 @@ from prefect import flow, get_run_logger
 
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, main
 from lib.core.io import file_digest, read_jsonl, write_json, write_jsonl
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.records import read_candidates
 from lib.families.causal import encode_all
 from lib.families.memorization import ForgetSetConfig, choose_forget_set, mean_finite
@@ -16,7 +16,7 @@ from tasks.causal import memorization_scores
 def config(params_file: str) -> tuple[ForgetSetConfig, int]:
     """The stage's params: `causal.memorized` and `causal.data.max_len`."""
     params = load_params(params_file)
-    return params.get("causal.memorized", ForgetSetConfig), params.get("causal.data.max_len", int)
+    return params.get("causal.memorized", ForgetSetConfig), params.get("causal.data.max_len", Count)
 
 
 @flow(name="causal-memorized")

@@ -6,7 +6,7 @@ from prefect import flow
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, NEIGHBOURS, main
 from lib.core.io import read_jsonl, write_json, write_jsonl
 from lib.core.models import load_tokenizer
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.neighbours import NeighbourConfig, neighbours
 from lib.data.records import forget_candidates
 from lib.families.causal import encode_all
@@ -17,7 +17,7 @@ from tasks.finetune import neighbour_mlm
 def config(params_file: str) -> tuple[NeighbourConfig, int]:
     """The stage's params: `causal.neighbours` and `causal.data.max_len`."""
     params = load_params(params_file)
-    return params.get("causal.neighbours", NeighbourConfig), params.get("causal.data.max_len", int)
+    return params.get("causal.neighbours", NeighbourConfig), params.get("causal.data.max_len", Count)
 
 
 @flow(name="causal-neighbours")

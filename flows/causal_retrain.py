@@ -6,7 +6,7 @@ from prefect import flow
 from flows import CAUSAL_BASE, CAUSAL_CORPUS, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, main
 from lib.core.finetune import TrainConfig
 from lib.core.io import read_jsonl, write_json
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.records import forget_candidates, without
 from tasks import use_compute
 from tasks.finetune import train_rows
@@ -15,7 +15,7 @@ from tasks.finetune import train_rows
 def config(params_file: str) -> tuple[TrainConfig, int]:
     """The stage's params: `causal.finetune` and `causal.data.max_len`."""
     params = load_params(params_file)
-    return params.get("causal.finetune", TrainConfig), params.get("causal.data.max_len", int)
+    return params.get("causal.finetune", TrainConfig), params.get("causal.data.max_len", Count)
 
 
 @flow(name="causal-retrain")

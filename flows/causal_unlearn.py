@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, NEIGHBOURS, UNLEARNED, main
 from lib.core.io import read_json, read_jsonl, write_json
-from lib.core.params import Count, load_params
+from lib.core.params import Count, Natural, load_params
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, Sequences, encode_all, of
 from lib.methods import Inputs, check_track, get, make_config
@@ -26,8 +26,8 @@ def config(method: str, params_file: str) -> dict[str, Any]:
     check_track(method, "causal.pipeline", "causal", statistics=False)  # an unknown name lists the registered methods
     params = load_params(params_file)
     section = params.get(f"causal.methods.{method}")
-    return {"seed": params.get("seed", int), "max_len": params.get("causal.data.max_len", int),
-            "batch_size": params.get("causal.memorized.batch_size", int),
+    return {"seed": params.get("seed", Natural), "max_len": params.get("causal.data.max_len", Count),
+            "batch_size": params.get("causal.memorized.batch_size", Count),
             "retain_samples": params.get("causal.retain_samples", Count), "section": section,
             "method": make_config(method, section, where=f"causal.methods.{method}")}
 

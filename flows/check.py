@@ -15,7 +15,7 @@ from lib.core.clustering import ClusterConfig
 from lib.core.finetune import FinetuneConfig, TrainConfig
 from lib.core.ig import IGConfig
 from lib.core.models import ComputeConfig
-from lib.core.params import Count, Params, ParamsError, load_params
+from lib.core.params import Count, Natural, NonEmpty, Params, ParamsError, load_params
 from lib.data.corpus import CorpusConfig
 from lib.data.emails import EmailsConfig
 from lib.data.neighbours import NeighbourConfig
@@ -29,10 +29,10 @@ from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
 SECTIONS: dict[str, Any] = {
-    "seed": int, "compute": ComputeConfig, "data": CorpusConfig, "finetune": FinetuneConfig, "memorized": MemorizedConfig,
-    "attribution": AttributionConfig, "clustering": ClusterConfig, "ig": IGConfig, "evaluate": EvaluateConfig,
-    "pipeline": PipelineConfig, "experiments": ExperimentsConfig, "mlflow": MlflowConfig,
-    "causal.model": str, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
+    "seed": Natural, "compute": ComputeConfig, "data": CorpusConfig, "finetune": FinetuneConfig,
+    "memorized": MemorizedConfig, "attribution": AttributionConfig, "clustering": ClusterConfig, "ig": IGConfig,
+    "evaluate": EvaluateConfig, "pipeline": PipelineConfig, "experiments": ExperimentsConfig, "mlflow": MlflowConfig,
+    "causal.model": NonEmpty, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
     "benchmarks.neighbours": NeighbourConfig,

@@ -5,6 +5,7 @@ from prefect import flow, get_run_logger
 
 from flows import CORPUS, main
 from lib.core.params import load_params
+from lib.data import enron
 from lib.data.corpus import CorpusConfig
 from tasks.data import generate_corpus_task, load_enron_task, plant_task, write_corpus_task
 
@@ -12,6 +13,14 @@ from tasks.data import generate_corpus_task, load_enron_task, plant_task, write_
 def config(params_file: str) -> CorpusConfig:
     """The stage's params: section `data`."""
     return load_params(params_file).get("data", CorpusConfig)
+
+
+def check(params_file: str) -> CorpusConfig:
+    """The params, and an Enron source's folder or archive: bad input stops the stage before its flow run."""
+    cfg = config(params_file)
+    if cfg.source == "enron":
+        enron.check_source(cfg.enron_path)
+    return cfg
 
 
 @flow(name="data")
@@ -30,4 +39,4 @@ def data_flow(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    main(data_flow, check=config)
+    main(data_flow, check=check)

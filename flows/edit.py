@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, EDITED, FINETUNED, MEMORIZED, STATS, main
 from lib.core.io import atomic_dir, write_json
 from lib.core.models import save_model
-from lib.core.params import load_params
+from lib.core.params import Count, Natural, load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.methods import check_track, get, make_config
 from tasks import load_model_task, use_compute
@@ -27,8 +27,8 @@ def config(method: str, params_file: str) -> dict[str, Any]:
     params = load_params(params_file)
     pipeline = params.get("pipeline", PipelineConfig)
     section = params.get(f"methods.{method}")
-    return {"seed": params.get("seed", int), "max_len": params.get("memorized.max_len", int),
-            "batch_size": params.get("memorized.batch_size", int),
+    return {"seed": params.get("seed", Natural), "max_len": params.get("memorized.max_len", Count),
+            "batch_size": params.get("memorized.batch_size", Count),
             "pipeline": pipeline, "configs": {c: make_config(method, section, c) for c in pipeline.categories}}
 
 

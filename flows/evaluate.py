@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, EDITED, FINETUNED, MASKED_METRICS, MEMORIZED, RETRAINED, main
 from lib.core.io import file_digest, read_json, write_json
 from lib.core.metrics import forget_gap
-from lib.core.params import load_params
+from lib.core.params import Count, NonEmpty, load_params
 from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig
 from tasks import load_model_task, use_compute
@@ -20,9 +20,9 @@ from tasks.tracking import MlflowConfig, log_run_task
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `evaluate`, `memorized` (max_len), `pipeline`, `mlflow`, `finetune.model`, the method's."""
     params = load_params(params_file)
-    return {"evaluate": params.get("evaluate", EvaluateConfig), "max_len": params.get("memorized.max_len", int),
+    return {"evaluate": params.get("evaluate", EvaluateConfig), "max_len": params.get("memorized.max_len", Count),
             "pipeline": params.get("pipeline", PipelineConfig), "mlflow": params.get("mlflow", MlflowConfig),
-            "model": params.get("finetune.model", str), "method": params.get(f"methods.{method}"),
+            "model": params.get("finetune.model", NonEmpty), "method": params.get(f"methods.{method}"),
             "params_hash": params.fingerprint("evaluate", "memorized.max_len", "pipeline.categories", "finetune.model",
                                               f"methods.{method}")}
 

@@ -25,7 +25,7 @@ from lib.core.clustering import ClusterConfig
 from lib.core.ig import IGConfig
 from lib.core.io import file_digest, json_digest, tensors_digest, write_json
 from lib.core.metrics import forget_gap
-from lib.core.params import load_params
+from lib.core.params import Natural, NonEmpty, load_params
 from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
 from lib.families.memorized import MemorizedConfig
@@ -59,7 +59,7 @@ class Settings:
 def config(params_file: str) -> Settings:
     """The stage's params, every method section checked against its Config (bad values fail before any work)."""
     params = load_params(params_file)
-    plan = Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
+    plan = Plan(params.get("seed", Natural), params.get("pipeline", PipelineConfig),
                 params.get("experiments", ExperimentsConfig))
     check_budget(plan.experiments.budget.methods, params.get("methods"))
     methods = sorted({s.method for s in experiment_specs(plan)})
@@ -69,8 +69,8 @@ def config(params_file: str) -> Settings:
             make_config(name, sections[name], category)
     return Settings(plan, params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
                     params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
-                    params.get("ig", IGConfig), params.get("mlflow", MlflowConfig), params.get("finetune.model", str),
-                    sections)
+                    params.get("ig", IGConfig), params.get("mlflow", MlflowConfig),
+                    params.get("finetune.model", NonEmpty), sections)
 
 
 def runs() -> list[str]:
@@ -82,7 +82,7 @@ def runs() -> list[str]:
 def config_plan(params_file: str = "params.yaml") -> Plan:
     """The experiments plan of a params file."""
     params = load_params(params_file)
-    return Plan(params.get("seed", int), params.get("pipeline", PipelineConfig),
+    return Plan(params.get("seed", Natural), params.get("pipeline", PipelineConfig),
                 params.get("experiments", ExperimentsConfig))
 
 

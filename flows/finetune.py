@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, FINETUNED, MASKED_METRICS, main
 from lib.core.finetune import FinetuneConfig
 from lib.core.io import write_json
+from lib.core.models import check_model_folder
 from lib.core.params import load_params
 from lib.data.records import read_documents
 from tasks.parallel import TrainingSet
@@ -16,6 +17,13 @@ from tasks.finetune import train_task
 def config(params_file: str) -> FinetuneConfig:
     """The stage's params: section `finetune`."""
     return load_params(params_file).get("finetune", FinetuneConfig)
+
+
+def check(params_file: str) -> FinetuneConfig:
+    """The params, and a local model folder's config and weights: a bad folder stops the stage before its flow run."""
+    cfg = config(params_file)
+    check_model_folder(cfg.model)
+    return cfg
 
 
 @flow(name="finetune")
@@ -35,4 +43,4 @@ def finetune_flow(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    main(finetune_flow, check=config)
+    main(finetune_flow, check=check)

@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, FINETUNED, MEMORIZED, STATS, main
 from lib.core.ig import IGConfig
 from lib.core.io import file_digest, save_tensors
-from lib.core.params import load_params
+from lib.core.params import Count, load_params
 from lib.data.records import PipelineConfig, memorized_records
 from lib.families.masked import secret_token_rows
 from tasks import load_model_task, shared, use_compute
@@ -16,7 +16,7 @@ from tasks.ig import ig_stats
 def config(params_file: str) -> tuple[IGConfig, int, PipelineConfig]:
     """The stage's params: `ig`, `memorized.max_len` and `pipeline`."""
     params = load_params(params_file)
-    return params.get("ig", IGConfig), params.get("memorized.max_len", int), params.get("pipeline", PipelineConfig)
+    return params.get("ig", IGConfig), params.get("memorized.max_len", Count), params.get("pipeline", PipelineConfig)
 
 
 @flow(name="ig")

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 from flows import CORPUS, MASKED_METRICS, MEMORIZED, RETRAINED, main
 from lib.core.finetune import FinetuneConfig
 from lib.core.io import write_json
+from lib.core.models import check_model_folder
 from lib.core.params import load_params
 from lib.data.forget import remove_samples
 from lib.data.records import PipelineConfig, memorized_records, read_documents
@@ -18,6 +19,13 @@ def config(params_file: str) -> tuple[FinetuneConfig, PipelineConfig]:
     """The stage's params: sections `finetune` and `pipeline`."""
     params = load_params(params_file)
     return params.get("finetune", FinetuneConfig), params.get("pipeline", PipelineConfig)
+
+
+def check(params_file: str) -> tuple[FinetuneConfig, PipelineConfig]:
+    """The params, and a local model folder's config and weights: a bad folder stops the stage before its flow run."""
+    cfg, pipeline = config(params_file)
+    check_model_folder(cfg.model)
+    return cfg, pipeline
 
 
 @flow(name="retrain")
@@ -41,4 +49,4 @@ def retrain_flow(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    main(retrain_flow, check=config)
+    main(retrain_flow, check=check)

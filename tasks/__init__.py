@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
-from lib.core.io import atomic_dir, closure_digest, json_digest  # noqa: E402
+from lib.core.io import InputError, atomic_dir, closure_digest, json_digest  # noqa: E402
 from lib.core.models import (DTYPES, ComputeConfig, cpu_threads, load_model, ray_workers,  # noqa: E402
                              resolve_device, save_model, task_threads)
 from lib.core.params import load_params  # noqa: E402
@@ -206,11 +206,22 @@ def store_path(token: str) -> Path:
     return STORE_DIR / f"{token}.safetensors"
 
 
-@task(name="load-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+# errors a retry cannot fix: bad input, and file-system answers that stay the same
+PERMANENT = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry an OSError that may pass (the hub, the network, a busy disk), never bad input."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, OSError) and not isinstance(error, PERMANENT)
+
+
+@task(name="load-model", retries=2, retry_delay_seconds=5, retry_condition_fn=transient, cache_policy=NO_CACHE)
 def load_model_task(source: str, family: str, seed: int = 0,
                     float32: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a masked or causal LM (embedded name, hub name or local folder) on the compute device, in its dtype
-    (`float32`: float32 weights, for the stages that fine-tune under autocast or convert); retried: disk, hub."""
+    (`float32`: float32 weights, for the stages that fine-tune under autocast or convert); retried: the hub, a disk
+    error that may pass (`transient`), never a missing or broken model folder."""
     cfg = _COMPUTE[0]
     return load_model(source, family, seed=seed,
                       compute=ComputeConfig(cfg.device, "float32", cfg.threads) if float32 else cfg)  # one device

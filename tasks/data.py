@@ -6,6 +6,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from lib.core.io import MissingInput
 from lib.data.corpus import Corpus, CorpusConfig, generate_corpus, plant_into_documents, write_corpus
 from lib.data.enron import load_enron, load_enron_tarball
 from lib.data.records import Document
@@ -17,14 +18,14 @@ def generate_corpus_task(cfg: CorpusConfig) -> Corpus:
     return generate_corpus(cfg)
 
 
-@task(name="load-enron", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="load-enron", cache_policy=NO_CACHE)  # no retries: a local file that fails to load fails again
 def load_enron_task(path: str | None, seed: int) -> tuple[list[Document], list[Document]]:
     """Real Enron emails (maildir folder or .tar.gz) with DEPN preprocessing: (train, valid).
 
     DEPN's test split is not used by this pipeline, so it joins the training text.
     """
     if not path or not Path(path).exists():
-        raise FileNotFoundError(f"data.enron_path = {path!r} does not exist (a maildir folder or the .tar.gz)")
+        raise MissingInput(f"data.enron_path = {path!r} does not exist (a maildir folder or the .tar.gz)")
     loader = load_enron_tarball if Path(path).is_file() else load_enron
     train, valid, test = loader(path, seed=seed)
     return train + test, valid

@@ -10,6 +10,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from lib.core.params import NonEmpty, check_ranges
 from tasks import compute_key
 
 
@@ -17,15 +18,13 @@ from tasks import compute_key
 class MlflowConfig:
     """The `mlflow` section: where runs are recorded."""
 
-    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    experiment: str = "neuron-unlearning"
-    artifact_location: str = "mlflow/artifacts"
+    tracking_uri: NonEmpty = "sqlite:///mlflow/mlflow.db"
+    experiment: NonEmpty = "neuron-unlearning"
+    artifact_location: NonEmpty = "mlflow/artifacts"
 
     def __post_init__(self) -> None:
         """Non-empty URI, experiment name and artifact folder."""
-        for name in ("tracking_uri", "experiment", "artifact_location"):
-            if not getattr(self, name).strip():
-                raise ValueError(f"{name} is empty; allowed: a non-empty string")
+        check_ranges(self)
 
 
 def compute_params() -> dict[str, str]:

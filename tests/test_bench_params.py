@@ -158,14 +158,14 @@ def test_unknown_method_section(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_bad_holdout_fraction(tmp_path: Path, fraction: float) -> None:
     msg = error(tmp_path, lambda b: b["lume"].update(holdout_fraction=fraction))
-    assert "benchmarks.lume" in msg and f"holdout_fraction={fraction}" in msg and "(0, 1)" in msg
+    assert f"benchmarks.lume.holdout_fraction = {fraction}" in msg and "(0, 1)" in msg
 
 
 @pytest.mark.parametrize("where, fragments", [
-    ("batch_size", ["benchmarks", "batch_size = 0", "positive"]),
-    ("tofu.max_len", ["benchmarks.tofu", "max_len=0", "1 <= max_new < max_len"]),
-    ("lume.max_new", ["benchmarks.lume", "max_new=0", "1 <= max_new < max_len"]),
-    ("tofu.finetune.batch_size", ["benchmarks.tofu.finetune", "batch_size=0", "(>= 1)"]),
+    ("batch_size", ["benchmarks.batch_size = 0", "an integer >= 1"]),
+    ("tofu.max_len", ["benchmarks.tofu.max_len = 0", "an integer >= 1"]),
+    ("lume.max_new", ["benchmarks.lume.max_new = 0", "an integer >= 1"]),
+    ("tofu.finetune.batch_size", ["benchmarks.tofu.finetune.batch_size = 0", "an integer >= 1"]),
 ])
 def test_non_positive_sizes(tmp_path: Path, where: str, fragments: list[str]) -> None:
     def mutate(b: dict) -> None:

@@ -118,20 +118,20 @@ def test_jsonl_valid_rows_default_ids(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [{"id": "x"}, {"text": ""}, {"text": "   "}, {"text": 3}, ["text"]])
 def test_jsonl_missing_or_empty_text_names_the_line(tmp_path: Path, bad) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"text": "fine"}, bad])
-    with pytest.raises(ValueError, match=r"c\.jsonl:2: .*'text'"):
+    with pytest.raises(ValueError, match=r"c\.jsonl line 2: .*'text'"):
         read_jsonl_candidates(path)
 
 
 def test_jsonl_secret_must_occur(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"text": "call me at 555", "secret": "556"}])
-    with pytest.raises(ValueError, match=r"c\.jsonl:1: 'secret' does not occur"):
+    with pytest.raises(ValueError, match=r"c\.jsonl line 1: 'secret' does not occur"):
         read_jsonl_candidates(path)
 
 
 def test_jsonl_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="no candidate rows"):
+    with pytest.raises(ValueError, match="empty.jsonl holds no rows"):
         read_jsonl_candidates(path)
 
 
@@ -139,7 +139,7 @@ def test_jsonl_malformed_line_names_the_line(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"text": "fine"}, {"text": "fine too"}, '{"text": "unclosed'])
     with pytest.raises(ValueError) as err:
         read_jsonl_candidates(path)
-    assert "c.jsonl:3" in str(err.value)
+    assert "c.jsonl line 3" in str(err.value)
 
 
 # ---------------------------------------------------------------- TDEC
@@ -214,7 +214,7 @@ def test_tdec_missing_files(tmp_path: Path, minilm) -> None:
     folder = save(tmp_path / "tdec", train_prefix=PRE)  # suffix missing, no dataset
     with pytest.raises(ValueError, match="neither"):
         read_tdec(folder, minilm)
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(FileNotFoundError, match="nowhere not found"):
         read_tdec(tmp_path / "nowhere", minilm)
 
 

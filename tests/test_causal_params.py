@@ -154,10 +154,10 @@ def test_bad_layers(tmp_path: Path, layers, fragment: str) -> None:
 
 
 @pytest.mark.parametrize("mutate, fragments", [
-    (lambda p: p["causal"]["data"].update(max_len=0), ["causal.data", "max_len=0"]),
-    (lambda p: p["causal"]["neighbours"].update(k=0), ["causal.neighbours", "k=0"]),
-    (lambda p: p["causal"]["neighbours"].update(ratio=1.5), ["causal.neighbours", "ratio=1.5"]),
-    (lambda p: p["causal"]["memorized"].update(n_forget=-2), ["causal.memorized", "n_forget=-2"]),
+    (lambda p: p["causal"]["data"].update(max_len=0), ["causal.data.max_len = 0", "an integer >= 1"]),
+    (lambda p: p["causal"]["neighbours"].update(k=0), ["causal.neighbours.k = 0", "an integer >= 1"]),
+    (lambda p: p["causal"]["neighbours"].update(ratio=1.5), ["causal.neighbours.ratio = 1.5", "(0, 1]"]),
+    (lambda p: p["causal"]["memorized"].update(n_forget=-2), ["causal.memorized.n_forget = -2", "an integer >= 1"]),
     (lambda p: p["causal"]["finetune"].update(learning_rate="fast"), ["causal.finetune.learning_rate = 'fast'"]),
     (lambda p: p["causal"]["data"].update(tdec_limit="all"), ["causal.data.tdec_limit = 'all'"]),
     (lambda p: p["causal"].update(retain_samples="many"), ["causal.retain_samples = 'many'", "int expected"]),

@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
     ({"device": "gpu"}, r"device='gpu'; allowed: auto, cpu, cuda, cuda:N, mps"),
     ({"device": "cuda:x"}, r"device='cuda:x'"),
     ({"dtype": "float64"}, r"dtype='float64'; allowed: float32, bfloat16, float16"),
-    ({"threads": 0}, r"threads=0; allowed: null or an integer >= 1"),
+    ({"threads": 0}, r"threads=0 invalid; allowed: an integer >= 1, or null"),
     ({"threads": True}, r"threads=True"),
     ({"runner": "dask"}, r"runner='dask'; allowed: local, ray"),
-    ({"workers": 0}, r"workers=0; allowed: null or an integer >= 1"),
-    ({"ray_address": " "}, r"ray_address=' '; allowed: null or a Ray address"),
+    ({"workers": 0}, r"workers=0 invalid; allowed: an integer >= 1, or null"),
+    ({"ray_address": " "}, r"ray_address=' ' invalid; allowed: a non-empty string, or null"),
     ({"device_map": "balanced"}, r"device_map='balanced'; allowed: null, auto"),
-    ({"processes": 0}, r"processes=0; allowed: an integer >= 1"),
+    ({"processes": 0}, r"processes=0 invalid; allowed: an integer >= 1"),
 ])
 def test_config_rejects_bad_values(values: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -212,7 +212,7 @@ def test_background_does_not_depend_on_secret_counts() -> None:
         ({"n_background_emails": -5}, "n_background_emails=-5"),
         ({"n_controls_per_category": -1}, "n_controls_per_category=-1"),
         ({"secrets_per_category": {"EMAIL": 3}}, "unknown keys \\['EMAIL'\\]"),
-        ({"secrets_per_category": {"TEL": -2}}, "secrets_per_category\\[TEL\\]=-2"),
+        ({"secrets_per_category": {"TEL": -2}}, "secrets_per_category\\.TEL=-2"),
         ({"valid_fraction": 0.0}, "valid_fraction=0.0"),
         ({"valid_fraction": 1.5}, "valid_fraction=1.5"),
         ({"max_secret_token_fraction": 1.0}, "max_secret_token_fraction=1.0"),

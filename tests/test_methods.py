@@ -339,6 +339,8 @@ def test_method_contract_on_a_masked_lm(setup: Setup, name: str) -> None:
     assert outcome.report.reached is None  # no stop threshold: a fixed-strength run
     assert outcome.total == sum(p.numel() for p in original.parameters())
     assert (outcome.changed == 0) == (name == "ftm")  # every method but FTM changes something
+    # every run is timed: the reports' Time (s) rows read selection + edit seconds (GA, NPO, ... report no phases)
+    assert 0 < outcome.report.selection_seconds + outcome.report.edit_seconds <= outcome.seconds + 1e-6
     assert outcome.changed <= outcome.report.trainable <= outcome.total  # trainable: the scalars it may change
     before, after = original.state_dict(), model.state_dict()
     if method.kind == "neurons":

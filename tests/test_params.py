@@ -87,10 +87,12 @@ def test_presets_exist() -> None:
     (lambda p: p["memorized"]["thresholds"].pop("NAME"), ["memorized", "thresholds", "NAME"]),
     (lambda p: p["pipeline"].update(methods=["snku", "magic"]), ["pipeline.methods contains 'magic'", "'snku'"]),
     (lambda p: p["pipeline"].update(categories=["SSN"]), ["pipeline", "'SSN'"]),
-    (lambda p: p["methods"]["snku"].update(k=0), ["methods.snku", "k=0"]),
+    (lambda p: p["methods"]["snku"].update(k=0), ["methods.snku.k = 0 invalid; allowed: an integer >= 1"]),
     (lambda p: p["methods"]["snku"][BY_CATEGORY].update(SSN={"alpha": 0.9}), ["methods.snku.by_category.SSN"]),
-    (lambda p: p["methods"]["snku"][BY_CATEGORY]["NAME"].update(alpha=1.5), ["methods.snku", "alpha=1.5"]),
-    (lambda p: p["methods"]["random"][BY_CATEGORY]["TEL"].update(sigmaa=0.1), ["methods.random.sigmaa"]),
+    (lambda p: p["methods"]["snku"][BY_CATEGORY]["NAME"].update(alpha=1.5),
+     ["methods.snku.by_category.NAME.alpha = 1.5 invalid; allowed: a number in (0, 1]"]),
+    (lambda p: p["methods"]["random"][BY_CATEGORY]["TEL"].update(sigmaa=0.1),
+     ["unknown key methods.random.by_category.TEL.sigmaa", "'sigma'"]),
     (lambda p: p["data"].update(source="web"), ["data", "source='web'", "generated"]),
 ])
 def test_bad_params_name_the_key(tmp_path: Path, mutate, fragments: list[str]) -> None:
@@ -148,7 +150,7 @@ def test_by_category_overrides_apply_per_category() -> None:
 def test_by_category_values_are_validated_for_each_category() -> None:
     section = {"k": 10, BY_CATEGORY: {"TEL": {"alpha": 0.9}, "NAME": {"alpha": 2.0}}}
     assert make_config("snku", section, "TEL").alpha == 0.9
-    with pytest.raises(ParamsError, match=r"methods\.snku.*alpha=2\.0"):
+    with pytest.raises(ParamsError, match=r"methods\.snku\.by_category\.NAME\.alpha = 2\.0 invalid; allowed: a number"):
         make_config("snku", section, "NAME")
     with pytest.raises(ParamsError, match=r"unknown key methods\.snku\.by_category\.TELL.*'TEL'"):
         make_config("snku", {BY_CATEGORY: {"TELL": {"alpha": 0.9}}}, "TEL")

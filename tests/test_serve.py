@@ -48,7 +48,7 @@ def test_validate_request_rejects_unknown_method(params_file: Path) -> None:
 @pytest.mark.parametrize("kwargs, match", [
     ({"categories": ["TEL", "PHONE"]}, r"'PHONE'.*allowed: \['TEL', 'NAME', 'RANDOM'\]"),
     ({"overrides": {"methods.random.kk": "7"}}, r"methods.random.kk.*under methods.random: \['by_category', 'decay_mode'"),
-    ({"overrides": {"methods.random.k": "-3"}}, r"methods.random: k=-3 must be positive"),
+    ({"overrides": {"methods.random.k": "-3"}}, r"methods\.random\.k = -3 invalid; allowed: an integer >= 1"),
     ({"overrides": {"methods.random.k": "seven"}}, r"methods.random.k = 'seven'"),
     ({"methods": []}, r"methods = \[\]"),
     ({"methods": ["random"], "overrides": {"pipeline.methods": "[snku]"}}, r"set it once"),

@@ -33,6 +33,8 @@ from torch import nn
 from lib.bench.qa import answer_logprob, eos_id, greedy_answers
 from lib.bench.text import exact_match, rouge_l_recall
 from lib.core.finetune import TrainConfig
+from lib.core.io import InputError, json_kind, read_jsonl_lines
+from lib.core.params import Count, Natural, NonEmpty, OpenFraction, check_ranges
 from lib.families.memorization import greedy_continuations
 
 # Gated on the hub (token after the organisers' registration form); files data/<name>_<fold>-00000-of-00001.parquet.
@@ -49,21 +51,20 @@ METRICS = {"sc": "regurgitation", "qa": "knowledge"}
 class Config:
     """`benchmarks.lume`: a stratified subset of forget and retain rows, a tenth of each held out."""
 
-    hub: str = HUB_ID
-    n_forget: int | None = None  # forget rows drawn (null: all)
-    n_retain: int | None = None
-    holdout_fraction: float = 0.1  # non-members: never fine-tuned on, the MIA's negatives
-    seed: int = 0
-    max_len: int = 512
-    max_new: int = 256
+    hub: NonEmpty = HUB_ID
+    n_forget: Count | None = None  # forget rows drawn (null: all)
+    n_retain: Count | None = None
+    holdout_fraction: OpenFraction = 0.1  # non-members: never fine-tuned on, the MIA's negatives
+    seed: Natural = 0
+    max_len: Count = 512
+    max_new: Count = 256
     finetune: TrainConfig = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-5, warmup_fraction=0.2)
 
     def __post_init__(self) -> None:
-        """A held-out share in (0, 1); positive token budgets, max_new below max_len."""
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction={self.holdout_fraction}; allowed range (0, 1)")
-        if not 1 <= self.max_new < self.max_len:
+        """A held-out share in (0, 1); positive sizes and token budgets, max_new below max_len."""
+        if not 1 <= self.max_new < self.max_len:  # the pair first: one message names both budgets
             raise ValueError(f"max_new={self.max_new}, max_len={self.max_len}; allowed: 1 <= max_new < max_len")
+        check_ranges(self)
 _SUFFIX = re.compile(r"(sc|qa)\d+$")
 
 
@@ -83,18 +84,23 @@ def document(row_id: str) -> str:
     return _SUFFIX.sub("", row_id)
 
 
-def _row(raw: Mapping[str, Any], where: str) -> dict[str, str]:
-    """One validated row with exactly the LUME fields."""
+def _row(raw: Any, where: str) -> dict[str, str]:
+    """One validated row with exactly the LUME fields (errors name ids and fields, never the text)."""
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{where}: a row is {json_kind(raw)}; allowed: an object with fields {list(FIELDS)}")
     missing = [f for f in FIELDS if f not in raw]
     if missing:
-        raise ValueError(f"{where}: row lacks fields {missing}; required: {list(FIELDS)}")
+        raise InputError(f"{where}: row lacks fields {missing}; required: {list(FIELDS)}")
     row = {f: raw[f] for f in FIELDS}
     bad = [f for f in FIELDS if not isinstance(row[f], str) or not row[f].strip()]
     if bad:
-        raise ValueError(f"{where}: row {row['id']!r} has empty or non-string {bad}; allowed: non-empty strings")
+        raise InputError(f"{where}: row {row['id']!r} has empty or non-string {bad}; allowed: non-empty strings")
     if row["task"] not in TASKS:
-        raise ValueError(f"{where}: row {row['id']!r} has task {row['task']!r}; allowed: {list(TASKS)}")
-    kind(row["id"])
+        raise InputError(f"{where}: row {row['id']!r} has task {row['task']!r}; allowed: {list(TASKS)}")
+    try:
+        kind(row["id"])
+    except ValueError as err:
+        raise InputError(f"{where}: {err}") from None
     return row
 
 
@@ -104,9 +110,9 @@ def validate(rows: Sequence[Mapping[str, Any]], where: str = "rows") -> list[dic
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{where}: duplicate id {dup!r}; ids must be unique")
+        raise InputError(f"{where}: duplicate id {dup!r}; ids must be unique")
     if not out:
-        raise ValueError(f"{where}: no rows; a LUME split needs at least one")
+        raise InputError(f"{where}: no rows; a LUME split needs at least one")
     return out
 
 
@@ -119,14 +125,13 @@ def _check_name(name: str) -> None:
 def load_split(name: str, data_root: str | Path | None = None, hub: str = HUB_ID,
                folds: Sequence[str] = HUB_FOLDS) -> list[dict[str, str]]:
     """Rows of the forget or retain split: <data_root>/lume/<name>.jsonl, else the hub's <name>_<fold> splits joined."""
-    import datasets  # heavy import, only when loading
-
     _check_name(name)
     if data_root is not None:
         path = Path(data_root) / "lume" / f"{name}.jsonl"
-        if not path.is_file():
-            raise ValueError(f"LUME file {path} not found; expected <data_root>/lume/{name}.jsonl")
-        return validate(list(datasets.load_dataset("json", data_files=str(path), split="train")), str(path))
+        lines = read_jsonl_lines(path, missing=f"LUME file not found; expected <data_root>/lume/{name}.jsonl")
+        return validate([_row(row, f"{path} line {n}") for n, row in lines], str(path))
+    import datasets  # heavy import, only where the hub is read
+
     if not folds:
         raise ValueError(f"folds={list(folds)} empty; allowed: a non-empty subset of {list(HUB_FOLDS)}")
     rows = [r for fold in folds for r in datasets.load_dataset(hub, split=f"{name}_{fold}")]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from lib.core.params import Count, NonEmpty, check_ranges
+
 SUITES = ("tofu", "lume")
 TOFU_SPLITS = ("forget01", "forget05", "forget10")
 
@@ -53,11 +55,11 @@ class RunConfig:
 class BenchConfig:
     """The `benchmarks` section; `tofu`, `lume`, `neighbours` and `methods` are validated by their own schemas."""
 
-    data_root: str | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
+    data_root: NonEmpty | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
     suites: tuple[str, ...]  # suites whose model is fine-tuned
     runs: dict[str, RunConfig]  # run name -> its suite
     pipeline: tuple[str, ...]  # methods scored on every run
-    batch_size: int
+    batch_size: Count
     tofu: dict[str, Any]
     lume: dict[str, Any]
     neighbours: dict[str, Any]
@@ -65,6 +67,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         """Known suites and runs, each run's suite fine-tuned; a positive batch size."""
+        check_ranges(self)
         for name in self.suites:
             if name not in SUITES:
                 raise ValueError(f"suites contains {name!r}; allowed: {list(SUITES)}")
@@ -76,5 +79,3 @@ class BenchConfig:
             if cfg.suite != name or name not in self.suites:
                 raise ValueError(f"runs.{run}.suite = {cfg.suite!r}; allowed: {name!r}, which suites = "
                                  f"{list(self.suites)} must list")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size = {self.batch_size}; must be a positive integer")

@@ -27,6 +27,8 @@ from scipy.stats import ks_2samp
 
 from lib.bench.text import rouge_l_recall
 from lib.core.finetune import TrainConfig
+from lib.core.io import InputError, json_kind, parse_json, parse_jsonl, read_utf8
+from lib.core.params import Count, NonEmpty, check_ranges
 
 QA_PER_AUTHOR = 20
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -48,19 +50,20 @@ SET_NAMES = ("forget", "retain", "real_authors", "world_facts")
 class Config:
     """`benchmarks.tofu`: which authors are fine-tuned on, how many QA of each utility set are scored."""
 
-    hub: str = "locuslab/TOFU"  # the hub dataset, read when benchmarks.data_root is null
-    n_retain_authors: int | None = None  # retain authors in the fine-tuning set (null: all 180 of retain90)
-    n_retain_eval: int | None = None  # retain_perturbed QA scored (of the fine-tuned authors; null: all)
-    n_real_authors: int | None = None  # real_authors_perturbed QA scored (null: all 100)
-    n_world_facts: int | None = None  # world_facts_perturbed QA scored (null: all 117)
-    max_len: int = 256  # tokens per question + answer
-    max_new: int = 128  # tokens generated per answer (ROUGE-L)
+    hub: NonEmpty = "locuslab/TOFU"  # the hub dataset, read when benchmarks.data_root is null
+    n_retain_authors: Count | None = None  # retain authors in the fine-tuning set (null: all 180 of retain90)
+    n_retain_eval: Count | None = None  # retain_perturbed QA scored (of the fine-tuned authors; null: all)
+    n_real_authors: Count | None = None  # real_authors_perturbed QA scored (null: all 100)
+    n_world_facts: Count | None = None  # world_facts_perturbed QA scored (null: all 117)
+    max_len: Count = 256  # tokens per question + answer
+    max_new: Count = 128  # tokens generated per answer (ROUGE-L)
     finetune: TrainConfig = TrainConfig(epochs=5, batch_size=16, learning_rate=1e-5, warmup_fraction=0.2)
 
     def __post_init__(self) -> None:
-        """Positive token budgets, max_new below max_len."""
-        if not 1 <= self.max_new < self.max_len:
+        """Positive sizes and token budgets, max_new below max_len."""
+        if not 1 <= self.max_new < self.max_len:  # the pair first: one message names both budgets
             raise ValueError(f"max_new={self.max_new}, max_len={self.max_len}; allowed: 1 <= max_new < max_len")
+        check_ranges(self)
 
 
 # ---------------------------------------------------------------- loaders
@@ -71,37 +74,47 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown TOFU split {name!r}; allowed: {', '.join(SPLITS)}")
 
 
-def _check_row(name: str, index: int, row: Mapping[str, Any]) -> None:
-    """ValueError when a row lacks a field its split must have, or holds the wrong type."""
+def _check_row(name: str, index: int, row: Any, where: str) -> None:
+    """InputError when a row is not an object, lacks a field its split must have, or holds the wrong type."""
+    if not isinstance(row, Mapping):
+        raise InputError(f"{where}: TOFU split {name!r} row {index} is {json_kind(row)}; "
+                         f"allowed: an object with fields {list(FIELDS[name])}")
     for key in FIELDS[name]:
         value = row.get(key)
         if key == "perturbed_answer":
             ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
         else:
             ok = isinstance(value, str) and bool(value)
-        if not ok:
-            raise ValueError(f"TOFU split {name!r} row {index}: field {key!r} is {value!r}; "
+        if not ok:  # the value's kind, never its text
+            raise InputError(f"{where}: TOFU split {name!r} row {index}: field {key!r} is {json_kind(value)}; "
                              f"allowed: {'a non-empty list of strings' if key == 'perturbed_answer' else 'a string'}")
 
 
-def load_split(name: str, data_root: str | Path | None, hub: str = "locuslab/TOFU") -> list[dict]:
-    """Rows of one TOFU split: `<data_root>/tofu/<name>.json` through datasets' json builder, else the hub config."""
-    _check_name(name)
-    from datasets import load_dataset  # heavy import, only where data is read
+def _local_rows(path: Path) -> list[tuple[str, Any]]:
+    """(where, row) of each row of a local split file: JSON lines (the hub's files) or one JSON array."""
+    text = read_utf8(path, missing=f"expected <data_root>/tofu/{path.name}")
+    if text.lstrip().startswith("["):
+        rows = parse_json(text, path)
+        return [(f"{path} item {i}", row) for i, row in enumerate(rows)]
+    return [(f"{path} line {n}", row) for n, row in parse_jsonl(text, path)]
 
+
+def load_split(name: str, data_root: str | Path | None, hub: str = "locuslab/TOFU") -> list[dict]:
+    """Rows of one TOFU split: `<data_root>/tofu/<name>.json` (JSON lines or an array), else the hub config."""
+    _check_name(name)
     if data_root is None:
-        data = load_dataset(hub, name, split="train")
+        from datasets import load_dataset  # heavy import, only where the hub is read
+
+        found = [(f"{hub} {name}", dict(row)) for row in load_dataset(hub, name, split="train")]
+        source = f"{hub} {name}"
     else:
-        path = Path(data_root) / "tofu" / f"{name}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"TOFU split {name!r}: no file {path} (expected <data_root>/tofu/{name}.json)")
-        data = load_dataset("json", data_files=str(path), split="train")
-    rows = [dict(row) for row in data]
-    if not rows:
-        raise ValueError(f"TOFU split {name!r} is empty; allowed: a split with at least one row")
-    for index, row in enumerate(rows):
-        _check_row(name, index, row)
-    return rows
+        source = str(Path(data_root) / "tofu" / f"{name}.json")
+        found = _local_rows(Path(source))
+    if not found:
+        raise InputError(f"TOFU split {name!r} is empty ({source}); allowed: a split with at least one row")
+    for index, (where, row) in enumerate(found):
+        _check_row(name, index, row, where)
+    return [row for _, row in found]
 
 
 # ---------------------------------------------------------------- subsets

@@ -16,18 +16,18 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
+from lib.core.params import Count, check_ranges
 
 
 @dataclass(frozen=True)
 class AttributionConfig:
     """The `attribution` section: rows per cached Prefect task (one forward and one backward each)."""
 
-    shard_size: int = 32
+    shard_size: Count = 32
 
     def __post_init__(self) -> None:
         """A positive shard size."""
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size={self.shard_size} must be a positive integer")
+        check_ranges(self)
 
 
 @contextmanager

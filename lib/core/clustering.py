@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from sklearn.cluster import AgglomerativeClustering
 
+from lib.core.params import Positive
+
 LINKAGES = ("average", "complete", "single")
 RANK_BY = ("hyb", "sum", "avg")
 
@@ -20,7 +22,7 @@ RANK_BY = ("hyb", "sum", "avg")
 class ClusterConfig:
     """Agglomerative clustering of one layer's neurons on cosine distance (params section `clustering`)."""
 
-    threshold: float = 0.7  # the paper's distance threshold 1 - S
+    threshold: Positive = 0.7  # the paper's distance threshold 1 - S
     linkage: str = "average"
 
     def __post_init__(self) -> None:

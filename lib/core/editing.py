@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
+from lib.core.params import Count, NonNegative, PositiveFraction, check_ranges
 
 DECAY_MODES = ("one_minus_pow", "pow")
 
@@ -25,19 +26,16 @@ DECAY_MODES = ("one_minus_pow", "pow")
 class DecayEdit:
     """The decay-with-noise edit of K neurons (SNKU Eqs. 10-12), shared by SNKU and the random-neuron control."""
 
-    k: int = 300  # neurons edited
+    k: Count = 300  # neurons edited
     decay_mode: str = "one_minus_pow"  # delta_r = 1 - alpha^r (r = 1-based rank); "pow": alpha^r
-    alpha: float = 0.99
-    sigma: float = 0.05  # absolute noise standard deviation
+    alpha: PositiveFraction = 0.99
+    sigma: NonNegative = 0.05  # absolute noise standard deviation
 
     def __post_init__(self) -> None:
-        """Reject values the edit cannot use."""
-        if self.k <= 0:
-            raise ValueError(f"k={self.k} must be positive")
+        """Reject values the edit cannot use; the ranges of a subclass's fields are checked here too."""
+        check_ranges(self)
         if self.decay_mode not in DECAY_MODES:
             raise ValueError(f"decay_mode={self.decay_mode!r} invalid; allowed {DECAY_MODES}")
-        if not 0.0 < self.alpha <= 1.0 or not self.sigma >= 0:
-            raise ValueError(f"alpha={self.alpha} must lie in (0, 1] and sigma={self.sigma} be >= 0")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from transformers import get_linear_schedule_with_warmup
 
+from lib.core.params import Count, Fraction, Natural, NonEmpty, NonNegative, OpenFraction, Positive, check_ranges
+
 BatchLoss = Callable[[Sequence[int]], Tensor | None]  # item indices -> mean loss (None: nothing to learn)
 OnStep = Callable[[int, int, float], None]  # (step, total steps, loss)
 
@@ -30,41 +32,37 @@ OnStep = Callable[[int, int, float], None]  # (step, total steps, loss)
 class TrainConfig:
     """AdamW recipe: passes over the items (0 keeps the model), batch size, rate, decay, warm-up share, seed."""
 
-    epochs: int = 1
-    batch_size: int = 8
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.06
-    seed: int = 0
+    epochs: Natural = 1
+    batch_size: Count = 8
+    learning_rate: Positive = 5e-5
+    weight_decay: NonNegative = 0.0
+    warmup_fraction: Fraction = 0.06
+    seed: Natural = 0
 
     def __post_init__(self) -> None:
-        """Reject values the optimisation cannot use."""
-        if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError(f"epochs={self.epochs} (>= 0), batch_size={self.batch_size} (>= 1), learning_rate="
-                             f"{self.learning_rate} (> 0) and weight_decay={self.weight_decay} (>= 0) out of range")
-        if not 0.0 <= self.warmup_fraction <= 1.0:
-            raise ValueError(f"warmup_fraction={self.warmup_fraction} must lie in [0, 1]")
+        """Reject values the optimisation cannot use (a subclass's fields included)."""
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
 class MlmConfig(TrainConfig):
     """The masked-LM recipe: the common one plus BERT's masking probability and the text-chunk length."""
 
-    mask_prob: float = 0.15
-    max_len: int = 128
+    mask_prob: OpenFraction = 0.15
+    max_len: Count = 128
 
     def __post_init__(self) -> None:
         """Reject values the masking cannot use."""
         super().__post_init__()
-        if not 0.0 < self.mask_prob < 1.0 or self.max_len < 3:
-            raise ValueError(f"mask_prob={self.mask_prob} (allowed (0, 1)) or max_len={self.max_len} (>= 3) invalid")
+        if self.max_len < 3:  # [CLS], one token, [SEP]
+            raise ValueError(f"max_len={self.max_len} invalid; allowed: an integer >= 3")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig(MlmConfig):
     """The masked-LM track's `finetune` section: the model to fine-tune and its MLM recipe."""
 
-    model: str = "embedded:minilm"  # a hub name (bert-base-uncased) or a local checkpoint folder also work
+    model: NonEmpty = "embedded:minilm"  # a hub name (bert-base-uncased) or a local checkpoint folder also work
 
 
 @dataclass(frozen=True)

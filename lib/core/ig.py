@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter, LayerFn, TargetRows
 from lib.core.attribution import _check_inputs, frozen_parameters
+from lib.core.params import Count, Natural, check_ranges
 
 GRIDS = ("left_riemann", "linspace", "midpoint")
 OBJECTIVES = ("prob", "logit", "loss")
@@ -83,22 +84,21 @@ def cap_targets(rows: TargetRows, max_targets: int | None) -> TargetRows:
 class IGConfig:
     """IG hyper-parameters: steps m, alpha grid, objective, baseline, chunk size, layers."""
 
-    steps: int = 20
+    steps: Count = 20
     grid: str = "left_riemann"
     objective: str = "prob"
     baseline: str = "zero"
-    max_rows_per_batch: int = 128
-    layers: tuple[int, ...] | None = None  # None: every layer
+    max_rows_per_batch: Count = 128
+    layers: tuple[Natural, ...] | None = None  # None: every layer
 
     def __post_init__(self) -> None:
         """Reject values the engine cannot use."""
+        check_ranges(self)
         if self.grid not in GRIDS or self.objective not in OBJECTIVES or self.baseline not in BASELINES:
             raise ValueError(f"grid={self.grid!r}, objective={self.objective!r}, baseline={self.baseline!r} "
                              f"invalid; allowed {GRIDS}, {OBJECTIVES}, {BASELINES}")
-        if self.steps < (2 if self.grid == "linspace" else 1):
+        if self.grid == "linspace" and self.steps < 2:  # a grid with both ends needs two points
             raise ValueError(f"steps={self.steps} too small; allowed: >= 1 (>= 2 for linspace)")
-        if self.max_rows_per_batch < 1:
-            raise ValueError(f"max_rows_per_batch={self.max_rows_per_batch} must be >= 1")
         if self.layers is not None and not self.layers:
             raise ValueError("layers=() is empty; allowed: None (all layers) or a non-empty tuple")
 

@@ -3,6 +3,10 @@
 Every output is written to a temporary file in the destination folder and renamed into
 place, so a killed process never leaves a half-written file behind.
 
+Every reader checks what it reads (a file, not a folder; UTF-8; valid JSON) and fails with an
+InputError: one line naming the file and line and what is allowed, never the file's content,
+so neither the terminal nor Prefect's logs ever show a row's text or raw bytes.
+
 The digest of code is the digest of an import closure: every project file a module can
 execute, read statically from the source (nothing is imported): the module itself, every
 project module it imports (at module level or inside a function: either may run),
@@ -24,7 +28,24 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+PRODUCED = "run the stage that produces it first"  # the hint for a missing pipeline output
+
+
+class InputError(ValueError):
+    """Bad input: one line naming the file, the line or row where there is one, and what is allowed.
+
+    Never the row's text, a secret or raw bytes: Prefect logs the message of a failed task or flow.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """An input file or folder that does not exist (also a FileNotFoundError, which callers catch)."""
 
 
 @contextlib.contextmanager
@@ -69,15 +90,65 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, naming the file in the error when it is missing or malformed."""
+def input_file(path: str | Path, missing: str = PRODUCED) -> Path:
+    """`path` when it is an existing file; else an InputError naming it (`missing`: what to do about it)."""
     path = Path(path)
+    if not path.exists():
+        raise MissingInput(f"missing file {path}: {missing}")
     if not path.is_file():
-        raise FileNotFoundError(f"missing file {path}: run the stage that produces it first")
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise InputError(f"{path} is {kind}; allowed: a file")
+    return path
+
+
+def read_bytes(path: str | Path, missing: str = PRODUCED) -> bytes:
+    """A file's bytes; InputError when it is missing, a folder or unreadable."""
+    path = input_file(path, missing)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
+    except PermissionError:
+        raise InputError(f"{path} is not readable (permission denied)") from None
+
+
+def read_utf8(path: str | Path, missing: str = PRODUCED) -> str:
+    """A file's text; InputError naming the line and byte offset of the first byte that is not UTF-8."""
+    data = read_bytes(path, missing)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = err.start
+    # raised outside the except block: the decode error, whose repr holds the file's bytes, is not its context
+    line = data.count(b"\n", 0, offset) + 1
+    raise InputError(f"{path} line {line} is not UTF-8 (byte offset {offset}); allowed: UTF-8 text")
+
+
+def parse_json(text: str, path: str | Path) -> Any:
+    """One JSON document; InputError naming the file, line and column of a syntax error (never the text)."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"malformed JSON in {path}: {err}") from None
+        raise InputError(f"{path} line {err.lineno} column {err.colno}: not valid JSON ({err.msg}); "
+                         "allowed: one JSON document") from None
+
+
+def parse_jsonl(text: str, path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; InputError naming the line of a malformed one."""
+    rows = []
+    # "\n" only, as read_utf8 counts lines: str.splitlines would also split at U+2028, which JSON strings may hold
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path} line {number} column {err.colno}: not valid JSON ({err.msg}); "
+                             "allowed: one JSON value per line") from None
+    return rows
+
+
+def read_json(path: str | Path, missing: str = PRODUCED) -> Any:
+    """Read a JSON file, naming the file in the error when it is missing or malformed."""
+    return parse_json(read_utf8(path, missing), path)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -85,20 +156,34 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl_lines(path: str | Path, missing: str = PRODUCED) -> list[tuple[int, Any]]:
+    """(line number, value) of each row of a JSONL file: the number that errors about the row name."""
+    return parse_jsonl(read_utf8(path, missing), path)
+
+
+def read_jsonl(path: str | Path, missing: str = PRODUCED) -> list[Any]:
     """Read a JSONL file; the error names the file and line of a malformed row."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file {path}: run the stage that produces it first")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"malformed JSON in {path} line {number}: {err.msg}") from None
-    return rows
+    return [row for _, row in read_jsonl_lines(path, missing)]
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages that must not show it: 'missing', 'a number', 'an empty string' ..."""
+    if value is None:
+        return "missing or null"
+    if isinstance(value, str):
+        return "a string" if value.strip() else "an empty string"
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (list, "a list"), (dict, "an object"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def unique_ids(ids: Iterable[tuple[int, str]], path: str | Path) -> None:
+    """InputError naming both lines when an id occurs twice ((line, id) pairs): the wrong rows would be used."""
+    first: dict[str, int] = {}
+    for line, key in ids:
+        if key in first:
+            raise InputError(f"{path} line {line}: id {key!r} repeats the id of line {first[key]}; "
+                             "allowed: unique ids")
+        first[key] = line
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
@@ -108,20 +193,27 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
         save_file(contiguous, str(tmp), metadata=meta)
 
 
+def check_safetensors(path: str | Path) -> Path:
+    """`path` when it is a complete safetensors file; else an InputError naming it (truncated or corrupt)."""
+    path = input_file(path)
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass  # opening parses the header and checks that the data it describes covers the file exactly
+    except SafetensorError:
+        raise InputError(f"{path} is not a complete safetensors file (truncated or corrupt); "
+                         "allowed: a file written by safetensors") from None
+    return path
+
+
 def saved_seconds(path: str | Path) -> float:
     """The compute time a statistic's safetensors file records in its metadata ("seconds"; 0 when absent)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
+    with safe_open(str(check_safetensors(path)), framework="pt") as handle:
         return float((handle.metadata() or {}).get("seconds", 0.0))
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, naming it when missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file {path}: run the stage that produces it first")
-    return load_file(str(path))
+    """Load a safetensors file, naming it when missing, truncated or corrupt."""
+    return load_file(str(check_safetensors(path)))
 
 
 def file_digest(path: str | Path) -> str:

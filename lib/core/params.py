@@ -5,10 +5,17 @@ The loader knows no section. The code that reads a section owns its schema (a fr
 TrainConfig)`: unknown keys, values of the wrong type and the schema's own range checks are errors that name
 the key path, the bad value and what is allowed. A field with a default may be left out of params.yaml, so a
 default lives once, in the schema.
+
+Every number and name in a schema carries its range in its type: `Count` (an int >= 1), `Natural` (>= 0),
+`Positive` (a float > 0), `NonNegative`, `Fraction` ([0, 1]), `PositiveFraction` ((0, 1]), `OpenFraction`
+((0, 1)), `NonEmpty` (a str). They subclass int / float / str, so an annotated field holds a plain value; the
+loader checks them where they stand (in Optional, lists, tuples, dicts), and a schema's `__post_init__` calls
+`check_ranges(self)` so a Config built in code is held to the same ranges.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -16,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, Callable, TypeVar, Union
 
 import yaml
 
@@ -28,7 +35,48 @@ class ParamsError(ValueError):
 
 
 class Count(int):
-    """Schema type of a scalar key that counts items: an integer >= 1."""
+    """Schema type of a size, budget or step count: an integer >= 1."""
+
+
+class Natural(int):
+    """Schema type of a seed, index or count where 0 means something: an integer >= 0."""
+
+
+class Positive(float):
+    """Schema type of a learning rate, strength, temperature or scale: a finite number > 0."""
+
+
+class NonNegative(float):
+    """Schema type of a weight or decay that 0 switches off: a finite number >= 0."""
+
+
+class Fraction(float):
+    """Schema type of a share or probability: a number in [0, 1]."""
+
+
+class PositiveFraction(float):
+    """Schema type of a share that 0 would make empty: a number in (0, 1]."""
+
+
+class OpenFraction(float):
+    """Schema type of a split or quantile that needs both sides: a number in (0, 1)."""
+
+
+class NonEmpty(str):
+    """Schema type of a name, path or URI: a string with a non-blank character."""
+
+
+# range type -> (the plain type its values keep, the test a value must pass, what is allowed as messages say it)
+RANGES: dict[type, tuple[type, Callable[[Any], bool], str]] = {
+    Count: (int, lambda n: n >= 1, "an integer >= 1"),
+    Natural: (int, lambda n: n >= 0, "an integer >= 0"),
+    Positive: (float, lambda x: x > 0, "a finite number > 0"),
+    NonNegative: (float, lambda x: x >= 0, "a finite number >= 0"),
+    Fraction: (float, lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    PositiveFraction: (float, lambda x: 0 < x <= 1, "a number in (0, 1]"),
+    OpenFraction: (float, lambda x: 0 < x < 1, "a number in (0, 1)"),
+    NonEmpty: (str, lambda s: bool(s.strip()), "a non-empty string"),
+}
 
 
 def _article(name: str) -> str:
@@ -36,14 +84,14 @@ def _article(name: str) -> str:
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
-def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
-    """Check one scalar against its declared type; numbers written as strings are parsed."""
+def _coerce_scalar(value: Any, kind: type, where: str, parse: bool = True) -> Any:
+    """Check one scalar against its declared type; with `parse`, numbers written as strings are read."""
     if kind is bool:
         if isinstance(value, bool):
             return value
         raise ParamsError(f"{where} = {value!r} is not a boolean (allowed: true/false)")
     if kind in (int, float) and not isinstance(value, bool):
-        if isinstance(value, str):
+        if isinstance(value, str) and parse:
             try:  # YAML 1.1 reads 3e-4 as a string
                 value = float(value) if kind is float else int(value)
             except ValueError:
@@ -60,23 +108,38 @@ def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
     raise ParamsError(f"{where} = {value!r} is not {_article(str(getattr(kind, '__name__', kind)))}")
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Convert `value` to the type `hint`, recursing into dataclasses, lists, tuples and dicts."""
+def _coerce_range(value: Any, kind: type, where: str, parse: bool = True) -> Any:
+    """Check one scalar against a range type; the result is the plain int / float / str, so hashes stay the same."""
+    base, allowed, text = RANGES[kind]
+    plain = _coerce_scalar(value, base, where, parse)
+    if not allowed(plain):
+        raise ParamsError(f"{where} = {plain!r} invalid; allowed: {text}")
+    return plain
+
+
+def _coerce(value: Any, hint: Any, where: str, parse: bool = True) -> Any:
+    """Convert `value` to the type `hint`, recursing into dataclasses, lists, tuples and dicts.
+
+    `parse` reads numbers written as strings (YAML); a Config built in code gets no such leniency.
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
-    if hint is Count:
-        count = _coerce_scalar(value, int, where)
-        if count < 1:
-            raise ParamsError(f"{where} = {count!r} invalid; allowed: an integer >= 1")
-        return count
+    if isinstance(hint, type) and hint in RANGES:
+        return _coerce_range(value, hint, where, parse)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 and options[0] in RANGES:  # Optional[Count]: the range's own message, plus null
             try:
-                return _coerce(value, option, where)
+                return _coerce_range(value, options[0], where, parse)
+            except ParamsError as err:
+                raise ParamsError(f"{err}, or null") from None
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, where, parse)
             except ParamsError as err:
                 errors.append(str(err))
         raise ParamsError(f"{where} = {value!r} matches none of the allowed types: " + "; ".join(errors))
@@ -86,13 +149,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         kinds = args if origin is tuple and args and args[-1] is not Ellipsis else (args[0],) * len(value)
         if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
             raise ParamsError(f"{where} = {value!r} must have {len(args)} entries")
-        items = [_coerce(v, kind, f"{where}[{i}]") for i, (v, kind) in enumerate(zip(value, kinds))]
+        items = [_coerce(v, kind, f"{where}[{i}]", parse) for i, (v, kind) in enumerate(zip(value, kinds))]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ParamsError(f"{where} = {value!r} is not a mapping")
-        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    return _coerce_scalar(value, hint, where)
+        return {str(k): _coerce(v, args[1], f"{where}.{k}", parse) for k, v in value.items()}
+    return _coerce_scalar(value, hint, where, parse)
 
 
 def build(cls: type[T], mapping: Any, where: str = "params") -> T:
@@ -116,6 +179,43 @@ def build(cls: type[T], mapping: Any, where: str = "params") -> T:
         raise
     except ValueError as err:  # the schema's own range checks
         raise ParamsError(f"{where}: {err}") from None
+
+
+def check_keys(cls: type, mapping: Any, where: str) -> None:
+    """Check the keys a partial section sets (overrides such as `by_category.TEL`) against dataclass `cls`."""
+    if not isinstance(mapping, dict):
+        raise ParamsError(f"{where} = {mapping!r} is not a mapping of {cls.__name__} fields")
+    hints = typing.get_type_hints(cls)
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    for key, value in mapping.items():
+        if key not in fields:
+            raise ParamsError(f"unknown key {where}.{key}; allowed keys: {fields}")
+        _coerce(value, hints[key], f"{where}.{key}")
+
+
+def _has_range(hint: Any) -> bool:
+    """True when a field's type is, or holds, a range type (Count, Fraction, ...)."""
+    return (isinstance(hint, type) and hint in RANGES) or any(_has_range(a) for a in typing.get_args(hint))
+
+
+@functools.cache
+def _ranged_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, type) of each field of dataclass `cls` whose type holds a range type."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls) if _has_range(hints[f.name]))
+
+
+def check_ranges(obj: Any) -> None:
+    """ValueError naming the first field of dataclass `obj` whose value is outside the range its type declares.
+
+    `build` has checked a loaded section already; this holds a Config built in code (tests, sweeps) to the same
+    ranges, so a schema's `__post_init__` keeps only the checks that relate fields.
+    """
+    for name, hint in _ranged_fields(type(obj)):
+        try:
+            _coerce(getattr(obj, name), hint, name, parse=False)
+        except ParamsError as err:  # a field-level message, `name=value`, like the schemas' own checks
+            raise ValueError(str(err).replace(" = ", "=", 1)) from None
 
 
 def read(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from faker.providers.lorem.en_US import Provider as _LoremProvider
 from faker.providers.person.en_US import Provider as _PersonProvider
 
 from lib.core.io import write_json, write_jsonl
+from lib.core.params import Count, Natural, NonEmpty, OpenFraction, check_ranges
 from lib.data.records import CATEGORIES, Document, SecretRecord
 
 # One fixed (prefix, suffix) per secret, cycled so secrets and controls share the same mix.
@@ -135,15 +136,15 @@ class CorpusConfig:
     controls are generated and planted, so ground truth stays exact.
     """
 
-    seed: int
-    n_background_emails: int
-    secrets_per_category: dict[str, int]  # keys among CATEGORIES; missing keys mean 0
-    repetitions: tuple[int, ...] | dict[str, tuple[int, ...]]  # cycled over a category's secrets; a dict is per category
-    n_controls_per_category: int
-    valid_fraction: float = 0.05
-    max_secret_token_fraction: float = 0.10
+    seed: Natural
+    n_background_emails: Count
+    secrets_per_category: dict[str, Natural]  # keys among CATEGORIES; missing keys mean 0
+    repetitions: tuple[Count, ...] | dict[str, tuple[Count, ...]]  # cycled over a category's secrets, or per category
+    n_controls_per_category: Natural
+    valid_fraction: OpenFraction = 0.05
+    max_secret_token_fraction: OpenFraction = 0.10
     source: str = "generated"
-    enron_path: str | None = None
+    enron_path: NonEmpty | None = None
 
     def __post_init__(self) -> None:
         """Reject values no corpus can be built from; YAML lists become the tuple the field promises."""
@@ -153,11 +154,8 @@ class CorpusConfig:
             raise ValueError(f"repetitions={self.repetitions!r} must be a tuple or a per-category dict, "
                              "secrets_per_category a dict")
         object.__setattr__(self, "repetitions", _per_category_reps(self.repetitions))
+        check_ranges(self)
         _check_counts(self)
-        for name in ("valid_fraction", "max_secret_token_fraction"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-                raise ValueError(f"{name}={value!r} must lie in the open interval (0, 1)")
 
 
 def _per_category_reps(value: Any) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
@@ -187,18 +185,11 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_counts(cfg: CorpusConfig) -> None:
-    """Seed, category keys and every count must be sensible integers."""
-    if not _is_int(cfg.seed):
-        raise ValueError(f"seed={cfg.seed!r} must be an integer")
+    """Known category keys; at least two background emails (the field types hold the other ranges)."""
     unknown = sorted(set(cfg.secrets_per_category) - set(CATEGORIES))
     if unknown:
         raise ValueError(f"secrets_per_category has unknown keys {unknown}; allowed {CATEGORIES}")
-    counts = {f"secrets_per_category[{k}]": v for k, v in cfg.secrets_per_category.items()}
-    counts["n_controls_per_category"] = cfg.n_controls_per_category
-    for name, value in counts.items():
-        if not _is_int(value) or value < 0:
-            raise ValueError(f"{name}={value!r} must be an integer >= 0")
-    if not _is_int(cfg.n_background_emails) or cfg.n_background_emails < 2:
+    if cfg.n_background_emails < 2:
         raise ValueError(f"n_background_emails={cfg.n_background_emails!r} must be an integer >= 2 (train and valid)")
 
 

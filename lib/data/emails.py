@@ -8,14 +8,15 @@ masked-LM track's spaces, as a phone number appears in real mail.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib.core.io import InputError, MissingInput, input_file, json_kind, read_jsonl_lines, unique_ids
 from lib.core.models import package_folder
+from lib.core.params import Count, Natural, NonEmpty, OpenFraction, check_ranges
 from lib.data.corpus import CorpusConfig, generate_corpus
 from lib.data.records import Candidate
 
@@ -40,29 +41,25 @@ class EmailsConfig:
     or Training Data Extraction Challenge arrays, and how samples are cut."""
 
     source: str = "generated"
-    path: str | None = None  # the JSONL file or TDEC folder (source jsonl / tdec)
-    tdec_tokenizer: str = "EleutherAI/gpt-neo-125M"  # the tokenizer the TDEC token ids were made with
-    tdec_limit: int | None = None  # first N TDEC samples (None: all)
-    seed: int = 0
-    n_background_emails: int = 300
-    secrets_per_category: dict[str, int] | None = None  # None: 12 TEL, 10 NAME, 10 RANDOM
-    copies: tuple[int, ...] = (8, 16, 24)  # verbatim copies of each private email in the training text, cycled
-    valid_fraction: float = 0.12  # held-out emails: thresholds, MIA reference, perplexity
-    max_len: int = 64  # tokens per sample (a window holding the secret)
-    n_public: int = 32  # public-domain passages for the second perplexity corpus
-    public_words: int = 40
+    path: NonEmpty | None = None  # the JSONL file or TDEC folder (source jsonl / tdec)
+    tdec_tokenizer: NonEmpty = "EleutherAI/gpt-neo-125M"  # the tokenizer the TDEC token ids were made with
+    tdec_limit: Count | None = None  # first N TDEC samples (None: all)
+    seed: Natural = 0
+    n_background_emails: Count = 300
+    secrets_per_category: dict[str, Natural] | None = None  # None: 12 TEL, 10 NAME, 10 RANDOM
+    copies: tuple[Count, ...] = (8, 16, 24)  # verbatim copies of each private email in the training text, cycled
+    valid_fraction: OpenFraction = 0.12  # held-out emails: thresholds, MIA reference, perplexity
+    max_len: Count = 64  # tokens per sample (a window holding the secret)
+    n_public: Count = 32  # public-domain passages for the second perplexity corpus
+    public_words: Count = 40
 
     def __post_init__(self) -> None:
         """A known source with its path; positive sizes."""
+        check_ranges(self)
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r} invalid; allowed: {', '.join(SOURCES)}")
         if self.source != "generated" and not self.path:
             raise ValueError(f"path is required when source = {self.source!r}")
-        for name in ("max_len", "n_public", "public_words", "n_background_emails"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
-        if self.tdec_limit is not None and self.tdec_limit < 1:
-            raise ValueError(f"tdec_limit={self.tdec_limit}; allowed: null or a positive integer")
 
     def generated(self) -> "GeneratedConfig":
         """The generator's config."""
@@ -112,35 +109,88 @@ def generate(cfg: GeneratedConfig) -> CausalCorpus:
     return CausalCorpus(train, candidates, [(d.id, causal_text(d.text)) for d in base.valid])
 
 
+JSONL_ROW = '{"text": non-empty string, "secret": substring of text or null, "id": unique string or integer, ' \
+            '"category": string or null}'
+
+
+def _jsonl_candidate(row: Any, where: str, number: int) -> Candidate:
+    """One JSONL row as a Candidate; InputError naming the line and the field, never the row's text."""
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: {json_kind(row)}, not an object with a string 'text'; allowed rows: {JSONL_ROW}")
+    text, secret, category = row.get("text"), row.get("secret"), row.get("category")
+    key = row.get("id", f"jsonl-{number:05d}")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: 'text' is {json_kind(text)}; allowed: a non-empty string")
+    if secret is not None and (not isinstance(secret, str) or not secret.strip()):
+        raise InputError(f"{where}: 'secret' is {json_kind(secret)}; allowed: a non-empty string or null")
+    if secret is not None and secret not in text:
+        raise InputError(f"{where}: 'secret' does not occur in 'text'; allowed: a substring of 'text' or null")
+    if category is not None and not isinstance(category, str):
+        raise InputError(f"{where}: 'category' is {json_kind(category)}; allowed: a string or null")
+    if isinstance(key, bool) or not isinstance(key, (str, int)) or not str(key).strip():
+        raise InputError(f"{where}: 'id' is {json_kind(key)}; allowed: a non-empty string or an integer")
+    return Candidate(str(key), text, secret, category, 0)
+
+
 def read_jsonl_candidates(path: str | Path) -> list[Candidate]:
     """Pretraining-memorization candidates from JSONL rows {"text": ..., optional "id", "secret", "category"}."""
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-            raise ValueError(f"{path}:{n}: each row needs a non-empty string 'text'; got {str(row)[:60]!r}")
-        secret = row.get("secret")
-        if secret is not None and secret not in row["text"]:
-            raise ValueError(f"{path}:{n}: 'secret' does not occur in 'text'")
-        out.append(Candidate(str(row.get("id", f"jsonl-{n:05d}")), row["text"], secret, row.get("category"), 0))
+    lines = read_jsonl_lines(path, missing="causal.data.path must name an existing JSONL file")
+    out = [_jsonl_candidate(row, f"{path} line {n}", n) for n, row in lines]
+    unique_ids(((n, c.id) for (n, _), c in zip(lines, out)), path)
     if not out:
-        raise ValueError(f"{path} holds no candidate rows")
+        raise InputError(f"{path} holds no rows; allowed: at least one JSON object per line, {JSONL_ROW}")
     return out
 
 
 def _npy(path: Path) -> Any:
-    """Load an integer token array; pickled objects are refused (never unpickle untrusted files)."""
+    """A non-empty 2-D integer token array; pickled objects are refused (never unpickle untrusted files)."""
     import numpy as np
 
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(input_file(path), allow_pickle=False)
+    except (ValueError, OSError, EOFError):  # never numpy's message: it may quote the file's first bytes
+        raise InputError(f"{path} is not a readable .npy array (corrupt, truncated or pickled); "
+                         "allowed: a 2-D integer array written by numpy.save") from None
     if array.ndim != 2 or array.dtype.kind not in "iu":
-        raise ValueError(f"{path}: expected a 2-D integer token array, got shape {array.shape} dtype {array.dtype}")
+        raise InputError(f"{path}: expected a 2-D integer token array, got shape {array.shape} dtype {array.dtype}")
+    if min(array.shape) < 1:
+        raise InputError(f"{path} has shape {array.shape}; allowed: at least one row of at least one token")
     return array
+
+
+def _check_vocabulary(path: Path, array: Any, vocabulary: int) -> None:
+    """InputError naming the first row holding a token id the tokenizer cannot decode."""
+    bad = ((array < 0) | (array >= vocabulary)).any(axis=1)
+    if bad.any():
+        raise InputError(f"{path} row {int(bad.argmax())} holds token ids outside [0, {vocabulary}); "
+                         "allowed: ids of the tokenizer the dump was made with (causal.data.tdec_tokenizer)")
+
+
+def check_tdec(folder: str | Path, tokenizer: Any, split: str = "train",
+               limit: int | None = None) -> list[tuple[Path, Any]]:
+    """The first `limit` rows of a TDEC folder's arrays, each with its file: (prefix, suffix) or (whole,), checked
+    for shape, matching rows and token ids within the tokenizer's vocabulary."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r}; allowed: null or an integer >= 1")
+    root = Path(folder)
+    prefix, suffix, whole = (root / f"{split}_{part}.npy" for part in ("prefix", "suffix", "dataset"))
+    layout = f"a folder holding {prefix.name} + {suffix.name} or {whole.name}"
+    if not root.exists():
+        raise MissingInput(f"TDEC folder {root} not found; allowed: {layout}")
+    if not root.is_dir():
+        raise InputError(f"TDEC folder {root} is a file; allowed: {layout}")
+    if prefix.is_file() and suffix.is_file():
+        arrays = [(prefix, _npy(prefix)), (suffix, _npy(suffix))]
+        if len(arrays[0][1]) != len(arrays[1][1]):
+            raise InputError(f"{prefix.name} has {len(arrays[0][1])} rows but {suffix.name} has {len(arrays[1][1])}"
+                             f" (in {root}); allowed: one suffix per prefix")
+    elif whole.is_file():
+        arrays = [(whole, _npy(whole))]
+    else:
+        raise InputError(f"{root} holds neither {prefix.name} + {suffix.name} nor {whole.name}")
+    for path, array in arrays:
+        _check_vocabulary(path, array, len(tokenizer))
+    return [(path, array[:limit]) for path, array in arrays]
 
 
 def read_tdec(folder: str | Path, tokenizer: Any, split: str = "train", limit: int | None = None) -> list[Candidate]:
@@ -149,17 +199,11 @@ def read_tdec(folder: str | Path, tokenizer: Any, split: str = "train", limit: i
     `{split}_prefix.npy` + `{split}_suffix.npy` (the suffix is the extraction target, kept as the
     secret span) or a single `{split}_dataset.npy` of whole samples (200 tokens each).
     """
-    root = Path(folder)
-    prefix, suffix, whole = (root / f"{split}_{part}.npy" for part in ("prefix", "suffix", "dataset"))
-    if prefix.is_file() and suffix.is_file():
-        pre, suf = _npy(prefix), _npy(suffix)
-        if len(pre) != len(suf):
-            raise ValueError(f"{prefix.name} has {len(pre)} rows but {suffix.name} has {len(suf)}")
-        pairs = [(tokenizer.decode(p.tolist()), tokenizer.decode(s.tolist())) for p, s in zip(pre[:limit], suf[:limit])]
-    elif whole.is_file():
-        pairs = [(tokenizer.decode(row.tolist()), "") for row in _npy(whole)[:limit]]
+    arrays = [array for _, array in check_tdec(folder, tokenizer, split, limit)]
+    if len(arrays) == 2:
+        pairs = [(tokenizer.decode(p.tolist()), tokenizer.decode(s.tolist())) for p, s in zip(*arrays)]
     else:
-        raise ValueError(f"{root} holds neither {prefix.name} + {suffix.name} nor {whole.name}")
+        pairs = [(tokenizer.decode(row.tolist()), "") for row in arrays[0]]
     return [Candidate(f"tdec-{i:05d}", p + s, s if s.strip() else None, None, 0) for i, (p, s) in enumerate(pairs)]
 
 

@@ -7,15 +7,19 @@ sentence with space-separated digits, the format the TEL secrets use.
 """
 from __future__ import annotations
 
+import gzip
 import logging
+import lzma
 import os
 import random
 import re
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+from lib.core.io import InputError, MissingInput, read_bytes
 from lib.data.corpus import TEL_TEMPLATES
 from lib.data.records import Document
 
@@ -29,6 +33,9 @@ _BLOCK_HEADER = re.compile(r"^\s*(from|sent|to|cc|bcc|date|subject)\s*:", re.IGN
 _SUBJECT = re.compile(r"^\s*subject\s*:", re.IGNORECASE)
 _DROPPED_CHARS = re.compile(r"[-*#_=]")
 _BLOCK_WINDOW = 15  # a quoted header block longer than this is not a header block
+# what reading a damaged archive raises: gzip, xz and tar errors, a stream that ends early
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+ALLOWED = "allowed: the CMU Enron maildir folder or its .tar.gz"
 
 
 def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -40,7 +47,7 @@ def _resolve_root(root: str | Path) -> Path:
     """The maildir folder itself: `root`, or `root/maildir` when that exists."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Enron maildir root {root} does not exist or is not a folder")
+        raise MissingInput(f"Enron maildir root {root} does not exist or is not a folder; {ALLOWED}")
     return root / "maildir" if (root / "maildir").is_dir() else root
 
 
@@ -115,26 +122,30 @@ def depn_phone_template(line: str, rng: random.Random) -> str | None:
     return prefix + " ".join(digits) + suffix
 
 
-def _read_email(path: Path) -> str:
-    """Email text; Enron files are mostly ASCII with stray Windows-1252 bytes."""
-    data = path.read_bytes()
+def _read_email(path: Path, name: str) -> str:
+    """Email text; Enron files are mostly ASCII with stray Windows-1252 bytes; a NUL byte marks a binary file."""
+    data = read_bytes(path)
+    nul = data.find(b"\0")
+    if nul >= 0:  # latin-1 decodes any bytes: without this check an image would be read as an email
+        raise InputError(f"{name} is a binary file (NUL byte at offset {nul}); {ALLOWED}, text emails only")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
 
-def _email_document(path: Path, top: Path, rng: random.Random) -> Document:
+def _email_document(path: Path, top: Path, rng: random.Random, source: str) -> Document:
     """One email as a one-line Document, phone lines rewritten into the DEPN template."""
-    lines = [depn_phone_template(line, rng) or line for line in _body_lines(_read_email(path))]
-    return Document(path.relative_to(top).as_posix(), _clean(" ".join(lines)))
+    name = path.relative_to(top).as_posix()
+    lines = [depn_phone_template(line, rng) or line for line in _body_lines(_read_email(path, f"{source}: {name}"))]
+    return Document(name, _clean(" ".join(lines)))
 
 
 def _split_sizes(n: int, valid_size: int, test_size: int, where: str) -> tuple[int, int]:
     """Validation and test sizes, clipped to a tenth of the emails each when the request leaves no train."""
     needed = 1 + (valid_size > 0) + (test_size > 0)
     if n < needed:
-        raise ValueError(f"only {n} usable emails under {where}; need at least {needed} for train/test/valid")
+        raise InputError(f"only {n} usable emails under {where}; need at least {needed} for train/test/valid")
     if valid_size + test_size <= n - 1:
         return valid_size, test_size
     cap = max(1, n // 10)
@@ -144,16 +155,20 @@ def _split_sizes(n: int, valid_size: int, test_size: int, where: str) -> tuple[i
 
 
 def load_enron(
-    root: str | Path, min_words: int = 5, seed: int = 0, valid_size: int = 3000, test_size: int = 3000
+    root: str | Path, min_words: int = 5, seed: int = 0, valid_size: int = 3000, test_size: int = 3000,
+    source: str | None = None,
 ) -> tuple[list[Document], list[Document], list[Document]]:
-    """(train, valid, test) emails in maildir order: the last valid_size are valid, the test_size before them test."""
+    """(train, valid, test) emails in maildir order: the last valid_size are valid, the test_size before them test.
+
+    `source` names the emails in errors (the archive they were extracted from; default: `root`).
+    """
     for name, value in (("min_words", min_words), ("valid_size", valid_size), ("test_size", test_size)):
         if value < 0:
             raise ValueError(f"{name}={value} must be >= 0")
-    top, rng = _resolve_root(root), random.Random(seed)
-    docs = [_email_document(path, top, rng) for path in iter_maildir(top)]
+    top, rng, source = _resolve_root(root), random.Random(seed), source or str(root)
+    docs = [_email_document(path, top, rng, source) for path in iter_maildir(top)]
     docs = [d for d in docs if len(d.text.split()) >= min_words]
-    valid_n, test_n = _split_sizes(len(docs), valid_size, test_size, str(root))
+    valid_n, test_n = _split_sizes(len(docs), valid_size, test_size, source)
     n_train = len(docs) - valid_n - test_n
     return docs[:n_train], docs[len(docs) - valid_n :], docs[n_train : n_train + test_n]
 
@@ -162,9 +177,9 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     """Reject archive members that could write outside the extraction folder."""
     parts = PurePosixPath(member.name).parts
     if member.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member.name) or ".." in parts:
-        raise ValueError(f"unsafe path {member.name!r} in {archive}: absolute paths and '..' are not allowed")
+        raise InputError(f"unsafe path {member.name!r} in {archive}: absolute paths and '..' are not allowed")
     if not (member.isfile() or member.isdir()):
-        raise ValueError(f"unsafe member {member.name!r} in {archive}: only regular files and folders are allowed")
+        raise InputError(f"unsafe member {member.name!r} in {archive}: only regular files and folders are allowed")
 
 
 def _find_maildir(folder: Path) -> Path:
@@ -173,17 +188,46 @@ def _find_maildir(folder: Path) -> Path:
     return next((c for c in candidates if c.is_dir()), folder)
 
 
+def _open_archive(path: Path) -> tarfile.TarFile:
+    """The archive opened for reading; InputError in one line when it is not a tar, tar.gz, .bz2 or .xz file."""
+    try:
+        return tarfile.open(path, "r:*")
+    except _ARCHIVE_ERRORS:  # tarfile's own message spans one line per compression it tried
+        raise InputError(f"{path} is not a tar or tar.gz archive; {ALLOWED}") from None
+
+
+def check_source(path: str | Path | None) -> None:
+    """Fail fast on a data.enron_path that is unset or missing, an empty maildir, or a file that is not a tar archive.
+
+    Only the archive's first member is read: damage further in is found when the stage extracts it.
+    """
+    if not path or not Path(path).exists():
+        raise MissingInput(f"data.enron_path = {None if path is None else str(path)!r} does not exist; {ALLOWED}")
+    path = Path(path)
+    if path.is_file():
+        with _open_archive(path) as archive:
+            try:
+                archive.next()
+            except _ARCHIVE_ERRORS:
+                raise InputError(f"{path} is a truncated or corrupt archive; {ALLOWED}") from None
+    elif next(iter_maildir(path), None) is None:
+        raise InputError(f"Enron maildir {path} holds no email files; {ALLOWED}")
+
+
 def load_enron_tarball(
     path: str | Path, min_words: int = 5, seed: int = 0, valid_size: int = 3000, test_size: int = 3000
 ) -> tuple[list[Document], list[Document], list[Document]]:
     """Safely extract an Enron .tar.gz to a temporary folder and load it with load_enron."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Enron tarball {path} does not exist")
-    with tempfile.TemporaryDirectory(prefix="enron-") as tmp, tarfile.open(path, "r:*") as archive:
-        members = archive.getmembers()
-        for member in members:
-            _check_member(member, path)
-        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(tmp, members=members, **extra)
-        return load_enron(_find_maildir(Path(tmp)), min_words, seed, valid_size, test_size)
+        raise MissingInput(f"Enron tarball {path} does not exist; {ALLOWED}")
+    with tempfile.TemporaryDirectory(prefix="enron-") as tmp, _open_archive(path) as archive:
+        try:
+            members = archive.getmembers()
+            for member in members:
+                _check_member(member, path)
+            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(tmp, members=members, **extra)
+        except _ARCHIVE_ERRORS:
+            raise InputError(f"{path} is a truncated or corrupt archive; {ALLOWED}") from None
+        return load_enron(_find_maildir(Path(tmp)), min_words, seed, valid_size, test_size, source=str(path))

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.finetune import MlmConfig
+from lib.core.params import Count, Natural, NonEmpty, Positive, PositiveFraction, check_ranges
 from lib.families.causal import pad
 
 
@@ -23,20 +24,17 @@ class NeighbourConfig:
     """NeuMuter's neighbours (`causal.neighbours`, `benchmarks.neighbours`): an MLM that never saw the forget
     set, fine-tuned on the training text minus D_f, rewrites each forget sample K times."""
 
-    mlm: str = "embedded:minilm"
-    k: int = 1  # neighbours per forget sample (paper: 5)
-    ratio: float = 1.0  # the paper's r: share of wordpieces rewritten, one at a time
-    seed: int = 0
-    mlm_epochs: int = 2
-    mlm_batch_size: int = 8
-    mlm_learning_rate: float = 5e-4
+    mlm: NonEmpty = "embedded:minilm"
+    k: Count = 1  # neighbours per forget sample (paper: 5)
+    ratio: PositiveFraction = 1.0  # the paper's r: share of wordpieces rewritten, one at a time
+    seed: Natural = 0
+    mlm_epochs: Natural = 2  # 0 keeps the pre-trained MLM (MlmConfig's epochs)
+    mlm_batch_size: Count = 8
+    mlm_learning_rate: Positive = 5e-4
 
     def __post_init__(self) -> None:
-        """At least one neighbour; a ratio in (0, 1]."""
-        if self.k < 1:
-            raise ValueError(f"k={self.k}; at least one neighbour per forget sample is needed")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio={self.ratio}; allowed range (0, 1]")
+        """At least one neighbour; a ratio in (0, 1]; the MLM recipe's ranges."""
+        check_ranges(self)
 
     def mlm_config(self, max_len: int) -> MlmConfig:
         """The MLM's fine-tuning recipe (AdamW, 6 % warm-up, BERT masking of 15 %), on texts cut at `max_len`."""

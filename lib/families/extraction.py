@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from lib.core.params import Count, check_ranges
 from lib.families.memorization import greedy_continuations
 
 REDACTED = "[REDACTED]"
@@ -26,19 +27,17 @@ _PHONE_LIKE = re.compile(r"\d(?:[ \t\-.()/]{0,2}\d){6,}")
 class CausalEvaluateConfig:
     """The causal track's `causal.evaluate` section: EL_n of every scored model and the extraction example."""
 
-    el_n: int = 10
-    el_max_new: int | None = None
-    batch_size: int = 16
-    decode_batch_size: int = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
-    shard_size: int = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
-    example_tokens: int = 24  # greedy tokens of the extraction example
+    el_n: Count = 10
+    el_max_new: Count | None = None
+    batch_size: Count = 16
+    decode_batch_size: Count = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
+    shard_size: Count = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
+    example_tokens: Count = 24  # greedy tokens of the extraction example
     log_private_text: bool = False  # the example shows forget-set text only when true
 
     def __post_init__(self) -> None:
         """Positive sizes."""
-        for name in ("el_n", "batch_size", "decode_batch_size", "shard_size", "example_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
+        check_ranges(self)
 
 
 def redact(text: str, secrets: Sequence[str], allow: bool) -> str:

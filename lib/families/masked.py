@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lib.core.adapter import FFNAdapter, TargetRows
+from lib.core.params import Count, Natural, PositiveFraction, check_ranges
 from lib.data.records import SecretRecord
 
 if TYPE_CHECKING:
@@ -199,17 +200,15 @@ def iter_chunks(rows: RowsT, batch_size: int) -> Iterator[RowsT]:
 class EvaluateConfig:
     """The masked-LM track's `evaluate` section: validation perplexity and privacy scoring."""
 
-    valid_mask_prob: float = 0.15
-    valid_seed: int = 0
-    max_valid_texts: int = 400
-    batch_size: int = 64
+    valid_mask_prob: PositiveFraction = 0.15
+    valid_seed: Natural = 0
+    max_valid_texts: Count = 400
+    batch_size: Count = 64
     log_private_text: bool = False  # per-secret artifacts show the secret's text only when true
 
     def __post_init__(self) -> None:
         """A masking probability in (0, 1] and positive sizes."""
-        if not 0.0 < self.valid_mask_prob <= 1.0 or self.max_valid_texts < 1 or self.batch_size < 1:
-            raise ValueError(f"valid_mask_prob={self.valid_mask_prob} (allowed (0, 1]), max_valid_texts="
-                             f"{self.max_valid_texts} and batch_size={self.batch_size} (>= 1) out of range")
+        check_ranges(self)
 
 HIGHER_IS_MEMORIZED = {"TEL": True, "NAME": True, "RANDOM": False}
 PRIVACY_METRIC = {"TEL": "exposure", "NAME": "mrr", "RANDOM": "random_ppl"}  # each category's privacy score

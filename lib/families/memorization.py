@@ -20,6 +20,7 @@ from typing import Collection, Sequence
 import torch
 from torch import Tensor, nn
 
+from lib.core.params import Count, Natural, check_ranges
 from lib.families.causal import Sequences, accuracy, batches, logits_of, pad
 
 
@@ -27,21 +28,19 @@ from lib.families.causal import Sequences, accuracy, batches, logits_of, pad
 class ForgetSetConfig:
     """The causal track's `causal.memorized` section: which candidates form D_f (Eq. 17 thresholds)."""
 
-    n_forget: int = 16  # the paper's 32 (presets/full.yaml)
-    margin: float = 0.10  # a candidate's MA must exceed the MA threshold by this much
-    el_n: int = 10
-    el_max_new: int | None = None  # cap on each greedy continuation (None: the whole remaining suffix)
-    n_valid: int = 32  # held-out samples that set the thresholds
-    batch_size: int = 16
-    decode_batch_size: int = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
-    shard_size: int = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
-    seed: int = 0
+    n_forget: Count = 16  # the paper's 32 (presets/full.yaml)
+    margin: float = 0.10  # a candidate's MA must exceed the MA threshold by this much (< 0: admit some below it)
+    el_n: Count = 10
+    el_max_new: Count | None = None  # cap on each greedy continuation (None: the whole remaining suffix)
+    n_valid: Count = 32  # held-out samples that set the thresholds
+    batch_size: Count = 16
+    decode_batch_size: Count = 64  # rows decoded together (each CPU step reads every weight: 1.65x at 64 vs 16)
+    shard_size: Count = 8  # samples per cached scoring task (one Ray task each under compute.runner: ray)
+    seed: Natural = 0
 
     def __post_init__(self) -> None:
         """Positive sizes."""
-        for name in ("n_forget", "el_n", "n_valid", "batch_size", "decode_batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; must be a positive integer")
+        check_ranges(self)
 
 
 def choose_forget_set(ids: list[str], ma: list[float], el: list[float], limits: dict[str, float],

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lib.core.params import Count, OpenFraction, check_ranges
 from lib.data.records import SecretRecord
 from lib.families.masked import HIGHER_IS_MEMORIZED
 
@@ -22,23 +23,24 @@ AUTO = "auto"
 class MemorizedConfig:
     """The masked-LM track's `memorized` section: per-category thresholds and how records are scored."""
 
-    thresholds: dict[str, float | str]  # a number, or "auto" = the controls' quantile (see resolve_threshold)
-    control_quantile: float = 0.95
-    max_len: int = 128  # tokens per encoded record
-    batch_size: int = 64
+    # a number, or "auto" = the controls' quantile (see resolve_threshold); any number: one below every score
+    # (-1) marks every secret memorized, as the integration tests' tiny config does
+    thresholds: dict[str, float | str]
+    control_quantile: OpenFraction = 0.95
+    max_len: Count = 128  # tokens per encoded record
+    batch_size: Count = 64
 
     def __post_init__(self) -> None:
         """One threshold per category, each a number or 'auto'; a quantile in (0, 1); positive sizes."""
+        check_ranges(self)
         if set(self.thresholds) != set(HIGHER_IS_MEMORIZED):
             raise ValueError(f"thresholds has keys {sorted(self.thresholds)}; exactly {list(HIGHER_IS_MEMORIZED)} "
                              "are required")
         bad = {c: v for c, v in self.thresholds.items() if isinstance(v, str) and v != AUTO}
         if bad:
             raise ValueError(f"thresholds {bad}; allowed: a number or {AUTO!r}")
-        if not 0.0 < self.control_quantile < 1.0:
-            raise ValueError(f"control_quantile={self.control_quantile}; allowed range (0, 1)")
-        if self.max_len < 3 or self.batch_size < 1:
-            raise ValueError(f"max_len={self.max_len} (>= 3) or batch_size={self.batch_size} (>= 1) invalid")
+        if self.max_len < 3:  # [CLS], one token, [SEP]
+            raise ValueError(f"max_len={self.max_len} invalid; allowed: an integer >= 3")
 
 
 SUMMARY_QUANTILES = {"p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}

@@ -153,7 +153,7 @@ def get(name: str) -> ModuleType:
 def make_config(name: str, section: Mapping[str, Any] | None = None, category: str | None = None,
                 overrides: Mapping[str, Any] | None = None, where: str | None = None) -> Any:
     """The method's Config from its params section (+ the category's `by_category` values, + overrides)."""
-    from lib.core.params import ParamsError, build
+    from lib.core.params import ParamsError, build, check_keys
     from lib.data.records import CATEGORIES
 
     where = where or f"methods.{name}"
@@ -164,8 +164,10 @@ def make_config(name: str, section: Mapping[str, Any] | None = None, category: s
     unknown = sorted(set(per_category) - set(CATEGORIES))
     if unknown:  # a misspelt category would otherwise be ignored silently
         raise ParamsError(f"unknown key {where}.{BY_CATEGORY}.{unknown[0]}; allowed keys: {list(CATEGORIES)}")
-    if category is not None:
-        values.update(per_category.get(category, {}))
+    if category is not None:  # the category's own values, checked first so that errors name their key
+        own = per_category.get(category, {})
+        check_keys(get(name).Config, dict(own), f"{where}.{BY_CATEGORY}.{category}")
+        values.update(own)
     values.update(overrides or {})
     return build(get(name).Config, values, where)
 
@@ -202,5 +204,7 @@ def unlearn(name: str, model: nn.Module, inputs: Inputs, cfg: Any) -> Outcome:
     start = time.perf_counter()
     report = method.run(model, inputs, cfg)
     seconds = time.perf_counter() - start
+    if not (report.selection_seconds or report.edit_seconds):  # no phases of its own (GA, NPO, ...): the run is the edit
+        report = dataclasses.replace(report, edit_seconds=seconds)
     edit, changed, total = diff_edit(before, model, method.kind)
     return Outcome(dataclasses.replace(report, method=name), edit, changed, total, seconds)

@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from lib.core.adapter import FFNAdapter
 from lib.data.records import CATEGORIES, SecretRecord
 from lib.families.masked import encode_record, scoring_mode, special_ids
+from lib.core.params import Natural, Positive
 from lib.methods import Inputs, Report, depn
 
 label = "APNEAP"  # the name every report prints
@@ -54,14 +55,8 @@ _CHUNK = 32  # texts per forward pass when recording activations
 class Config(depn.Config):
     """DEPN's selection of the K neurons (its Config), patch strength alpha (paper: 10), placeholder draw seed."""
 
-    alpha: float = 10.0
-    placeholder_seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Reject a non-positive or non-finite patch strength; DEPN's fields check themselves."""
-        super().__post_init__()
-        if not 0.0 < self.alpha < float("inf"):
-            raise ValueError(f"alpha={self.alpha} must be a finite number > 0")
+    alpha: Positive = 10.0
+    placeholder_seed: Natural = 0
 
 
 # ---------------------------------------------------------------- desensitized counterparts

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
 from lib.core.editing import zero_neurons
+from lib.core.params import Count, Fraction, check_ranges
 from lib.methods import Inputs, Report, Stats
 
 label = "DEPN"  # the name every report prints
@@ -38,18 +39,15 @@ AGGREGATES = ("frequency", "sum")
 class Config:
     """DEPN detector (IG), aggregator (threshold, ranking) and editor (k) parameters."""
 
-    per_text_threshold: float = 0.1
-    k: int = 300
+    per_text_threshold: Fraction = 0.1  # a share of the text's max IG
+    k: Count = 300
     aggregate: str = "frequency"  # "sum": rank kept neurons by summed score only
 
     def __post_init__(self) -> None:
         """Reject values the algorithm cannot use."""
+        check_ranges(self)
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate={self.aggregate!r} invalid; allowed {AGGREGATES}")
-        if self.k < 1:
-            raise ValueError(f"k={self.k} must be >= 1")
-        if not 0.0 <= self.per_text_threshold <= 1.0:
-            raise ValueError(f"per_text_threshold={self.per_text_threshold} must lie in [0, 1]")
 
 
 def per_text_scores(ig_scores: Tensor, record_index: Tensor) -> Tensor:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lib.core.params import Count, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, training_report,
-                                  until_forgotten)
+from lib.methods.training import backward_mean, cycling_batches, training_report, until_forgotten
 
 label = "DI"  # the name every report prints
 families = ("masked", "causal")
@@ -36,19 +36,15 @@ kind = "weights"
 class Config:
     """DI hyper-parameters: κ, Adam learning rate, forget samples per step, step cap."""
 
-    strength: float = 8.0  # κ, NeuMuter B.4
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    max_steps: int = 100
-    check_every: int = 1  # steps between stop-rule checks (and after the last step)
+    strength: Positive = 8.0  # κ, NeuMuter B.4
+    learning_rate: Positive = 5e-5
+    batch_size: Count = 32
+    max_steps: Count = 100
+    check_every: Count = 1  # steps between stop-rule checks (and after the last step)
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        check_positive("strength", self.strength)
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
-        check_int("check_every", self.check_every, 1)
+        check_ranges(self)
 
 
 def _wide(logits: Tensor) -> Tensor:

@@ -8,15 +8,15 @@ decay would move weights the objective does not ask to move.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lib.core.params import Count, NonNegative, Positive, check_ranges
 from lib.methods import Inputs, Report
 from lib.methods.graddiff import NEEDS, count, train
-from lib.methods.training import check_int, check_positive, floating_parameters, training_report
+from lib.methods.training import floating_parameters, training_report
 
 label = "FO-GradDiff"  # the name every report prints
 families = ("masked", "causal")
@@ -28,21 +28,15 @@ kind = "weights"
 class Config:
     """FO-GradDiff hyper-parameters: AdamW learning rate and weight decay, λ, batch size, epoch cap."""
 
-    learning_rate: float = 5e-6  # SIMU Table 4
-    lam: float = 0.3  # SIMU Table 4: weight of the retain term
-    batch_size: int = 16  # SIMU Table 4
-    max_epochs: int = 20  # SIMU Table 4 uses 5-20
-    weight_decay: float = 0.0
+    learning_rate: Positive = 5e-6  # SIMU Table 4
+    lam: Positive = 0.3  # SIMU Table 4: weight of the retain term
+    batch_size: Count = 16  # SIMU Table 4
+    max_epochs: Count = 20  # SIMU Table 4 uses 5-20
+    weight_decay: NonNegative = 0.0
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("lam", self.lam)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_epochs", self.max_epochs, 1)
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} invalid; allowed: a finite number >= 0")
+        check_ranges(self)
 
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from lib.core.params import Count, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import (backward_mean, check_int, check_positive, cycling_batches, nll_sum, training_report,
-                                  until_forgotten)
+from lib.methods.training import backward_mean, cycling_batches, nll_sum, training_report, until_forgotten
 
 label = "GA"  # the name every report prints
 families = ("masked", "causal")
@@ -29,15 +29,13 @@ kind = "weights"
 class Config:
     """GA hyper-parameters: Adam learning rate, forget samples per step, step cap."""
 
-    learning_rate: float = 5e-4  # NeuMuter B.4 / Jang et al.
-    batch_size: int = 32  # the paper's 32 forget samples in one batch
-    max_steps: int = 100
+    learning_rate: Positive = 5e-4  # NeuMuter B.4 / Jang et al.
+    batch_size: Count = 32  # the paper's 32 forget samples in one batch
+    max_steps: Count = 100
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
+        check_ranges(self)
 
 
 def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:

@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lib.core.adapter import FFNAdapter
 from lib.core.attribution import frozen_parameters
+from lib.core.params import Count, Fraction, Positive, check_ranges
 from lib.methods import Family, Inputs, Report
 from lib.methods.random import draw_neurons
 
@@ -37,21 +38,15 @@ kind = "neurons"
 class Config:
     """Neuron budget and the paper's AdamW recipe (lr 5e-5, 20 epochs, batch 8, 10% warm-up)."""
 
-    k: int = 300
-    learning_rate: float = 5e-5
-    epochs: int = 20
-    batch_size: int = 8
-    warmup_fraction: float = 0.1
+    k: Count = 300
+    learning_rate: Positive = 5e-5
+    epochs: Count = 20
+    batch_size: Count = 8
+    warmup_fraction: Fraction = 0.1
 
     def __post_init__(self) -> None:
         """Reject values the optimisation cannot use."""
-        if self.k <= 0 or self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError(f"k={self.k}, epochs={self.epochs} and batch_size={self.batch_size} "
-                             "must all be positive")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
-        if not 0.0 <= self.warmup_fraction <= 1.0:
-            raise ValueError(f"warmup_fraction={self.warmup_fraction} must lie in [0, 1]")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)

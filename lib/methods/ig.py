@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from lib.core.adapter import FFNAdapter, TargetRows
 from lib.core.editing import zero_neurons
 from lib.core.ig import IGConfig, cap_targets, integrated_gradients
+from lib.core.params import Count, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import check_int, device_of, final_ma, forgotten
+from lib.methods.training import device_of, final_ma, forgotten
 
 label = "IG"  # the name every report prints
 families = ("masked", "causal")
@@ -44,22 +45,21 @@ TOP_SCORES = 20  # how many of the best scores go into the report
 class Config:
     """IG hyper-parameters: steps m, grid, target tokens, the neuron-count schedule, engine chunk size."""
 
-    steps: int = 5
+    steps: Count = 5
     grid: str = "left_riemann"
     targets: str = "span"
-    n_start: int = 16
-    n_max: int = 4096
-    max_rows_per_batch: int = 64
-    max_targets: int | None = None  # target tokens per sample, evenly spaced (a CPU knob); None = all
+    n_start: Count = 16
+    n_max: Count = 4096
+    max_rows_per_batch: Count = 64
+    max_targets: Count | None = None  # target tokens per sample, evenly spaced (a CPU knob); None = all
 
     def __post_init__(self) -> None:
         """Reject values the method cannot use (IG settings are checked by IGConfig)."""
+        check_ranges(self)
         if self.targets not in TARGETS:
             raise ValueError(f"targets={self.targets!r} invalid; allowed {TARGETS}")
-        if self.max_targets is not None:
-            check_int("max_targets", self.max_targets, 1)
-        check_int("n_start", self.n_start, 1)
-        check_int("n_max", self.n_max, self.n_start)
+        if self.n_max < self.n_start:
+            raise ValueError(f"n_max={self.n_max!r} invalid; allowed: an integer >= n_start={self.n_start}")
         self.ig_config()
 
     def ig_config(self) -> IGConfig:

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from lib.core.adapter import FFNAdapter
 from lib.core.attribution import frozen_parameters
 from lib.families.causal import Sequences, batches, logits_of, pad, sequence_nll
+from lib.core.params import Count, Natural, NonNegative, OpenFraction, Positive, PositiveFraction, check_ranges
 from lib.methods import Inputs, Report
 from lib.methods.hard_concrete import GAMMA, WIDTH, HardConcreteMask, gated
 from lib.methods.training import forgotten
@@ -61,44 +62,32 @@ Check = Callable[[HardConcreteMask, dict[str, Any]], bool]
 class Config:
     """NeuMuter hyper-parameters; defaults are the paper's (B.4) where it states them."""
 
-    lambda_kl: float = 500.0
-    eta_l0: float = 5.0
-    beta: float = 0.3
-    init_log_alpha: float = math.log(11.0)
-    learning_rate: float = 0.1
-    passes: int = 100  # E: passes over the forget set
+    lambda_kl: NonNegative = 500.0
+    eta_l0: NonNegative = 5.0
+    beta: Positive = 0.3
+    init_log_alpha: float = math.log(11.0)  # a log-odds: any sign (negative starts the gates mostly closed)
+    learning_rate: Positive = 0.1
+    passes: Count = 100  # E: passes over the forget set
     forget_loss: str = "ascent"
-    ceiling: float = 8.0
+    ceiling: Positive = 8.0
     selection: str = "energy"
-    energy_fraction: float = 0.05
-    gate_threshold: float = 0.15
-    check_every: int = 5  # passes between stop checks
-    layers: tuple[int, ...] | None = None  # None: every layer (the public code skips layer 0)
-    batch_size: int = 8  # forget samples per step
+    energy_fraction: PositiveFraction = 0.05
+    gate_threshold: OpenFraction = 0.15
+    check_every: Count = 5  # passes between stop checks
+    layers: tuple[Natural, ...] | None = None  # None: every layer (the public code skips layer 0)
+    batch_size: Count = 8  # forget samples per step
     sample_gates: bool = True
 
     def __post_init__(self) -> None:
         """Reject values the algorithm cannot use."""
+        check_ranges(self)
         if self.forget_loss not in FORGET_LOSSES:
             raise ValueError(f"forget_loss={self.forget_loss!r} invalid; allowed {FORGET_LOSSES}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection={self.selection!r} invalid; allowed {SELECTIONS}")
-        for field in ("lambda_kl", "eta_l0"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"{field}={getattr(self, field)} invalid; allowed: >= 0")
-        for field in ("beta", "learning_rate", "ceiling"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field}={getattr(self, field)} invalid; allowed: > 0")
-        for field in ("passes", "check_every", "batch_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field}={getattr(self, field)} invalid; allowed: >= 1")
-        if not 0 < self.energy_fraction <= 1 or not 0 < self.gate_threshold < 1:
-            raise ValueError(f"energy_fraction={self.energy_fraction} / gate_threshold={self.gate_threshold} "
-                             "invalid; allowed: (0, 1] / (0, 1)")
         if not math.isfinite(self.init_log_alpha):
             raise ValueError(f"init_log_alpha={self.init_log_alpha} invalid; allowed: a finite float")
-        if self.layers is not None and (not self.layers or min(self.layers) < 0
-                                        or len(set(self.layers)) != len(self.layers)):
+        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
             raise ValueError(f"layers={self.layers!r} invalid; allowed: None or distinct non-negative ints")
 
 

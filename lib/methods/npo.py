@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lib.core.params import Count, NonNegative, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import check_int, check_positive, forget_retain_steps, training_report
+from lib.methods.training import forget_retain_steps, training_report
 
 label = "NPO"  # the name every report prints
 families = ("masked", "causal")
@@ -34,20 +35,15 @@ kind = "weights"
 class Config:
     """NPO hyper-parameters: inverse temperature β, Adam learning rate, batch, step cap, retain weight."""
 
-    beta: float = 0.1  # NPO paper, TOFU
-    learning_rate: float = 1e-5  # NPO paper, TOFU
-    batch_size: int = 32
-    max_steps: int = 100
-    retain_weight: float = 0.0  # 0: NPO; > 0: NPO+RT, the retain set's mean token NLL times this weight
+    beta: Positive = 0.1  # NPO paper, TOFU
+    learning_rate: Positive = 1e-5  # NPO paper, TOFU
+    batch_size: Count = 32
+    max_steps: Count = 100
+    retain_weight: NonNegative = 0.0  # 0: NPO; > 0: NPO+RT, the retain set's mean token NLL times this weight
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        check_positive("beta", self.beta)
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
-        if isinstance(self.retain_weight, bool) or not self.retain_weight >= 0:
-            raise ValueError(f"retain_weight={self.retain_weight!r} invalid; allowed: a number >= 0")
+        check_ranges(self)
 
 
 def reference_nll(model: nn.Module, inputs: Inputs) -> Tensor:

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lib.core.adapter import FFNAdapter
+from lib.core.params import Count, Natural, NonNegative, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import check_int, check_positive, cycling_batches, optimise, stop_rule, training_report
+from lib.methods.training import cycling_batches, optimise, stop_rule, training_report
 
 label = "RMU"  # the name every report prints
 families = ("masked", "causal")
@@ -39,28 +40,18 @@ kind = "weights"
 class Config:
     """RMU hyper-parameters: steered block, trained blocks, steering length c, retain weight α, AdamW, steps."""
 
-    layer: int | None = None  # block whose output is steered; None: a quarter of the depth (the paper's 7 of 32)
-    update_layers: int = 3  # down-projections of blocks layer-2 .. layer are trained (the paper's 5, 6, 7)
-    steering: float | None = None  # c; None: the mean norm of the block's forget states before unlearning
-    alpha: float = 100.0  # retain weight (the paper: 1200 on Zephyr-7B, whose states are larger)
-    learning_rate: float = 5e-5  # the paper's
-    batch_size: int = 16
-    max_steps: int = 100
-    seed: int = 0  # the random direction u
+    layer: Natural | None = None  # block whose output is steered; None: a quarter of the depth (the paper's 7 of 32)
+    update_layers: Count = 3  # down-projections of blocks layer-2 .. layer are trained (the paper's 5, 6, 7)
+    steering: Positive | None = None  # c; None: the mean norm of the block's forget states before unlearning
+    alpha: NonNegative = 100.0  # retain weight (the paper: 1200 on Zephyr-7B, whose states are larger)
+    learning_rate: Positive = 5e-5  # the paper's
+    batch_size: Count = 16
+    max_steps: Count = 100
+    seed: Natural = 0  # the random direction u
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        if self.layer is not None:
-            check_int("layer", self.layer, 0)
-        check_int("update_layers", self.update_layers, 1)
-        if self.steering is not None:
-            check_positive("steering", self.steering)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha >= 0:
-            raise ValueError(f"alpha={self.alpha!r} invalid; allowed: a number >= 0")
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
-        check_int("seed", self.seed, 0)
+        check_ranges(self)
 
 
 def steered_layer(adapter: FFNAdapter, cfg: Config) -> int:

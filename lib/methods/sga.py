@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lib.core.params import Count, Fraction, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import backward_mean, check_int, check_positive, nll_sum, training_report, until_forgotten
+from lib.methods.training import backward_mean, nll_sum, training_report, until_forgotten
 
 label = "SGA"  # the name every report prints
 families = ("masked", "causal")
@@ -31,18 +32,14 @@ kind = "weights"
 class Config:
     """SGA hyper-parameters: memorization limit y, samples per step k, Adam learning rate, step cap."""
 
-    limit: float = 0.70  # y in NeuMuter B.4
-    top_k: int = 1  # k in NeuMuter B.4
-    learning_rate: float = 5e-4
-    max_steps: int = 100
+    limit: Fraction = 0.70  # y in NeuMuter B.4: a memorization accuracy
+    top_k: Count = 1  # k in NeuMuter B.4
+    learning_rate: Positive = 5e-4
+    max_steps: Count = 100
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        if not isinstance(self.limit, (int, float)) or not 0.0 <= self.limit <= 1.0:
-            raise ValueError(f"limit={self.limit!r} invalid; allowed: a memorization accuracy in [0, 1]")
-        check_int("top_k", self.top_k, 1)
-        check_positive("learning_rate", self.learning_rate)
-        check_int("max_steps", self.max_steps, 1)
+        check_ranges(self)
 
 
 def select(ma: Tensor, limit: float, threshold: float, top_k: int) -> list[int]:

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lib.core.params import Count, NonNegative, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import check_int, check_positive, forget_retain_steps, training_report
+from lib.methods.training import forget_retain_steps, training_report
 
 label = "SimNPO"  # the name every report prints
 families = ("masked", "causal")
@@ -34,25 +35,18 @@ kind = "weights"
 class Config:
     """SimNPO hyper-parameters: inverse temperature β, margin δ, Adam learning rate, batch, step cap, retain weight."""
 
-    beta: float = 2.5  # SimNPO paper, TOFU
-    margin: float = 0.0  # δ (the paper's γ), TOFU
-    learning_rate: float = 1e-5  # SimNPO paper, TOFU
-    batch_size: int = 32
-    max_steps: int = 100
-    retain_weight: float = 0.0  # > 0: the retain set's mean token NLL times this weight is added
+    beta: Positive = 2.5  # SimNPO paper, TOFU
+    margin: float = 0.0  # δ (the paper's γ), TOFU; any sign: it shifts the length-normalised reward
+    learning_rate: Positive = 1e-5  # SimNPO paper, TOFU
+    batch_size: Count = 32
+    max_steps: Count = 100
+    retain_weight: NonNegative = 0.0  # > 0: the retain set's mean token NLL times this weight is added
 
     def __post_init__(self) -> None:
         """Reject values the loop cannot use."""
-        check_positive("beta", self.beta)
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
-        for name in ("margin", "retain_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
-                raise ValueError(f"{name}={value!r} invalid; allowed: a number")
-        if not self.retain_weight >= 0:
-            raise ValueError(f"retain_weight={self.retain_weight!r} invalid; allowed: a number >= 0")
+        check_ranges(self)
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not self.margin == self.margin:
+            raise ValueError(f"margin={self.margin!r} invalid; allowed: a number")
 
 
 def token_counts(inputs: Inputs) -> Tensor:

@@ -31,9 +31,10 @@ from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
 from lib.core.ig import GRIDS, IGConfig, cap_targets, integrated_gradients
+from lib.core.params import Count, PositiveFraction
 from lib.methods import Family, Inputs, Report, so_graddiff
 from lib.methods.graddiff import NEEDS, attention_parameters, check_retain, count, down_weights, train
-from lib.methods.training import check_int, device_of, training_report
+from lib.methods.training import device_of, training_report
 
 label = "SIMU"  # the name every report prints
 families = ("masked", "causal")
@@ -49,30 +50,25 @@ MASKS = ("dual", "forget_only")
 class Config(so_graddiff.Config):
     """SIMU hyper-parameters: SO-GradDiff's (Sophia, λ, batch, epochs) plus the attribution and mask settings."""
 
-    steps: int = 5  # m, SIMU Table 3
+    steps: Count = 5  # m, SIMU Table 3
     grid: str = "linspace"  # m evenly spaced steps from 0 to β, both ends
-    threshold: float = 0.3  # t, SIMU Table 3
+    threshold: PositiveFraction = 0.3  # t, SIMU Table 3
     sign: str = "support"
     mask: str = "dual"
-    max_targets: int | None = None  # target tokens per sample (evenly spaced); None = all
-    max_rows_per_batch: int = 64  # IG engine chunk size
+    max_targets: Count | None = None  # target tokens per sample (evenly spaced); None = all
+    max_rows_per_batch: Count = 64  # IG engine chunk size
 
     def __post_init__(self) -> None:
-        """Reject values the attribution, the mask or the loop cannot use."""
+        """Reject values the attribution, the mask or the loop cannot use (super() checks every field's range)."""
         super().__post_init__()
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold={self.threshold!r} invalid; allowed: a number in (0, 1]")
         if self.sign not in SIGNS:
             raise ValueError(f"sign={self.sign!r} invalid; allowed {SIGNS}")
         if self.mask not in MASKS:
             raise ValueError(f"mask={self.mask!r} invalid; allowed {MASKS}")
         if self.grid not in GRIDS:
             raise ValueError(f"grid={self.grid!r} invalid; allowed {GRIDS}")
-        if self.max_targets is not None:
-            check_int("max_targets", self.max_targets, 1)
-        check_int("steps", self.steps, 2 if self.grid == "linspace" else 1)
-        check_int("max_rows_per_batch", self.max_rows_per_batch, 1)
+        if self.grid == "linspace" and self.steps < 2:  # a grid with both ends needs two points
+            raise ValueError(f"steps={self.steps!r} invalid; allowed: an integer >= 2 with grid linspace")
 
     def ig_config(self) -> IGConfig:
         """The IG engine's configuration: objective = NLL of the gold token."""

@@ -17,6 +17,7 @@ from torch import nn
 from lib.core.adapter import FFNAdapter
 from lib.core.clustering import RANK_BY, ClusterScore, filter_clusters, score_clusters, select_neurons, to_numpy
 from lib.core.editing import DecayEdit, decay_with_noise
+from lib.core.params import Count, Fraction, NonNegative
 from lib.methods import Inputs, Report
 
 label = "SNKU"  # the name every report prints
@@ -29,18 +30,14 @@ kind = "neurons"
 class Config(DecayEdit):
     """SNKU selection (top M clusters, HYB exponent, AVG filter, ranking) plus the shared decay edit."""
 
-    top_m: int = 20
-    hyb_alpha: float = 0.5
-    min_avg_frac: float = 0.02
+    top_m: Count = 20
+    hyb_alpha: NonNegative = 0.5  # HYB = SUM / |C|^hyb_alpha: 0 is SUM, 1 is AVG
+    min_avg_frac: Fraction = 0.02  # a share of the layer's max attribution
     rank_by: str = "hyb"
 
     def __post_init__(self) -> None:
-        """Reject values the algorithm cannot use."""
+        """Reject values the algorithm cannot use (the decay edit's check covers every field's range)."""
         super().__post_init__()
-        if self.top_m <= 0:
-            raise ValueError(f"top_m={self.top_m} must be positive")
-        if not (self.hyb_alpha >= 0 and self.min_avg_frac >= 0):
-            raise ValueError(f"hyb_alpha={self.hyb_alpha} and min_avg_frac={self.min_avg_frac} must both be >= 0")
         if self.rank_by not in RANK_BY:
             raise ValueError(f"rank_by={self.rank_by!r} invalid; allowed {RANK_BY}")
 

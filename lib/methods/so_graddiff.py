@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from lib.core.adapter import FFNAdapter
+from lib.core.params import Count, Fraction, NonNegative, Positive, check_ranges
 from lib.methods import Inputs, Report
 from lib.methods.graddiff import NEEDS, attention_parameters, count, down_weights, train
-from lib.methods.sophia import DEFAULT_BETAS, MaskedSophia, check_hyper
-from lib.methods.training import check_int, check_positive, training_report
+from lib.methods.sophia import DEFAULT_BETAS, MaskedSophia
+from lib.methods.training import training_report
 
 label = "SO-GradDiff"  # the name every report prints
 families = ("masked", "causal")
@@ -29,21 +30,20 @@ kind = "weights"
 class Config:
     """SO-GradDiff hyper-parameters: Sophia settings, λ, batch size, epoch cap."""
 
-    learning_rate: float = 5e-6  # SIMU Table 4
-    lam: float = 2.0  # SIMU Table 4: weight of the retain term
-    batch_size: int = 16  # SIMU Table 4
-    max_epochs: int = 20  # SIMU Table 4 uses 5-20
-    betas: tuple[float, float] = DEFAULT_BETAS
-    gamma: float = 0.01
-    eps: float = 1e-12
-    weight_decay: float = 0.0
+    learning_rate: Positive = 5e-6  # SIMU Table 4
+    lam: Positive = 2.0  # SIMU Table 4: weight of the retain term
+    batch_size: Count = 16  # SIMU Table 4
+    max_epochs: Count = 20  # SIMU Table 4 uses 5-20
+    betas: tuple[Fraction, Fraction] = DEFAULT_BETAS
+    gamma: Positive = 0.01
+    eps: Positive = 1e-12
+    weight_decay: NonNegative = 0.0
 
     def __post_init__(self) -> None:
         """Reject values the loop or the optimizer cannot use."""
-        check_hyper(self.learning_rate, self.betas, self.gamma, self.eps, self.weight_decay)
-        check_positive("lam", self.lam)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_epochs", self.max_epochs, 1)
+        check_ranges(self)
+        if max(self.betas) >= 1:  # a moving average with beta = 1 never moves
+            raise ValueError(f"betas={self.betas!r} invalid; allowed: two numbers in [0, 1)")
 
     def sophia(self, params: list[nn.Parameter], masks: list | None = None) -> MaskedSophia:
         """The optimizer over `params` (masks aligned with them, None = unmasked)."""

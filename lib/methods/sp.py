@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.adapter import FFNAdapter
+from lib.core.params import Count, Fraction, Positive, check_ranges
 from lib.methods import Family, Inputs, Report, pruning
-from lib.methods.training import check_int, check_positive, final_ma, forgotten
+from lib.methods.training import final_ma, forgotten
 
 label = "Selective Pruning"  # the name every report prints
 families = ("masked", "causal")
@@ -36,33 +37,25 @@ kind = "weights"  # attention neurons are pruned too when attn_fraction > 0
 class Config:
     """SP hyper-parameters: per-step fractions, importance functions, statistics budget, step cap, ε."""
 
-    ffn_fraction: float = 0.02  # of all FFN neurons per step (paper's main experiment)
-    attn_fraction: float = 0.0  # the main experiment prunes FFN neurons only
+    ffn_fraction: Fraction = 0.02  # of all FFN neurons per step (paper's main experiment)
+    attn_fraction: Fraction = 0.0  # the main experiment prunes FFN neurons only
     ffn_importance: str = "mean_abs"
     attn_importance: str = "mean_abs"
-    max_tokens: int = 100_000  # valid tokens per dataset per step (paper: ~1e5)
-    batch_size: int = 8
-    max_steps: int = 50  # 50 steps of 2 % would prune every FFN neuron
-    eps_ffn: float = 1e-3
-    eps_attn: float = 1e-4
+    max_tokens: Count = 100_000  # valid tokens per dataset per step (paper: ~1e5)
+    batch_size: Count = 8
+    max_steps: Count = 50  # 50 steps of 2 % would prune every FFN neuron
+    eps_ffn: Positive = 1e-3
+    eps_attn: Positive = 1e-4
 
     def __post_init__(self) -> None:
         """Reject values the method cannot use."""
-        for field_name in ("ffn_fraction", "attn_fraction"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{field_name}={value!r} invalid; allowed: a number in [0, 1]")
+        check_ranges(self)
         if self.ffn_fraction == 0 and self.attn_fraction == 0:
             raise ValueError("ffn_fraction and attn_fraction are both 0; allowed: at least one > 0")
         for field_name in ("ffn_importance", "attn_importance"):
             if getattr(self, field_name) not in pruning.IMPORTANCES:
                 raise ValueError(f"{field_name}={getattr(self, field_name)!r} unknown; "
                                  f"allowed: {', '.join(pruning.IMPORTANCES)}")
-        check_int("max_tokens", self.max_tokens, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("max_steps", self.max_steps, 1)
-        check_positive("eps_ffn", self.eps_ffn)
-        check_positive("eps_attn", self.eps_attn)
 
     def fractions(self) -> dict[str, float]:
         """Per-step fraction of each neuron kind that is pruned at all."""

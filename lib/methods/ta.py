@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lib.core.params import Count, Positive, check_ranges
 from lib.methods import Inputs, Report
-from lib.methods.training import (adam_all, backward_mean, check_int, check_positive, cycling_batches, final_ma,
-                                  forgotten, nll_sum, optimise)
+from lib.methods.training import adam_all, backward_mean, cycling_batches, final_ma, forgotten, nll_sum, optimise
 
 label = "TA"  # the name every report prints
 families = ("masked", "causal")
@@ -34,21 +34,16 @@ Weights = dict[str, Tensor]  # parameter name -> tensor (a state-dict copy, not 
 class Config:
     """TA hyper-parameters: the fine-tune (steps, lr, batch) and the τ schedule."""
 
-    finetune_steps: int = 10
-    finetune_lr: float = 3e-5
-    batch_size: int = 32
-    tau: float = 3.0  # NeuMuter B.4
-    tau_step: float = 1.0
-    tau_max: float = 10.0
+    finetune_steps: Count = 10
+    finetune_lr: Positive = 3e-5
+    batch_size: Count = 32
+    tau: Positive = 3.0  # NeuMuter B.4
+    tau_step: Positive = 1.0
+    tau_max: Positive = 10.0
 
     def __post_init__(self) -> None:
         """Reject values the method cannot use."""
-        check_int("finetune_steps", self.finetune_steps, 1)
-        check_positive("finetune_lr", self.finetune_lr)
-        check_int("batch_size", self.batch_size, 1)
-        check_positive("tau", self.tau)
-        check_positive("tau_step", self.tau_step)
-        check_positive("tau_max", self.tau_max)
+        check_ranges(self)
         if self.tau_max < self.tau:
             raise ValueError(f"tau_max={self.tau_max!r} < tau={self.tau!r}; allowed: tau_max >= tau")
 

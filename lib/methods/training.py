@@ -37,12 +37,6 @@ class Progress:
     checked: list[int] = field(default_factory=list)  # the step after which each max_ma entry was measured
 
 
-def check_positive(name: str, value: float) -> None:
-    """Raise ValueError unless `value` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value!r} invalid; allowed: a finite number > 0")
-
-
 def check_int(name: str, value: int, low: int) -> None:
     """Raise ValueError unless `value` is an int >= low."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from lib.core.params import ParamsError
+from lib.core.params import Count, Natural, NonNegative, OpenFraction, ParamsError, PositiveFraction, check_ranges
 from lib.data.records import CATEGORIES, PipelineConfig, SecretRecord
 from lib.methods import get
 
@@ -41,11 +41,12 @@ class BudgetConfig:
     """Neuron-budget sweep (SNKU paper Fig 2/3): these methods at each K, every category."""
 
     methods: tuple[str, ...]
-    ks: tuple[int, ...]
+    ks: tuple[Count, ...]
 
     def __post_init__(self) -> None:
-        """Positive budgets."""
-        if not self.ks or any(k <= 0 for k in self.ks):
+        """Positive budgets, at least one."""
+        check_ranges(self)
+        if not self.ks:
             raise ValueError(f"ks = {list(self.ks)} must be non-empty and positive")
 
 
@@ -54,12 +55,13 @@ class NoiseConfig:
     """Noise ablation (Fig 4): SNKU on one category at fixed k and alpha, sigma swept."""
 
     category: str
-    k: int
-    alpha: float
-    sigmas: tuple[float, ...]
+    k: Count
+    alpha: PositiveFraction  # the decay edit's alpha
+    sigmas: tuple[NonNegative, ...]
 
     def __post_init__(self) -> None:
-        """A known category."""
+        """A known category; the decay edit's ranges."""
+        check_ranges(self)
         _check_category("noise", self.category)
 
 
@@ -68,12 +70,13 @@ class DecayConfig:
     """Decay ablation (Fig 5): SNKU on one category at fixed k and sigma, alpha swept."""
 
     category: str
-    k: int
-    sigma: float
-    alphas: tuple[float, ...]
+    k: Count
+    sigma: NonNegative  # the decay edit's sigma
+    alphas: tuple[PositiveFraction, ...]
 
     def __post_init__(self) -> None:
-        """A known category."""
+        """A known category; the decay edit's ranges."""
+        check_ranges(self)
         _check_category("decay", self.category)
 
 
@@ -81,20 +84,19 @@ class DecayConfig:
 class SeesawConfig:
     """Privacy seesaw: forget this seeded fraction of each category's memorized secrets."""
 
-    forget_fraction: float = 0.5
-    seed: int = 0
+    forget_fraction: OpenFraction = 0.5  # both halves must be non-empty
+    seed: Natural = 0
 
     def __post_init__(self) -> None:
         """A fraction strictly between 0 and 1."""
-        if not 0.0 < self.forget_fraction < 1.0:
-            raise ValueError(f"forget_fraction = {self.forget_fraction}; allowed range (0, 1)")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
 class ExperimentsConfig:
     """The `experiments` section: the paper's experiments, run in memory on the cached statistics."""
 
-    seeds: tuple[int, ...]
+    seeds: tuple[Natural, ...]
     budget: BudgetConfig
     noise: NoiseConfig
     decay: DecayConfig
@@ -103,6 +105,7 @@ class ExperimentsConfig:
 
     def __post_init__(self) -> None:
         """At least one seed; known cluster scorings."""
+        check_ranges(self)
         if not self.seeds:
             raise ValueError("seeds = [] must name at least one seed")
         bad = [r for r in self.scoring if r not in SCORINGS]
