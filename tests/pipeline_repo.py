@@ -75,7 +75,7 @@ def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
     m["sga"].update(max_steps=4, learning_rate=1.0e-2)
     m["ta"].update(finetune_steps=3, finetune_lr=1.0e-2, tau_max=5.0)
     m["di"].update(max_steps=4, learning_rate=1.0e-2)
-    m["ig"].update(steps=2, n_start=4, n_max=64)
+    m["ig"].update(steps=2, n_start=4, n_max=64, max_targets=4)  # pinned: the tiny IG rows were sized with 4 targets
     m["npo"].update(max_steps=4, learning_rate=1.0e-2)
     causal["retain_samples"] = 8
     causal["pipeline"] = ["neumuter", "ga", "di", "ig"]  # SIMU and SP run in tiny_bench

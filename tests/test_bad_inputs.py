@@ -351,3 +351,31 @@ def test_a_stage_stops_on_bad_input_with_one_line(tmp_path: Path, stage: str, co
     both = result.stdout + result.stderr
     assert "Traceback" not in both and CANARY not in both and TEXT not in both
     assert not (tmp_path / "data").exists()
+
+
+# --- offline first: a hub name that cannot load fails at once, not after a minute of retries -------------------
+
+def test_unreachable_hub_fails_at_once_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from huggingface_hub import constants
+
+    from lib.core import models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"someone/not-cached-model .* hub \(http://127.0.0.1:9\) cannot be reached") as err:
+        models.load_tokenizer("someone/not-cached-model")
+    assert time.monotonic() - started < 10 and "\n" not in str(err.value)
+
+
+def test_reachable_hub_or_offline_mode_is_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib.core import models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout_s=3.0: True)
+    models.check_hub("someone/not-cached-model")  # reachable: transformers takes it from here
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout_s=3.0: pytest.fail("offline mode must not probe"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    models.check_hub("someone/not-cached-model")  # offline mode: transformers fails fast by itself

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +160,38 @@ def check_model_folder(name: str) -> None:
         check_safetensors(weights)
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint's host takes a TCP connection within `timeout_s`."""
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the hub model `name` has its config or tokenizer config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json"))
+    except ValueError:  # not a valid repo id: nothing of it can be cached
+        return False
+
+
+def check_hub(name: str) -> None:
+    """InputError at once for a hub name neither cached nor reachable (transformers would retry for a minute)."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or hub_cached(name) or hub_reachable():
+        return  # offline mode fails fast by itself; a cached or reachable model loads
+    raise InputError(f"model {name} is not a local folder and not in the Hugging Face cache, and the hub "
+                     f"({constants.ENDPOINT}) cannot be reached; allowed: {SOURCES} (a hub name needs the network once)")
+
+
 def source_args(name: str) -> dict[str, Any]:
     """from_pretrained arguments: an embedded folder or GGUF file, a local folder, or a hub name."""
     if name.startswith("embedded:"):
@@ -166,6 +200,8 @@ def source_args(name: str) -> dict[str, Any]:
             return {"pretrained_model_name_or_path": str(path), "local_files_only": True}
         return {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name, "local_files_only": True}
     check_local(name)
+    if not Path(name).is_dir():
+        check_hub(name)
     # a packaged file or a local folder never needs the hub; saying so also keeps the saved tokenizer config
     # (it records local_files_only) the same whether or not HF_HUB_OFFLINE is set, and dvc.lock hashes it
     return {"pretrained_model_name_or_path": name, "local_files_only": Path(name).is_dir()}
