@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from lib.bench.suites import BenchConfig, suite
+from lib.bench.suites import SUITES, BenchConfig, suite
 from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
 from lib.core.finetune import FinetuneConfig, TrainConfig
@@ -74,8 +74,9 @@ def check_params(path: str) -> Params:
         params.get(key, schema)
     _known("causal.", params.raw["causal"], {k.split(".")[1] for k in SECTIONS if k.startswith("causal.")} | {"methods"})
     bench = params.get("benchmarks", BenchConfig)
-    for name in bench.suites:
-        params.get(f"benchmarks.{name}", suite(name).Config)
+    for name in SUITES:  # every suite section given, fine-tuned or not: a preset that adds a suite finds it valid
+        if name in bench.suites or name in params.raw["benchmarks"]:
+            params.get(f"benchmarks.{name}", suite(name).Config)
     params.get("pipeline", PipelineConfig)
     for key in TRACK_METHODS:
         _methods(params, key, CATEGORIES if key == "methods" else ())

@@ -47,7 +47,8 @@ SHARED_DATASETS = ROOT.parent / "shared" / "datasets"  # where tests and CI find
 def tiny_bench(params: dict[str, Any]) -> dict[str, Any]:
     """The benchmark track shrunk: the tiny LLaMA on a few TOFU / LUME rows, three methods."""
     bench = params["benchmarks"]
-    bench.update(data_root=str(SHARED_DATASETS), pipeline=["ga", "simu", "sp"], batch_size=8)
+    bench.update(data_root=str(SHARED_DATASETS), pipeline=["ga", "simu", "sp"], batch_size=8,
+                 suites=["tofu", "lume"], runs={"tofu_forget01": {"suite": "tofu"}, "lume": {"suite": "lume"}})
     bench["tofu"].update(n_retain_authors=1, n_retain_eval=4, n_real_authors=3, n_world_facts=3, max_len=48,
                          max_new=6, finetune={**bench["tofu"]["finetune"], "epochs": 2, "learning_rate": 1.0e-2})
     bench["lume"].update(n_forget=12, n_retain=12, max_len=48, max_new=6,

@@ -260,7 +260,7 @@ def test_readers_name_the_file_on_missing_or_malformed_data(tmp_path: Path) -> N
         read_documents(bad)
     no_text = tmp_path / "no_text.jsonl"
     no_text.write_text('{"id": "a"}\n')
-    with pytest.raises(ValueError, match="no_text.jsonl row 1"):
+    with pytest.raises(ValueError, match="no_text.jsonl line 1"):
         read_documents(no_text)
 
 
@@ -274,7 +274,7 @@ def test_read_secrets_rejects_bad_rows(tmp_path: Path) -> None:
     for name, row in cases.items():
         path = tmp_path / name
         path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
-        with pytest.raises(ValueError, match=f"{name} row 2"):
+        with pytest.raises(ValueError, match=f"{name} line 2"):
             read_secrets(path)
 
 
@@ -300,3 +300,37 @@ def test_per_category_repetitions_reject_unknown_category() -> None:
     with pytest.raises(ValueError, match="unknown category 'SSN'"):
         CorpusConfig(seed=0, n_background_emails=10, secrets_per_category={"TEL": 1},
                      repetitions={"SSN": [1]}, n_controls_per_category=1)
+
+
+def test_stage_file_readers_name_line_and_field_never_the_value(tmp_path: Path) -> None:
+    """Candidates, QA pairs, forget ids and memorized ids: one InputError line with file and line, no row text."""
+    from lib.bench.qa import read_pairs
+    from lib.core.io import InputError
+    from lib.data.records import forget_candidates, memorized_records, read_candidates
+
+    canary = "CANARY-7781-secret"
+    cand = tmp_path / "candidates.jsonl"
+    row = {"id": "c1", "text": f"x {canary} y", "secret": canary, "category": "TEL", "copies": 2}
+    cand.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": "c2", "copies": canary}) + "\n")
+    with pytest.raises(InputError, match=r"candidates.jsonl line 2: field 'copies' is a string") as err:
+        read_candidates(cand)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "q", "prompt": canary, "answer": 7}) + "\n")
+    with pytest.raises(InputError, match=r"pairs.jsonl line 1: field 'answer' is a number") as err2:
+        read_pairs(pairs)
+    cand.write_text(json.dumps(row) + "\n")
+    forget = tmp_path / "forget.json"
+    forget.write_text(json.dumps({"ids": ["c1", canary]}))
+    with pytest.raises(InputError, match=r"forget.json: 'ids' entry 1 is not a known id") as err3:
+        forget_candidates(cand, forget)
+    secrets = tmp_path / "secrets.jsonl"
+    good = SecretRecord("TEL-0000", "TEL", "tel : ", canary, " .", 3, False).to_dict()
+    secrets.write_text(json.dumps(good) + "\n")
+    memorized = tmp_path / "memorized.json"
+    memorized.write_text(json.dumps({"TEL": ["TEL-0000", "TEL-9"]}))
+    with pytest.raises(InputError, match=r"memorized.json: 'TEL' entry 1 is not a known id") as err4:
+        memorized_records(memorized, secrets, "TEL")
+    secrets.write_text(json.dumps({**good, "category": canary}) + "\n")
+    with pytest.raises(InputError, match=r"secrets.jsonl line 1: field 'category' is not an allowed value") as err5:
+        read_secrets(secrets)
+    assert all(canary not in str(e.value) for e in (err, err2, err3, err4, err5))

@@ -232,6 +232,16 @@ def test_full_preset_is_valid(tmp_path: Path) -> None:
     assert params.get("benchmarks.tofu", suite("tofu").Config).n_retain_authors is None
 
 
+def test_tofu_preset_adds_tofu_forget01_beside_lume(tmp_path: Path) -> None:
+    """The CPU default benchmarks LUME only; presets/tofu.yaml adds TOFU forget01 at the CPU sizes."""
+    from lib.bench.suites import BenchConfig
+
+    assert set(check_params(str(ROOT / "params.yaml")).get("benchmarks", BenchConfig).runs) == {"lume"}
+    merged = merge(base(), yaml.safe_load((ROOT / "presets" / "tofu.yaml").read_text()))
+    bench = check_params(str(dump(tmp_path, merged))).get("benchmarks", BenchConfig)
+    assert set(bench.runs) == {"tofu_forget01", "lume"} and set(bench.suites) == {"tofu", "lume"}
+
+
 def test_bert_large_preset_on_top_of_full_is_valid(tmp_path: Path) -> None:
     """Table 2's preset: full, then bert_large; every method keeps one neuron budget."""
     merged = base()

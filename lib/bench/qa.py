@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lib.core.io import read_jsonl
+from lib.core.io import InputError, read_records
 from lib.families.causal import Sequences, batches, pad, token_nll
 from lib.families.memorization import greedy_continuations
 
@@ -107,9 +107,9 @@ _STOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per tokenizer
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """(prompts, answers) of a JSONL of {"id", "prompt", "answer"} rows."""
-    rows = read_jsonl(path)
+    rows = read_records(path, {"prompt": (str,), "answer": (str,)})
     if not rows:
-        raise ValueError(f"{path} holds no question-answer rows")
+        raise InputError(f"{path} holds no question-answer rows; allowed: at least one row")
     return [r["prompt"] for r in rows], [r["answer"] for r in rows]
 
 

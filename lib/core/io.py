@@ -176,6 +176,32 @@ def json_kind(value: Any) -> str:
     return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
+def _is(value: Any, kind: type) -> bool:
+    """isinstance, with booleans not counted as integers."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def read_records(path: str | Path, fields: dict[str, tuple[type, ...]], missing: str = PRODUCED,
+                 choices: dict[str, tuple[str, ...]] | None = None) -> list[dict]:
+    """JSONL rows that are objects holding `fields` of the given JSON types (and `choices` for enumerated
+    fields); InputError naming file, line and field, never a value (a row may be private)."""
+    rows = []
+    for line, row in read_jsonl_lines(path, missing):
+        if not isinstance(row, dict):
+            raise InputError(f"{path} line {line}: {json_kind(row)}; allowed: an object with fields {sorted(fields)}")
+        for name, kinds in fields.items():
+            if not any(_is(row.get(name), kind) for kind in kinds):
+                allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise InputError(f"{path} line {line}: field {name!r} is {json_kind(row.get(name))}; "
+                                 f"allowed: {allowed}")
+        for name, allowed_values in (choices or {}).items():
+            if row[name] not in allowed_values:
+                raise InputError(f"{path} line {line}: field {name!r} is not an allowed value; "
+                                 f"allowed: one of {list(allowed_values)}")
+        rows.append({name: row.get(name) for name in fields})
+    return rows
+
+
 def unique_ids(ids: Iterable[tuple[int, str]], path: str | Path) -> None:
     """InputError naming both lines when an id occurs twice ((line, id) pairs): the wrong rows would be used."""
     first: dict[str, int] = {}

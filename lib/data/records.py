@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lib.core.io import read_json, read_jsonl
+from lib.core.io import InputError, json_kind, read_json, read_records
 
 CATEGORIES = ("TEL", "NAME", "RANDOM")
 
@@ -31,16 +31,6 @@ class SecretRecord:
         """Plain dict for JSONL."""
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "SecretRecord":
-        """Validate and build from a JSONL row."""
-        missing = {f for f in cls.__dataclass_fields__} - set(row)
-        if missing:
-            raise ValueError(f"secret record {row.get('id', '?')} lacks fields {sorted(missing)}")
-        if row["category"] not in CATEGORIES:
-            raise ValueError(f"secret record {row['id']}: category {row['category']!r} not in {CATEGORIES}")
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
-
 
 @dataclass(frozen=True)
 class Document:
@@ -51,50 +41,31 @@ class Document:
 
 
 _RECORD_TYPES = {
-    "id": str, "category": str, "prefix": str, "secret": str, "suffix": str, "repetitions": int, "is_control": bool,
+    "id": (str,), "category": (str,), "prefix": (str,), "secret": (str,), "suffix": (str,), "repetitions": (int,),
+    "is_control": (bool,),
 }
 
 
-def _record_from_row(row: Any) -> SecretRecord:
-    """Build a SecretRecord from a JSON row, checking each field's type."""
-    if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    record = SecretRecord.from_dict(row)
-    for name, kind in _RECORD_TYPES.items():
-        value = getattr(record, name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"field {name}={value!r} must be {kind.__name__}")
-    return record
-
-
 def read_secrets(path: str | Path) -> list[SecretRecord]:
-    """Read secrets.jsonl or controls.jsonl; errors name the file and row."""
-    records = []
-    for number, row in enumerate(read_jsonl(path), start=1):
-        try:
-            records.append(_record_from_row(row))
-        except ValueError as err:
-            raise ValueError(f"malformed secret record in {path} row {number}: {err}") from None
-    return records
+    """Read secrets.jsonl or controls.jsonl; errors name the file, line and field, never a secret."""
+    return [SecretRecord(**row) for row in read_records(path, _RECORD_TYPES, choices={"category": CATEGORIES})]
 
 
 def read_documents(path: str | Path) -> list[Document]:
-    """Read train.jsonl or valid.jsonl rows {"id", "text"}; errors name the file and row."""
-    documents = []
-    for number, row in enumerate(read_jsonl(path), start=1):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
-            raise ValueError(f"malformed document in {path} row {number}: need string fields 'id' and 'text'")
-        documents.append(Document(row["id"], row["text"]))
-    return documents
+    """Read train.jsonl or valid.jsonl rows {"id", "text"}; errors name the file, line and field."""
+    return [Document(row["id"], row["text"]) for row in read_records(path, {"id": (str,), "text": (str,)})]
 
 
 def memorized_records(memorized: str | Path, secrets: str | Path, category: str) -> list[SecretRecord]:
     """The memorized secrets of a category (ids in `memorized`, a {category: [ids]} JSON), most memorized first."""
-    ids = read_json(memorized).get(category, [])
+    raw = read_json(memorized)
+    if not isinstance(raw, dict):
+        raise InputError(f"{memorized}: {json_kind(raw)}; allowed: an object mapping each category to a list of ids")
+    ids = raw.get(category, [])
     if not ids:
         raise ValueError(f"memorized set of {category} is empty: nothing to unlearn (see metrics/memorized.json)")
     by_id = {s.id: s for s in read_secrets(secrets)}
-    return [by_id[i] for i in ids]
+    return [by_id[i] for i in _known_ids(ids, set(by_id), memorized, repr(category))]
 
 
 @dataclass(frozen=True)
@@ -126,15 +97,32 @@ class Candidate:
     copies: int  # times it occurs in the training text (0 when it came from a pretraining dump)
 
 
+_CANDIDATE = {"id": (str,), "text": (str,), "secret": (str, type(None)), "category": (str, type(None)),
+              "copies": (int,)}
+
+
 def read_candidates(path: str | Path) -> list[Candidate]:
-    """Every candidate of the causal corpus (candidates.jsonl), in file order."""
-    return [Candidate(**row) for row in read_jsonl(path)]
+    """Every candidate of the causal corpus (candidates.jsonl), in file order; InputError naming a bad line."""
+    return [Candidate(**row) for row in read_records(path, _CANDIDATE)]
+
+
+def _known_ids(ids: Any, known: set[str], path: str | Path, what: str) -> list[str]:
+    """ids, checked to be a list of strings each in `known`; InputError naming the file and the first bad entry."""
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InputError(f"{path}: {what} is {json_kind(ids)}; allowed: a list of id strings")
+    unknown = [n for n, i in enumerate(ids) if i not in known]
+    if unknown:
+        raise InputError(f"{path}: {what} entry {unknown[0]} is not a known id ({len(unknown)} unknown); "
+                         "allowed: ids of the stage's inputs (rerun the stage that wrote it)")
+    return ids
 
 
 def forget_candidates(candidates: str | Path, forget: str | Path) -> list[Candidate]:
     """The unlearned set D_f chosen by the memorized stage (forget.json's ids), in its order."""
     by_id = {c.id: c for c in read_candidates(candidates)}
-    return [by_id[i] for i in read_json(forget)["ids"]]
+    raw = read_json(forget)
+    ids = _known_ids(raw.get("ids") if isinstance(raw, dict) else None, set(by_id), forget, "'ids'")
+    return [by_id[i] for i in ids]
 
 
 def without(train: Sequence[tuple[str, str, int]], ids: set[str]) -> list[tuple[str, str, int]]:
