@@ -66,6 +66,7 @@ deps: $(STAMP)
 
 # README's result tables from the reports the pipeline wrote (run after `dvc repro`)
 readme: $(STAMP)
+	$(BIN)/python -m tools.bad_inputs
 	$(BIN)/python -m tools.readme
 
 # the whole params.yaml against every section's schema

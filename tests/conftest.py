@@ -75,6 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+PREFECT_HOMES: dict[str, Path] = {}  # API URL -> PREFECT_HOME of the session's server (its database, for privacy tests)
+
+
 @pytest.fixture(scope="session")
 def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start `prefect server start` once (saves each flow process its own ephemeral server)."""
@@ -92,6 +95,7 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     api_url = f"http://127.0.0.1:{port}/api"
     try:
         wait_healthy(api_url, proc, log, SERVER_START_TIMEOUT_S)
+        PREFECT_HOMES[api_url] = home
         yield api_url
     finally:
         stop_group(proc)

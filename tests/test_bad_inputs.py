@@ -379,3 +379,10 @@ def test_reachable_hub_or_offline_mode_is_not_refused(monkeypatch: pytest.Monkey
     monkeypatch.setattr(models, "hub_reachable", lambda timeout_s=3.0: pytest.fail("offline mode must not probe"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models.check_hub("someone/not-cached-model")  # offline mode: transformers fails fast by itself
+
+
+def test_readme_bad_input_tables_are_generated_from_these_cases() -> None:
+    """reports/bad_inputs.md (README's tables) is what running CASES and BAD again prints: `make readme`."""
+    from tools.bad_inputs import REPORT, render
+
+    assert REPORT.read_text(encoding="utf-8") == render()

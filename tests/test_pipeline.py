@@ -25,6 +25,7 @@ import yaml
 
 from lib.core.io import file_digest
 from lib.core.metrics import forget_gap
+from tests.conftest import PREFECT_HOMES
 from tests.pipeline_repo import make_repo, run, set_param
 
 pytestmark = pytest.mark.integration
@@ -150,6 +151,10 @@ def test_stage_times_come_from_prefect_run_records(pipeline: Pipeline, tmp_path:
                   "| bench-unlearn tofu_forget01 ga |"):
         assert stage in text, (stage, text[:2000])
     assert re.search(r"\*\*total \(\d+ flow runs\)\*\*", text)
+    tracks = dict(re.findall(r"^\| (masked LM|causal LM|benchmarks) \| (\d+) \|", text, re.M))
+    assert set(tracks) == {"masked LM", "causal LM", "benchmarks"} and all(int(n) > 3 for n in tracks.values())
+    stages = int(re.search(r"\*\*total \((\d+) flow runs\)\*\*", text).group(1))
+    assert sum(map(int, tracks.values())) == stages, text[:800]
     late = run([sys.executable, "-m", "tools.timings", "--since", "2999-01-01T00:00"], root, pipeline.env, check=False)
     assert late.returncode == 2 and "no completed flow run" in late.stderr and "Traceback" not in late.stderr
 
@@ -425,6 +430,36 @@ def test_unknown_method_exits_2_listing_methods(pipeline: Pipeline) -> None:
     assert all(m in lines[0] for m in METHODS), lines
 
 
+CANARY = "CANARY-5d1e2-PRIVATE"  # planted in failing inputs below; the privacy test searches for it everywhere
+
+
+def test_failing_stages_with_a_canary_in_their_input(pipeline: Pipeline, restore_params: None) -> None:
+    """A user file rejected before the flow run, and a stage file rejected inside it (through Prefect): both fail
+    with one line naming file and line; the privacy test then finds the canary in no output, log or database."""
+    repo = pipeline.repo
+    bad = repo / "bad_candidates.jsonl"
+    bad.write_text(json.dumps({"text": f"call {CANARY} now", "secret": CANARY}) + "\n"
+                   + json.dumps({"text": CANARY, "secret": 7}) + "\n")
+    set_param(repo, "causal.data.source", "jsonl")
+    set_param(repo, "causal.data.path", str(bad))
+    result = pipeline.run(sys.executable, "-m", "flows.causal_data")
+    assert result.returncode == 2 and "bad_candidates.jsonl line 2" in result.stderr, tail(result)
+    bad.unlink()
+    candidates = repo / "data/causal/corpus/candidates.jsonl"
+    saved = candidates.read_bytes()
+    candidates.unlink()  # a new file: the DVC cache's copy stays as it was
+    candidates.write_bytes(saved + (json.dumps({"id": CANARY, "text": CANARY, "secret": None, "category": None,
+                                                "copies": CANARY}) + "\n").encode())
+    try:
+        result = pipeline.run(sys.executable, "-m", "flows.causal_memorized")
+    finally:
+        candidates.unlink()
+        candidates.write_bytes(saved)
+    assert result.returncode == 2, tail(result)
+    assert "candidates.jsonl line" in result.stderr and "'copies' is a string" in result.stderr, tail(result)
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 # --- 7: privacy, over everything the module produced -------------------------------------------
 
 def leaked_in(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
@@ -593,11 +628,15 @@ def test_no_secret_in_mlflow_metrics_reports_or_logs(pipeline: Pipeline) -> None
     assert len(leaked_in(train, secrets)) == len(secrets)
     causal_train = {"train": (repo / "data/causal/corpus/train.jsonl").read_text()}
     assert len(leaked_in(causal_train, causal)) == len(causal)
-    secrets = {**secrets, **causal, **bench_forget_answers(repo)}
+    secrets = {**secrets, **causal, **bench_forget_answers(repo), "canary": CANARY}
     texts = {f"mlflow run {r.info.run_id}": json.dumps([r.data.params, r.data.tags, sorted(r.data.metrics)])
              for r in mlflow_runs(repo)}
     for folder in ("metrics", "reports", "mlflow"):  # mlflow/: the SQLite store itself and every artifact
         texts.update({str(p.relative_to(repo)): p.read_text(errors="replace")
                       for p in (repo / folder).rglob("*") if p.is_file()})
     texts.update({f"output of run {i}": log for i, log in enumerate(pipeline.logs)})
+    home = PREFECT_HOMES[pipeline.env["PREFECT_API_URL"]]  # the Prefect database (and its WAL), the server's log
+    texts.update({f"prefect {p.name}": p.read_bytes().decode("utf-8", errors="replace")
+                  for p in home.rglob("*") if p.is_file() and (p.name.startswith("prefect.db") or p.suffix == ".log")})
+    assert any(name.startswith("prefect prefect.db") for name in texts), sorted(texts)[-5:]
     assert not leaked_in(texts, secrets)

@@ -79,6 +79,28 @@ def table(times: Iterable[StageTime]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def track(stage: str) -> str:
+    """The track a stage belongs to, from its flow name: causal-*, bench-*, else the masked-LM track."""
+    return next((name for prefix, name in (("causal-", "causal LM"), ("bench-", "benchmarks"))
+                 if stage.startswith(prefix)), "masked LM")
+
+
+def by_track(times: Iterable[StageTime], wall: float | None = None) -> str:
+    """Markdown: per track, its flow runs, the sum of their times and its share; the total, and the measured
+    wall clock of the whole run when given (process starts and imports are the difference)."""
+    rows = list(times)
+    sums: dict[str, list[float]] = {}
+    for t in rows:
+        sums.setdefault(track(t.stage), []).append(t.seconds)
+    total = sum(t.seconds for t in rows)
+    lines = ["| Track | flow runs | s | min |", "|---|---|---|---|"]
+    lines += [f"| {name} | {len(s)} | {sum(s):.0f} | {sum(s) / 60:.1f} |" for name, s in sums.items()]
+    lines.append(f"| **all stages** | **{len(rows)}** | **{total:.0f}** | **{total / 60:.1f}** |")
+    if wall is not None:
+        lines.append(f"| **wall clock of the whole run** | | **{wall:.0f}** | **{wall / 60:.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print (or write) the table of the runs in the window."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", default=None, help="ISO end of the window (default: now)")
     parser.add_argument("--title", default="Stage times", help="heading above the table")
     parser.add_argument("--out", type=Path, default=None, help="write the table to this Markdown file")
+    parser.add_argument("--wall", type=float, default=None,
+                        help="the measured wall clock of the whole run in seconds (for example from /usr/bin/time)")
     args = parser.parse_args(argv)
     try:
         since = parse_time(args.since)
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: no completed flow run started after {since:%Y-%m-%d %H:%M} UTC", file=sys.stderr)
         return 2
-    text = f"## {args.title}\n\n{table(runs)}"
+    text = f"## {args.title}: per track\n\n{by_track(runs, args.wall)}\n## {args.title}: per stage\n\n{table(runs)}"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Attacks that try to recover forgotten data: membership inference, quantization, relearning, sampling."""

@@ -1,0 +1,62 @@
+"""Relearning: an attacker who owns the weights fine-tunes the unlearned model on a little data and measures
+whether the forgotten items come back (Łucki et al. 2024; Deeb & Roger 2024).
+
+The attacker trains a copy (the model given is left as it is) with AdamW on one data source: retain data
+only, or a held-out part of the forget set, and measures the rest of the forget set after each checkpoint's
+number of steps. A forgetting that holds stays forgotten; a suppressed one returns within a few steps, far
+faster than a retrained model, which never held the items, can learn them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from lib.core.finetune import BatchLoss
+from lib.methods.training import cycling_batches, floating_parameters, trainable
+
+
+@dataclass(frozen=True)
+class RelearnConfig:
+    """The attacker's budget: checkpoints (steps), rate, batch size, seed."""
+
+    steps: tuple[int, ...] = (10, 50, 100)
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Increasing positive checkpoints, a positive rate and batch size."""
+        if not self.steps or any(s < 1 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
+            raise ValueError(f"steps={list(self.steps)} invalid; allowed: increasing integers >= 1")
+        if not self.learning_rate > 0 or self.batch_size < 1:
+            raise ValueError(f"learning_rate={self.learning_rate}, batch_size={self.batch_size} invalid; "
+                             "allowed: a rate > 0 and a batch size >= 1")
+
+
+def relearn(model: nn.Module, make_loss: Callable[[nn.Module], BatchLoss], n_items: int, cfg: RelearnConfig,
+            measure: Callable[[nn.Module], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train a copy on the attacker's n_items (make_loss(copy) gives their batch loss) and measure(copy) at step 0
+    and at each checkpoint: [{"steps": s, **measure}]. The model given is not changed."""
+    if n_items < 1:
+        raise ValueError("relearning needs at least one item")
+    attacker = copy.deepcopy(model)
+    batch_loss, params = make_loss(attacker), floating_parameters(attacker)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    attacker.eval()  # dropout off: the attack is measured, not regularised
+    out = [{"steps": 0, **measure(attacker)}]
+    batches = cycling_batches(n_items, cfg.batch_size, cfg.seed)
+    done = 0
+    for target in cfg.steps:
+        with trainable(attacker, params):
+            while done < target:
+                optimizer.zero_grad(set_to_none=True)
+                batch_loss(next(batches)).backward()
+                optimizer.step()
+                done += 1
+        with torch.no_grad():
+            out.append({"steps": done, **measure(attacker)})
+    return out
