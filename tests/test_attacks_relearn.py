@@ -51,5 +51,5 @@ def test_relearning_brings_back_what_gradient_ascent_hid() -> None:
 def test_relearn_config_checks() -> None:
     with pytest.raises(ValueError, match="increasing integers"):
         RelearnConfig(steps=(10, 5))
-    with pytest.raises(ValueError, match="rate > 0"):
+    with pytest.raises(ValueError, match="learning_rate=0.0 invalid; allowed: a finite number > 0"):
         RelearnConfig(learning_rate=0.0)

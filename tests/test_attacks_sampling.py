@@ -18,6 +18,8 @@ def test_leak_at_k_estimator() -> None:
     assert one[1] == pytest.approx(0.25) and one[2] == pytest.approx(0.5) and one[4] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         leak_at_k([1], 4, [5])
+    with pytest.raises(ValueError, match="top_p=1.5 invalid; allowed: a number in"):
+        SamplingConfig(top_p=1.5)
 
 
 def test_sampling_finds_memorised_secrets_and_nothing_in_an_unedited_model() -> None:

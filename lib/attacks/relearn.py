@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lib.core.finetune import BatchLoss
+from lib.core.params import Count, Natural, Positive, check_ranges
 from lib.methods.training import cycling_batches, floating_parameters, trainable
 
 
@@ -23,18 +24,16 @@ from lib.methods.training import cycling_batches, floating_parameters, trainable
 class RelearnConfig:
     """The attacker's budget: checkpoints (steps), rate, batch size, seed."""
 
-    steps: tuple[int, ...] = (10, 50, 100)
-    learning_rate: float = 1e-4
-    batch_size: int = 8
-    seed: int = 0
+    steps: tuple[Count, ...] = (10, 50, 100)
+    learning_rate: Positive = 1e-4
+    batch_size: Count = 8
+    seed: Natural = 0
 
     def __post_init__(self) -> None:
-        """Increasing positive checkpoints, a positive rate and batch size."""
-        if not self.steps or any(s < 1 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
+        """Every field within its range; checkpoints increasing."""
+        check_ranges(self)
+        if not self.steps or list(self.steps) != sorted(set(self.steps)):
             raise ValueError(f"steps={list(self.steps)} invalid; allowed: increasing integers >= 1")
-        if not self.learning_rate > 0 or self.batch_size < 1:
-            raise ValueError(f"learning_rate={self.learning_rate}, batch_size={self.batch_size} invalid; "
-                             "allowed: a rate > 0 and a batch size >= 1")
 
 
 def relearn(model: nn.Module, make_loss: Callable[[nn.Module], BatchLoss], n_items: int, cfg: RelearnConfig,

@@ -15,17 +15,23 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from lib.core.params import Count, Natural, Positive, PositiveFraction, check_ranges
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """How the attacker samples: n continuations per prefix of max_new tokens at a temperature and top-p."""
 
-    n_samples: int = 64
-    max_new: int = 16
-    temperature: float = 1.0
-    top_p: float = 0.95
-    batch_size: int = 64
-    seed: int = 0
+    n_samples: Count = 64
+    max_new: Count = 16
+    temperature: Positive = 1.0
+    top_p: PositiveFraction = 0.95
+    batch_size: Count = 64
+    seed: Natural = 0
+
+    def __post_init__(self) -> None:
+        """Every field within its range."""
+        check_ranges(self)
 
 
 def _contains(row: Sequence[int], needle: Sequence[int]) -> bool:
@@ -65,8 +71,6 @@ def sample(model: nn.Module, prefix: Sequence[int], cfg: SamplingConfig, generat
 def hits(model: nn.Module, prefixes: Sequence[Sequence[int]], secrets: Sequence[Sequence[int]],
          cfg: SamplingConfig) -> list[int]:
     """Per secret, how many of cfg.n_samples continuations of its prefix hold it."""
-    if not 0 < cfg.top_p <= 1 or not cfg.temperature > 0 or cfg.n_samples < 1 or cfg.max_new < 1:
-        raise ValueError(f"{cfg} invalid; allowed: top_p in (0, 1], temperature > 0, n_samples and max_new >= 1")
     generator = torch.Generator().manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
