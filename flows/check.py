@@ -22,9 +22,10 @@ from lib.data.neighbours import NeighbourConfig
 from lib.data.records import CATEGORIES, PipelineConfig
 from lib.families.extraction import CausalEvaluateConfig
 from lib.families.masked import EvaluateConfig
+from lib.deletion.service import RequestsConfig
 from lib.families.memorization import ForgetSetConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import BY_CATEGORY, METHODS, check_track, make_config
+from lib.methods import BY_CATEGORY, METHODS, check_track, get, make_config
 from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
@@ -35,7 +36,7 @@ SECTIONS: dict[str, Any] = {
     "causal.model": NonEmpty, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
-    "benchmarks.neighbours": NeighbourConfig,
+    "benchmarks.neighbours": NeighbourConfig, "requests": RequestsConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}
@@ -81,7 +82,20 @@ def check_params(path: str) -> Params:
     for key in TRACK_METHODS:
         _methods(params, key, CATEGORIES if key == "methods" else ())
     check_budget(params.get("experiments", ExperimentsConfig).budget.methods, params.get("methods"))
+    check_requests(params.get("requests", RequestsConfig))
     return params
+
+
+def check_requests(cfg: RequestsConfig) -> None:
+    """The request policy names causal methods that need only the forget and retain sets."""
+    for where, name in [("requests.method", cfg.method), *((f"requests.by_category.{c}", m)
+                                                          for c, m in cfg.by_category.items())]:
+        if name not in METHODS:
+            raise ParamsError(f"{where} = {name!r} is not a method; allowed: {', '.join(METHODS)}")
+        method = get(name)
+        if "causal" not in method.families or not set(method.needs) <= {"forget", "retain"}:
+            allowed = [m for m in METHODS if "causal" in get(m).families and set(get(m).needs) <= {"forget", "retain"}]
+            raise ParamsError(f"{where} = {name!r} cannot serve a request; allowed: {', '.join(allowed)}")
 
 
 def cli(argv: list[str], check: Callable[[str], Any] = check_params) -> int:

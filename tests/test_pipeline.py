@@ -430,6 +430,49 @@ def test_unknown_method_exits_2_listing_methods(pipeline: Pipeline) -> None:
     assert all(m in lines[0] for m in METHODS), lines
 
 
+def cli_json(result: subprocess.CompletedProcess) -> dict:
+    """The JSON object `unlearn` printed last on stdout."""
+    text = result.stdout
+    return json.loads(text[text.index("{"):])
+
+
+def test_deletion_requests_against_the_causal_model(pipeline: Pipeline, tmp_path: Path) -> None:
+    """`unlearn request submit` on two of D_f, then rollback: ledger whole, MLflow versions with alias current,
+    the export of the current version is the fine-tuned model again, bit for bit."""
+    from lib.core.models import load_model
+    from lib.deletion.patch import model_digest
+
+    repo = pipeline.repo
+    ids = json.loads((repo / "data/causal/memorized/forget.json").read_text())["ids"][:2]
+    rows = {r["id"]: r for r in map(json.loads, (repo / "data/causal/corpus/candidates.jsonl").read_text().split())}
+    request = tmp_path / "request.jsonl"
+    request.write_text("".join(json.dumps({k: rows[i][k] for k in ("id", "text", "secret", "category")}) + "\n"
+                               for i in ids))
+    cli = (sys.executable, "-m", "flows.request")
+    submitted = pipeline.run(*cli, "request", "submit", str(request), "--id", "req-1")
+    assert submitted.returncode == 0, tail(submitted)
+    receipt = cli_json(submitted)
+    assert (receipt["request"], receipt["seq"], receipt["items"], receipt["version"]) == ("req-1", 0, 2, "1")
+    assert receipt["forgotten"] <= receipt["memorized"] <= 2 and receipt["audited"] == 0
+    rolled = pipeline.run(*cli, "request", "rollback")
+    assert rolled.returncode == 0 and cli_json(rolled)["version"] == "2", tail(rolled)
+    verified = pipeline.run(*cli, "ledger", "verify")
+    assert verified.returncode == 0 and "ledger whole: 2 entries" in verified.stdout, tail(verified)
+    shown = [json.loads(line) for line in pipeline.run(*cli, "ledger", "show").stdout.splitlines()]
+    assert [e["method"] for e in shown] == ["ig", "rollback"] and shown[1]["params"] == {"undoes": 0}
+    exported = pipeline.run(*cli, "model", "export", str(tmp_path / "current"))
+    assert exported.returncode == 0, tail(exported)
+    base = model_digest(load_model(str(repo / "data/causal/finetuned"), "causal")[0])
+    assert model_digest(load_model(str(tmp_path / "current"), "causal")[0]) == base
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo}/mlflow/mlflow.db"
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("unlearning-default", "current")
+    assert version.version == "2" and version.tags["request"].startswith("rollback")
+    bad = pipeline.run(*cli, "request", "submit", str(tmp_path / "missing.jsonl"))
+    assert bad.returncode == 2 and len(error_lines(bad)) == 1 and "missing.jsonl" in bad.stderr, tail(bad)
+
+
 CANARY = "CANARY-5d1e2-PRIVATE"  # planted in failing inputs below; the privacy test searches for it everywhere
 
 

@@ -25,12 +25,33 @@ from torch import nn
 
 from lib.core.editing import diff_edit, snapshot
 from lib.core.io import read_jsonl, write_jsonl
+from lib.core.params import Count, NonEmpty, check_ranges
 from lib.data.records import Candidate
 from lib.deletion.patch import model_digest
 from lib.deletion.store import Store
 from lib.methods import Family, Inputs, get, unlearn
 
 Encode = Callable[[Sequence[Candidate]], Any]  # items -> the family's samples (Sequences for causal LMs)
+
+
+@dataclass(frozen=True)
+class RequestsConfig:
+    """The `requests` params section: where the default model's store lives and how requests are forgotten."""
+
+    root: NonEmpty = "data/requests"  # the store (ignored by git: it keeps the forgotten items' text for audits)
+    method: NonEmpty = "ig"  # the policy: a method that needs only the forget and retain sets ...
+    by_category: dict[str, NonEmpty] = field(default_factory=dict)  # ... or another one per category
+    retain_samples: Count = 16  # D_r: background training texts (no secret)
+    utility_texts: Count = 32  # held-out texts whose perplexity is the utility audit
+    registered_model: NonEmpty = "unlearning-default"  # the MLflow Model Registry name of the versions
+
+    def __post_init__(self) -> None:
+        """Every field within its range."""
+        check_ranges(self)
+
+    def policy(self) -> "Policy":
+        """The method policy this section sets."""
+        return Policy(self.method, dict(self.by_category))
 
 
 @dataclass(frozen=True)
