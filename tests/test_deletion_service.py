@@ -76,11 +76,17 @@ def test_requests_verify_forget_audit_and_commit(tmp_path: Path, base: torch.nn.
         rollback(store, store.replay(load()), {"request": "undo-2", "content_digest": "0" * 64, "time": "t3"})
     assert [it.id for it in service.in_force(store)] == ["item-0"]
     assert model_digest(store.replay(load())) == entries[0]["child"]
+    with store.locked():  # undoing the rollback re-applies request 2: its item is in force again
+        redo = rollback(store, store.replay(load()), {"request": "redo", "content_digest": "0" * 64, "time": "t"})
+    assert redo["child"] == entries[1]["child"] and len(service.in_force(store)) == 2
+    with store.locked():
+        rollback(store, store.replay(load()), {"request": "undo-again", "content_digest": "0" * 64, "time": "t"})
+    assert [it.id for it in service.in_force(store)] == ["item-0"]
     nothing = submit(store, load, items=[Candidate("item-y", " ".join(map(str, NEVER_SEEN)), "70 80", "TEL", 1)],
                      request="req-4", when="t4", **common)
     assert (nothing.memorized, nothing.forgotten, nothing.methods) == (0, 0, {})
     assert store.entries()[-1]["method"] == "none" and store.entries()[-1]["parent"] == store.entries()[-1]["child"]
-    assert store.verify(load) == [] and service.forget_private(store) == 3  # seq 0, 1 and the empty seq 3
+    assert store.verify(load) == [] and service.forget_private(store) == 3  # seq 0, 1 and the empty seq 5
 
 
 def test_a_method_that_needs_cached_statistics_is_refused(tmp_path: Path, base: torch.nn.Module) -> None:

@@ -110,11 +110,23 @@ def _private(store: Store, seq: int) -> list[Candidate]:
 
 
 def in_force(store: Store) -> list[Candidate]:
-    """Items forgotten by committed requests that no later rollback undid."""
-    entries = store.entries()
-    undone = {e["params"].get("undoes") for e in entries if e["method"] == "rollback"}
-    return [item for e in entries if e["method"] != "rollback" and e["seq"] not in undone
-            for item in _private(store, e["seq"])]
+    """Items forgotten by committed requests whose edit is still applied (a rollback of a rollback re-applies)."""
+    entries = {e["seq"]: e for e in store.entries()}
+    active: dict[int, bool] = {}
+
+    def undo(seq: int, applied: bool) -> None:
+        """Set a request's state; undoing a rollback sets the opposite state of what it undid."""
+        if entries[seq]["method"] == "rollback":
+            undo(entries[seq]["params"]["undoes"], not applied)
+        else:
+            active[seq] = applied
+
+    for seq, entry in entries.items():
+        if entry["method"] == "rollback":
+            undo(entry["params"]["undoes"], False)
+        else:
+            active[seq] = True
+    return [item for seq, on in sorted(active.items()) if on for item in _private(store, seq)]
 
 
 def forget_private(store: Store) -> int:
