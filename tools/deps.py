@@ -131,10 +131,39 @@ def templated(exps: list[Expansion], files: list[list[str]]) -> tuple[list[str],
     return kept, rest
 
 
+def param_sets(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """params.yaml and params.yaml with each preset applied: deps must hold whichever a user runs (a preset
+    that adds a suite or a run must find its files among the stages' deps, and an item's name that happens to
+    equal a file's, like the run `lume` of the suite `lume`, must not pass for a template)."""
+    from lib.core.presets import merge
+
+    return [params, *(merge(params, yaml.safe_load(p.read_text(encoding="utf-8")))
+                      for p in sorted((ROOT / "presets").glob("*.yaml")))]
+
+
+def _under(params: dict[str, Any], fn: Any) -> Any:
+    """fn() with params.yaml in the working directory being `params` (flows read it there by name)."""
+    import tempfile
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        os.chdir(tmp)
+        try:
+            return fn()
+        finally:
+            os.chdir(here)
+
+
 def code_deps(name: str, stage: dict[str, Any], params: dict[str, Any]) -> list[str]:
-    """The generated code deps of one dvc.yaml entry."""
-    exps = expansions(name, stage, params)
-    kept, rest = templated(exps, [stage_files(e) for e in exps])
+    """The generated code deps of one dvc.yaml entry, over params.yaml and every preset."""
+    exps: dict[str, tuple[Expansion, list[str]]] = {}
+    for variant in param_sets(params):
+        found = _under(variant, lambda: [(e, stage_files(e)) for e in expansions(name, stage, variant)])
+        for exp, files in found:
+            known = exps.get(exp.name)
+            exps[exp.name] = (exp, sorted(set(files) | set(known[1] if known else ())))
+    kept, rest = templated([e for e, _ in exps.values()], [f for _, f in exps.values()])
     return kept + rest
 
 
