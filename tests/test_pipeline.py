@@ -444,7 +444,7 @@ def test_deletion_requests_against_the_causal_model(pipeline: Pipeline, tmp_path
 
     repo = pipeline.repo
     ids = json.loads((repo / "data/causal/memorized/forget.json").read_text())["ids"][:2]
-    rows = {r["id"]: r for r in map(json.loads, (repo / "data/causal/corpus/candidates.jsonl").read_text().split())}
+    rows = {r["id"]: r for r in map(json.loads, (repo / "data/causal/corpus/candidates.jsonl").read_text().splitlines())}
     request = tmp_path / "request.jsonl"
     request.write_text("".join(json.dumps({k: rows[i][k] for k in ("id", "text", "secret", "category")}) + "\n"
                                for i in ids))
