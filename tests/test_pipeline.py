@@ -468,7 +468,7 @@ def test_deletion_requests_against_the_causal_model(pipeline: Pipeline, tmp_path
 
     uri = f"sqlite:///{repo}/mlflow/mlflow.db"
     version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("unlearning-default", "current")
-    assert version.version == "2" and version.tags["request"].startswith("rollback")
+    assert str(version.version) == "2" and version.tags["request"].startswith("rollback")
     bad = pipeline.run(*cli, "request", "submit", str(tmp_path / "missing.jsonl"))
     assert bad.returncode == 2 and len(error_lines(bad)) == 1 and "missing.jsonl" in bad.stderr, tail(bad)
 
