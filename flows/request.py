@@ -29,7 +29,7 @@ import tasks  # noqa: F401  (environment first)
 from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, error_line, input_errors, params_path,
                    quiet_input_errors)
 from lib.core.io import MissingInput, read_json, read_jsonl
-from lib.core.models import load_model
+from lib.core.models import load_model, load_tokenizer
 from lib.core.params import Count, load_params
 from lib.data.emails import JSONL_ROW, read_jsonl_candidates
 from lib.deletion import ledger
@@ -70,7 +70,7 @@ def open_store(cfg: dict[str, Any]) -> Store:
 
 def context(cfg: dict[str, Any]) -> dict[str, Any]:
     """What service.submit reads: family, encoder, retain and utility texts, the threshold and the policy."""
-    tokenizer = load_model(str(CAUSAL_FINETUNED), "causal", compute=current_compute())[1]
+    tokenizer = load_tokenizer(str(CAUSAL_FINETUNED))  # the weights are loaded once, by the store's replay
     encode = lambda items: encode_all(tokenizer, [(c.text, c.secret) for c in items], cfg["max_len"])  # noqa: E731
     background = [r for r in read_jsonl(CAUSAL_CORPUS / "train.jsonl") if not r["secret"]]
     retain = encode_all(tokenizer, [(r["text"], None) for r in background[: cfg["requests"].retain_samples]],
@@ -150,7 +150,6 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, params_file: str) -> int:
     """One command; its exit code."""
     use_compute(params_file)
-    cfg = config(params_file)
     if args.group == "request":
         if args.action == "submit":  # a bad request file stops here, before a flow run is recorded
             if not Path(args.file).is_file():
@@ -161,6 +160,7 @@ def run(args: argparse.Namespace, params_file: str) -> int:
             out = request_flow(args.file, args.id, params_file) if args.action == "submit" else rollback_flow(params_file)
         print(json.dumps(out, indent=1, sort_keys=True))
         return 0
+    cfg = config(params_file)  # the request flows read it themselves, in their run
     store = open_store(cfg)
     if args.group == "ledger" and args.action == "show":
         for entry in store.entries():
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace, params_file: str) -> int:
     from lib.core.models import save_model
 
     model = store.replay(load_base(), upto=args.seq)
-    tokenizer = load_model(str(CAUSAL_FINETUNED), "causal", compute=current_compute())[1]
+    tokenizer = load_tokenizer(str(CAUSAL_FINETUNED))
     save_model(model, tokenizer, Path(args.out))
     print(f"version {store.head().seq if args.seq is None else args.seq} ({model_digest(model)[:12]}) -> {args.out}")
     return 0

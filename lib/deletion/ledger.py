@@ -97,7 +97,12 @@ def verify(path: str | Path, head: str | None = None) -> list[Problem]:
     """Every break in the chain: a changed entry (its hash), a removed, repeated or reordered one (seq), an
     entry that does not chain to the one before, a line cut short or not an entry, and, given the head hash
     recorded elsewhere, removed last entries. Empty when the ledger is whole."""
-    entries, malformed = _parse(Path(path))
+    return _checked(Path(path), head)[1]
+
+
+def _checked(path: Path, head: str | None) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The entries read in one pass, and every problem `verify` reports."""
+    entries, malformed = _parse(path)
     problems = _order(entries)
     hashes = {entry["seq"]: entry["hash"] for _, entry in entries}
     hashes[-1] = GENESIS
@@ -115,7 +120,7 @@ def verify(path: str | Path, head: str | None = None) -> list[Problem]:
         problems.append(Problem(entries[-1][0] if entries else 0, "the ledger does not end at the recorded head: "
                                 + (f"entries were appended after line {where} without it" if where else
                                    "its last entries were removed or changed")))
-    return sorted(problems, key=lambda p: p.line) + malformed
+    return [entry for _, entry in entries], sorted(problems, key=lambda p: p.line) + malformed
 
 
 def append(path: str | Path, fields: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +130,9 @@ def append(path: str | Path, fields: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"ledger fields {sorted(fields)} invalid; required: {list(REQUIRED)}, "
                          "and no seq, prev or hash (the ledger sets them)")
     path = Path(path)
-    problems = verify(path)
+    entries, problems = _checked(path, None)  # one read: the chain is checked on the entries appended to
     if problems:
         raise ValueError(f"ledger {path} is broken ({problems[0]}); nothing appended")
-    entries = read(path)
     prev = entries[-1]["hash"] if entries else GENESIS
     body = {**fields, "seq": len(entries), "prev": prev}
     entry = {**body, "hash": entry_hash(prev, body)}
