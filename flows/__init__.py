@@ -7,6 +7,7 @@ the paths below are the only place a stage's inputs and outputs are named.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -14,9 +15,10 @@ import os
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import tasks  # environment first: telemetry off before Prefect is imported
+from lib.core import outputs
 from lib.core.io import InputError
 from lib.core.params import ParamsError
 from safetensors import SafetensorError
@@ -130,7 +132,23 @@ def main(flow: Callable[..., Any], check: Callable[..., Any] | None = None) -> N
             check(*args, params_path())  # reads the stage's own inputs: bad ones stop it before Prefect logs anything
         quiet_input_errors()
         run = flow.with_options(task_runner=tasks.task_runner()) if hasattr(flow, "with_options") else flow
-        run(*args, params_path())
+        with kept_outputs(sys.modules["__main__"].__spec__.name, args):
+            run(*args, params_path())
     except input_errors() as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+@contextlib.contextmanager
+def kept_outputs(module: str, args: list[str]) -> Iterator[None]:
+    """Run a stage with its previous outputs (dvc.lock's, for this command) aside: dropped when it succeeds, put back
+    when it fails or is interrupted; a killed earlier run's asides are put back first (lib.core.outputs)."""
+    outs = outputs.locked_outputs(Path("dvc.lock"), " ".join(["python", "-m", module, *args]))
+    outputs.recover(outs)
+    outputs.set_aside(outs)
+    try:
+        yield
+    except BaseException:
+        outputs.roll_back(outs)
+        raise
+    outputs.commit(outs)

@@ -12,6 +12,7 @@ it. A memorized sample has few such positions, so scoring it costs a forward ins
 """
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from dataclasses import dataclass
@@ -87,27 +88,35 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) 
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def _greedy_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], steps: int, pad_id: int,
-                  stop: Collection[int] = ()) -> Tensor:
-    """Greedy tokens (B, <= steps) after each prefix, all rows decoded together with the KV cache; it ends early
-    once every row has produced a token of `stop` (its caller cuts there, so the later tokens are never read)."""
+def _forward_kwargs(model: nn.Module) -> dict[str, int]:
+    """`logits_to_keep=1` where the model takes it: a prefill then projects only its last position on the vocabulary."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def _greedy_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], lengths: Sequence[int], pad_id: int,
+                  stop: Collection[int] = ()) -> list[list[int]]:
+    """Greedy tokens after each prefix (row i: at most lengths[i], ending at its first token of `stop`), all rows
+    decoded together with the KV cache; a finished row leaves the batch, so no step is spent on it."""
     device = next(model.parameters()).device
     ids, mask, positions = _left_pad(prefixes, pad_id, device)
-    past, out_tokens = None, []
-    stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=device)
-    stopped = torch.zeros(len(prefixes), dtype=torch.bool, device=device)
-    for _ in range(steps):
-        if stop and bool(stopped.all()):
-            break
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=past, use_cache=True)
-        ids = out.logits[:, -1].argmax(-1, keepdim=True)
-        out_tokens.append(ids)
-        stopped |= torch.isin(ids[:, 0], stop_ids)
-        past = out.past_key_values
-        mask = torch.cat([mask, torch.ones_like(ids)], 1)
-        positions = positions[:, -1:] + 1
-    return torch.cat(out_tokens, 1)
+    tokens: list[list[int]] = [[] for _ in prefixes]
+    live, past, extra = list(range(len(prefixes))), None, _forward_kwargs(model)
+    while live:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
+                    use_cache=True, **extra)
+        ids = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+        keep = []
+        for b, (row, token) in enumerate(zip(live, ids[:, 0].tolist())):
+            tokens[row].append(token)
+            if len(tokens[row]) < lengths[row] and token not in stop:
+                keep.append(b)
+        past, mask, positions = out.past_key_values, torch.cat([mask, torch.ones_like(ids)], 1), positions[:, -1:] + 1
+        if len(keep) < len(live) and keep:  # drop finished rows from the batch and from the cache
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            past.batch_select_indices(index)
+            ids, mask, positions = ids[index], mask[index], positions[index]
+        live = [live[b] for b in keep]
+    return tokens
 
 
 def _check_requests(prefixes: Sequence[Sequence[int]], lengths: Sequence[int]) -> None:
@@ -124,20 +133,18 @@ def _check_requests(prefixes: Sequence[Sequence[int]], lengths: Sequence[int]) -
 def greedy_continuations(model: nn.Module, prefixes: list[list[int]], lengths: list[int], pad_id: int,
                          batch_size: int = 32, stop: Collection[int] = ()) -> list[list[int]]:
     """Greedy continuation of `lengths[i]` new tokens after each prefix, batched (sorted by prefix length); with
-    `stop`, a batch ends once each of its rows has produced a stop token (rows may then be shorter)."""
+    `stop`, a row ends at its first stop token (included), so rows may be shorter."""
     _check_requests(prefixes, lengths)
     # equal-length prefixes together: less padding and fewer wasted decoding steps
     order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), lengths[i]))
     result: list[list[int]] = [[] for _ in prefixes]
     with torch.no_grad():
         for chunk in batches(len(order), batch_size):
-            index = [order[c] for c in chunk]
-            steps = max(lengths[i] for i in index)
-            if steps == 0:
-                continue
-            tokens = _greedy_batch(model, [prefixes[i] for i in index], steps, pad_id, stop).tolist()
-            for row, i in zip(tokens, index):
-                result[i] = row[: lengths[i]]
+            index = [order[c] for c in chunk if lengths[order[c]] > 0]
+            if index:
+                rows = _greedy_batch(model, [prefixes[i] for i in index], [lengths[i] for i in index], pad_id, stop)
+                for row, i in zip(rows, index):
+                    result[i] = row
     return result
 
 
