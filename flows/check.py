@@ -22,10 +22,10 @@ from lib.data.neighbours import NeighbourConfig
 from lib.data.records import CATEGORIES, PipelineConfig
 from lib.families.extraction import CausalEvaluateConfig
 from lib.families.masked import EvaluateConfig
-from lib.deletion.service import RequestsConfig
+from lib.deletion.service import AUTO, RequestsConfig, requestable
 from lib.families.memorization import ForgetSetConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import BY_CATEGORY, METHODS, check_track, get, make_config
+from lib.methods import BY_CATEGORY, METHODS, check_track, make_config
 from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
@@ -87,15 +87,16 @@ def check_params(path: str) -> Params:
 
 
 def check_requests(cfg: RequestsConfig) -> None:
-    """The request policy names causal methods that need only the forget and retain sets."""
+    """The request policy names `auto` or causal methods that need only the forget and retain sets."""
     for where, name in [("requests.method", cfg.method), *((f"requests.by_category.{c}", m)
                                                           for c, m in cfg.by_category.items())]:
+        if name == AUTO:
+            continue
         if name not in METHODS:
-            raise ParamsError(f"{where} = {name!r} is not a method; allowed: {', '.join(METHODS)}")
-        method = get(name)
-        if "causal" not in method.families or not set(method.needs) <= {"forget", "retain"}:
-            allowed = [m for m in METHODS if "causal" in get(m).families and set(get(m).needs) <= {"forget", "retain"}]
-            raise ParamsError(f"{where} = {name!r} cannot serve a request; allowed: {', '.join(allowed)}")
+            raise ParamsError(f"{where} = {name!r} is not a method; allowed: {AUTO}, {', '.join(METHODS)}")
+        if not requestable(name, "causal"):
+            allowed = [m for m in METHODS if requestable(m, "causal")]
+            raise ParamsError(f"{where} = {name!r} cannot serve a request; allowed: {AUTO}, {', '.join(allowed)}")
 
 
 def cli(argv: list[str], check: Callable[[str], Any] = check_params) -> int:

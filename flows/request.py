@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import tasks  # noqa: F401  (environment first)
-from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, error_line, input_errors, params_path,
-                   quiet_input_errors)
+from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, error_line, input_errors,
+                   params_path, quiet_input_errors)
 from lib.core.io import MissingInput, read_json, read_jsonl
 from lib.core.models import load_model, load_tokenizer
 from lib.core.params import Count, load_params
 from lib.data.emails import JSONL_ROW, read_jsonl_candidates
 from lib.deletion import ledger
 from lib.deletion.patch import model_digest
-from lib.deletion.service import RequestsConfig, content_digest
+from lib.deletion.service import RequestsConfig, content_digest, rank_methods
 from lib.deletion.store import Store, rollback
 from lib.families.causal import CausalFamily, encode_all
 from lib.methods import make_config
@@ -51,11 +51,19 @@ def config(params_file: str) -> dict[str, Any]:
     """The `requests` section and what a request reads of the causal track's and MLflow's."""
     params = load_params(params_file)
     cfg = params.get("requests", RequestsConfig)
-    names = {cfg.method, *cfg.by_category.values()}
-    return {"requests": cfg, "max_len": params.get("causal.data.max_len", Count),
+    policy = cfg.policy().resolved(track_ranking(params.get("causal.pipeline", list[str])))
+    names = {policy.method, *policy.by_category.values()}
+    return {"requests": cfg, "policy": policy, "max_len": params.get("causal.data.max_len", Count),
             "batch_size": params.get("causal.memorized.batch_size", Count), "mlflow": params.get("mlflow", MlflowConfig),
             "methods": {n: make_config(n, params.get("causal.methods").get(n), where=f"causal.methods.{n}")
                         for n in names}}
+
+
+def track_ranking(methods: list[str]) -> list[str]:
+    """The causal track's methods a request can run, best first (lib.deletion.service.rank_methods), from the
+    metrics its causal_evaluate stages wrote; the fixed fallback ranking before any was written."""
+    return rank_methods({m: read_json(CAUSAL_METRICS / f"{m}.json") for m in methods
+                         if (CAUSAL_METRICS / f"{m}.json").is_file()})
 
 
 def load_base() -> Any:
@@ -78,7 +86,7 @@ def context(cfg: dict[str, Any]) -> dict[str, Any]:
     valid = read_jsonl(CAUSAL_CORPUS / "valid.jsonl")[: cfg["requests"].utility_texts]
     return {"family": CausalFamily(tokenizer, cfg["batch_size"]), "encode": encode, "retain": retain,
             "utility": encode_all(tokenizer, [(r["text"], None) for r in valid], cfg["max_len"]),
-            "policy": cfg["requests"].policy(), "configs": lambda name: cfg["methods"][name],
+            "policy": cfg["policy"], "configs": lambda name: cfg["methods"][name],
             "threshold": float(read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]["ma"])}
 
 

@@ -1,4 +1,4 @@
-"""`make ui`: a local Prefect server plus a served deployment that runs the whole DVC pipeline.
+"""`make ui`: a local Prefect server serving two deployments: the whole DVC pipeline, and deletion requests.
 
 Every UI (or scheduled) run becomes `dvc exp run -S key=value ...`, so params.yaml stays the single
 source of parameters and every run is a reproducible DVC experiment.
@@ -25,7 +25,8 @@ from typing import Any
 
 import tasks  # noqa: F401  (environment first)
 import yaml
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, get_run_logger, runtime, serve
+from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.check import check_params
@@ -34,6 +35,7 @@ from lib.core.params import Params, load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
 DEPLOYMENT = "unlearning"
+REQUEST_DEPLOYMENT = "submit"  # deletion-request/submit: one request file per run
 HEALTH_TIMEOUT_S = 90.0
 TAIL_LINES = 40
 EXPLICIT_KEYS = {"model": "finetune.model", "methods": "pipeline.methods", "categories": "pipeline.categories"}
@@ -189,6 +191,15 @@ def pipeline(model: str | None = None, methods: list[str] | None = None, categor
     return {"experiment": name, "track": track, "metrics": track_metrics(track, load_params(ROOT / "params.yaml"))}
 
 
+def deployments(cron: str | None) -> list[Any]:
+    """The served deployments: the pipeline (optionally on a schedule) and deletion requests, whose parameter is
+    the request file (flows/request.py, loaded by entrypoint: stage modules never import each other)."""
+    request = load_flow_from_entrypoint(f"{ROOT / 'flows' / 'request.py'}:request_flow")
+    return [pipeline.to_deployment(name=DEPLOYMENT, cron=cron),
+            request.to_deployment(name=REQUEST_DEPLOYMENT, description="Apply one deletion request file (JSONL rows "
+                                  "{id, text, secret, category}) to the causal model's current version.")]
+
+
 def check_loopback(host: str) -> None:
     """The server has no authentication, so only loopback addresses are allowed."""
     try:
@@ -283,9 +294,10 @@ def main(argv: list[str] | None = None) -> None:
             server = start_server(args.host, args.port, log_path)
             wait_healthy(url, server, HEALTH_TIMEOUT_S, log_path)
         os.environ["PREFECT_API_URL"] = f"{url}/api"  # inherited by flow runs and the DVC stages
-        print(f"Prefect UI: {url}  deployment: pipeline/{DEPLOYMENT}", flush=True)
+        print(f"Prefect UI: {url}  deployments: pipeline/{DEPLOYMENT}, deletion-request/{REQUEST_DEPLOYMENT}",
+              flush=True)
         with temporary_settings(updates={PREFECT_API_URL: f"{url}/api"}):
-            pipeline.serve(name=DEPLOYMENT, cron=args.cron, limit=1)  # one run at a time per workspace
+            serve(*deployments(args.cron), limit=1, print_starting_message=False)  # one run at a time per workspace
     except KeyboardInterrupt:
         pass
     finally:

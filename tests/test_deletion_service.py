@@ -94,3 +94,38 @@ def test_a_method_that_needs_cached_statistics_is_refused(tmp_path: Path, base: 
     with pytest.raises(ValueError, match="method snku needs"):
         submit(store, lambda: copy.deepcopy(base), FAMILY, encode, [item(0, ROWS[0], SPANS[0], "TEL")], None,
                of([[1, 2, 3]]), Policy("snku"), lambda n: None, 0.5, "r", "t")
+
+
+def track_row(method: str, forgotten: float, ppl: float, original_ppl: float = 10.0) -> dict:
+    """The part of a causal_evaluate metrics file that rank_methods reads."""
+    return {"models": {method: {"forgotten_frac": forgotten, "ppl_valid": ppl}, "original": {"ppl_valid": original_ppl}}}
+
+
+def test_auto_ranks_methods_that_met_the_target_by_utility_loss() -> None:
+    """Methods that forgot everything come first, least perplexity increase first; then the rest by share
+    forgotten; methods a request cannot run (NeuMuter needs neighbours) are left out."""
+    results = {"ga": track_row("ga", 1.0, 60.0), "npo": track_row("npo", 1.0, 12.0),
+               "ig": track_row("ig", 0.5, 10.5), "ta": track_row("ta", 0.75, 40.0),
+               "neumuter": track_row("neumuter", 1.0, 10.1)}
+    assert service.rank_methods(results) == ["npo", "ga", "ta", "ig"]
+    assert service.rank_methods({}) == list(service.FALLBACK_RANKING)
+
+
+def test_auto_policy_resolves_to_the_first_ranked_method() -> None:
+    """`auto` anywhere in the policy becomes the ranking's first method; named methods stay."""
+    policy = Policy("auto", {"TEL": "ga", "NAME": "auto"}).resolved(["npo", "ig"])
+    assert (policy.method, dict(policy.by_category)) == ("npo", {"TEL": "ga", "NAME": "npo"})
+    assert Policy("ig").resolved([]) == Policy("ig")
+    with pytest.raises(ValueError, match="auto"):
+        Policy("auto").resolved([])
+
+
+def test_params_check_allows_auto_and_names_a_method_that_cannot_serve() -> None:
+    """`requests.method: auto` is valid; NeuMuter (it needs neighbours) is refused by key, the allowed listed."""
+    from flows.check import check_requests
+    from lib.core.params import ParamsError
+    from lib.deletion.service import RequestsConfig
+
+    check_requests(RequestsConfig(method="auto", by_category={"TEL": "npo"}))
+    with pytest.raises(ParamsError, match=r"requests\.by_category\.TEL = 'neumuter'.*allowed: auto, .*\big\b"):
+        check_requests(RequestsConfig(method="auto", by_category={"TEL": "neumuter"}))

@@ -162,12 +162,12 @@ def healthy(url: str) -> bool:
         return False
 
 
-def deployment_exists(client: Any) -> bool:
-    """Whether pipeline/unlearning is registered."""
+def deployment_exists(client: Any, name: str = "pipeline/unlearning") -> bool:
+    """Whether deployment `name` is registered."""
     from prefect.exceptions import ObjectNotFound
 
     try:
-        return client.read_deployment_by_name("pipeline/unlearning") is not None
+        return client.read_deployment_by_name(name) is not None
     except ObjectNotFound:
         return False
 
@@ -203,6 +203,19 @@ def assert_run_effects(client: Any, repo: Path) -> None:
     assert not (repo / "data" / "causal").exists() and not (repo / "data" / "bench").exists()  # track = masked
 
 
+def assert_request_deployment(client: Any, procs: dict[Path, subprocess.Popen]) -> None:
+    """deletion-request/submit is served with the request file as its parameter; a run given a file that does
+    not exist fails, naming it (a real request needs the causal track's outputs: tests/test_pipeline.py)."""
+    from prefect.deployments import run_deployment
+
+    name = "deletion-request/submit"
+    wait_for(lambda: deployment_exists(client, name), 60, f"deployment {name}", procs)
+    assert "path" in client.read_deployment_by_name(name).parameter_openapi_schema["required"]
+    run = run_deployment(name, timeout=0, parameters={"path": "no-such-request.jsonl"})
+    final = wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, 300, "the request run", procs)
+    assert final.state.is_failed() and "no-such-request.jsonl" in (final.state.message or ""), final.state
+
+
 @pytest.mark.integration
 def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> None:
     from prefect import get_client
@@ -229,6 +242,7 @@ def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> 
                              RUN_TIMEOUT_S, "the pipeline flow run", procs)
             assert final.state.is_completed(), f"{final.state}\n{tail(serve_log)}"
             assert_run_effects(client, repo)
+            assert_request_deployment(client, procs)
         print(f"integration wall time: {time.monotonic() - started:.0f}s")
     finally:
         killpg(serve)

@@ -1,10 +1,11 @@
 """The deletion-request stream benchmark: N sequential requests against the causal track's fine-tuned model.
 
-Each request asks to forget the next `--per-request` private items of the causal corpus (file order), through
+Each request asks to forget the next `--per-request` private items of the causal corpus (file order) that the
+fine-tuned model has memorized (checked on it before the first request, so no request is empty), through
 the same service as `unlearn request submit` (lib.deletion.service: verify, forget with the `requests`
 policy, audit every earlier item still in force, commit), on a fresh store. Writes, per request, what it
 found memorized and forgot, how many earlier items resurfaced, utility (perplexity on held-out text) after
-it and its wall clock, as reports/requests_stream.md and a figure. Needs the causal track's outputs.
+it and its wall clock, as reports/requests_stream.md and reports/requests_stream.png. Needs the causal track's outputs.
 
     python -m tools.request_stream [--n 10] [--per-request 2] [--store /tmp/stream] [--out reports/requests_stream.md]
 """
@@ -26,12 +27,16 @@ from lib.deletion.service import Receipt, submit
 from tasks import use_compute
 
 
-def items(n: int, per_request: int) -> list[list[Candidate]]:
-    """The first n * per_request candidates that hold a secret, in groups of per_request."""
+def memorized_items(ctx: dict, per_request: int, n: int) -> tuple[list[list[Candidate]], int]:
+    """Groups of per_request private items the fine-tuned model has memorized (its MA above the threshold, checked
+    on the base model first, in file order), at most n groups; and how many private items there are."""
     rows = [Candidate(**r) for r in read_jsonl(CAUSAL_CORPUS / "candidates.jsonl") if r["secret"]]
-    if len(rows) < n * per_request:
-        raise ValueError(f"{len(rows)} private items; {n} requests of {per_request} need {n * per_request}")
-    return [rows[i * per_request:(i + 1) * per_request] for i in range(n)]
+    ma = ctx["family"].memorization(load_base().eval(), ctx["encode"](rows))
+    known = [row for row, score in zip(rows, ma.tolist()) if score > ctx["threshold"]]
+    groups = [known[i * per_request:(i + 1) * per_request] for i in range(min(n, len(known) // per_request))]
+    if not groups:
+        raise ValueError(f"{len(known)} of {len(rows)} private items are memorized; a request needs {per_request}")
+    return groups, len(rows)
 
 
 def table(rows: list[tuple[Receipt, float]]) -> str:
@@ -76,22 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.store, ignore_errors=True)
     cfg["requests"] = dataclasses.replace(cfg["requests"], root=str(args.store))
     store, ctx, rows = open_store(cfg), context(cfg), []
-    for i, group in enumerate(items(args.n, args.per_request)):
+    groups, n_private = memorized_items(ctx, args.per_request, args.n)
+    for i, group in enumerate(groups):
         start = time.perf_counter()
         receipt = submit(store=store, load_base=load_base, items=group, request=f"stream-{i + 1}",
                          when=time.strftime("%FT%TZ"), **ctx)
         rows.append((receipt, time.perf_counter() - start))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     problems = store.verify(load_base)
-    method = cfg["requests"].policy().method
-    text = (f"## Sequential deletion requests\n\n{args.n} requests of {args.per_request} private items each "
-            f"(the causal corpus's first {args.n * args.per_request}, in file order) against the fine-tuned model, "
-            f"policy `{method}`, each audited against every earlier item still in force. Ledger after the stream: "
+    method = cfg["policy"].method + (" (auto)" if cfg["requests"].method == "auto" else "")
+    text = (f"## Sequential deletion requests\n\n{len(groups)} requests of {args.per_request} private items each "
+            f"against the fine-tuned model: the first {len(groups) * args.per_request} of the {n_private} private "
+            f"items of the causal corpus (file order) that it has memorized (checked on it before the first "
+            f"request), policy `{method}`, each audited against every earlier item still in force. Ledger after "
+            f"the stream: "
             f"{'whole, every version replays to its digest' if not problems else '; '.join(problems)}.\n\n"
-            f"{table(rows)}\n![utility over requests](figures/requests_stream.png)\n")
+            f"{table(rows)}\n![utility over requests]({args.out.stem}.png)\n")
     write_text(args.out, text)
-    (args.out.parent / "figures").mkdir(parents=True, exist_ok=True)
-    (args.out.parent / "figures" / "requests_stream.png").write_bytes(figure(rows))
+    # beside the report, not in reports/figures/ (the report stage's DVC output, replaced whole on each run)
+    args.out.with_suffix(".png").write_bytes(figure(rows))
     print(text)
     return 0 if not problems else 1
 

@@ -39,8 +39,8 @@ class RequestsConfig:
     """The `requests` params section: where the default model's store lives and how requests are forgotten."""
 
     root: NonEmpty = "data/requests"  # the store (ignored by git: it keeps the forgotten items' text for audits)
-    method: NonEmpty = "ig"  # the policy: a method that needs only the forget and retain sets ...
-    by_category: dict[str, NonEmpty] = field(default_factory=dict)  # ... or another one per category
+    method: NonEmpty = "ig"  # the policy: a method that needs only the forget and retain sets, or auto ...
+    by_category: dict[str, NonEmpty] = field(default_factory=dict)  # ... or another one (or auto) per category
     retain_samples: Count = 16  # D_r: background training texts (no secret)
     utility_texts: Count = 32  # held-out texts whose perplexity is the utility audit
     registered_model: NonEmpty = "unlearning-default"  # the MLflow Model Registry name of the versions
@@ -54,6 +54,10 @@ class RequestsConfig:
         return Policy(self.method, dict(self.by_category))
 
 
+AUTO = "auto"  # the policy's name for "the best method the track's results rank" (rank_methods)
+FALLBACK_RANKING = ("ig", "npo", "ga")  # before any track result: neuron-level first, then the strongest baseline
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which method forgets which category: `method`, unless `by_category` names another."""
@@ -64,6 +68,37 @@ class Policy:
     def method_for(self, category: str | None) -> str:
         """The method for items of `category`."""
         return self.by_category.get(category or "", self.method)
+
+    def resolved(self, ranking: Sequence[str]) -> "Policy":
+        """The policy with `auto` replaced by the first method of `ranking`."""
+        if AUTO not in {self.method, *self.by_category.values()}:
+            return self
+        if not ranking:
+            raise ValueError("requests.method auto needs a ranking of methods; none can run a request")
+        pick = lambda name: ranking[0] if name == AUTO else name  # noqa: E731
+        return Policy(pick(self.method), {c: pick(m) for c, m in self.by_category.items()})
+
+
+def requestable(name: str, family: str) -> bool:
+    """Whether a request can run method `name` on `family`: it needs only the forget and retain sets."""
+    method = get(name)
+    return set(method.needs) <= {"forget", "retain"} and family in method.families
+
+
+def rank_methods(results: Mapping[str, Mapping[str, Any]], family: str = "causal") -> list[str]:
+    """Methods a request can run, best first, from a track's per-method results (metrics/causal/<method>.json):
+    those that met the forget target (every forget item below the thresholds) by least utility loss (held-out
+    perplexity over the original model's), then the rest by the share they forgot; FALLBACK_RANKING without
+    results."""
+    rows = []
+    for name, row in results.items():
+        if not requestable(name, family):
+            continue
+        models = row["models"]
+        forgotten = float(models[name]["forgotten_frac"])
+        loss = float(models[name]["ppl_valid"]) / float(models["original"]["ppl_valid"])
+        rows.append((0 if forgotten >= 1.0 else 1, loss if forgotten >= 1.0 else -forgotten, name))
+    return [name for *_, name in sorted(rows)] or [m for m in FALLBACK_RANKING if requestable(m, family)]
 
 
 @dataclass(frozen=True)
