@@ -57,8 +57,9 @@ test: $(STAMP)
 ui: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
 
+# the runs table with each stage's key metrics (saved views, links printed), one worker, MLflow's GenAI job runner off
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 --backend-store-uri sqlite:///mlflow/mlflow.db
+	$(BIN)/python -m tools.mlflow_ui --port $(MLFLOW_PORT)
 
 # dvc.yaml's code deps from the import closure of each stage's code (params.yaml decides the foreach items)
 deps: $(STAMP)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import tasks  # environment first: telemetry off before Prefect is imported
+import prefect
 from lib.core import outputs
 from lib.core.io import InputError
 from lib.core.params import ParamsError
@@ -132,11 +133,25 @@ def main(flow: Callable[..., Any], check: Callable[..., Any] | None = None) -> N
             check(*args, params_path())  # reads the stage's own inputs: bad ones stop it before Prefect logs anything
         quiet_input_errors()
         run = flow.with_options(task_runner=tasks.task_runner()) if hasattr(flow, "with_options") else flow
-        with kept_outputs(sys.modules["__main__"].__spec__.name, args):
+        with kept_outputs(sys.modules["__main__"].__spec__.name, args), prefect.tags(*run_tags()):
             run(*args, params_path())
     except input_errors() as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def stage_name(flow: str, parameters: dict[str, Any]) -> str:
+    """A stage as DVC names it, `flow-name arg1 arg2`, from a flow run's flow name and string arguments (the
+    foreach item), without the params file."""
+    args = [str(v) for k, v in parameters.items() if k != "params_file" and isinstance(v, (str, int))]
+    return " ".join([flow, *args])
+
+
+def run_tags() -> list[str]:
+    """Tags of the stage's flow run: the Prefect deployment run that started `dvc exp run` names itself in
+    $UNLEARN_RUN_TAG (flows/serve.py), so its page can list and link the stage runs."""
+    tag = os.environ.get("UNLEARN_RUN_TAG", "").strip()
+    return [tag] if tag else []
 
 
 @contextlib.contextmanager

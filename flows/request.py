@@ -6,10 +6,11 @@
     unlearn ledger verify                   check the hash chain against the head and replay every patch
     unlearn ledger show                     the entries (digests and numbers, never text)
     unlearn model export DIR [--seq N]      the current (or version N's) model as a Hugging Face folder
+    unlearn prefect ARGS                    the Prefect CLI against `make ui`'s server (deployment ls, ...)
 
 Each request is a Prefect flow run (`deletion-request`) and an MLflow run registered as a version of
-`requests.registered_model` with alias `current`. The command talks to a Prefect server already running on
-127.0.0.1:4200 (`make ui`) when there is one, else to a temporary one on the repository's `.prefect/`.
+`requests.registered_model` with alias `current`. The command talks to the Prefect server `make ui` runs when
+there is one (the URL it records in .prefect/, else 127.0.0.1:4200), else to a temporary one on `.prefect/`.
 Needs the causal track's outputs (`make run-causal`): the fine-tuned model, the corpus, the Eq. 17 threshold.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ import contextlib
 import json
 import os
 import sys
+import subprocess
 import time
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import tasks  # noqa: F401  (environment first)
 from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, error_line, input_errors,
                    params_path, quiet_input_errors)
+from flows.serve import DEFAULT_API_URL, running_api_url, server_record
 from lib.core.io import MissingInput, read_json, read_jsonl
 from lib.core.models import load_model, load_tokenizer
 from lib.core.params import Count, load_params
@@ -43,9 +45,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from tasks import current_compute, use_compute
 from tasks.requests import register_task, submit_task
 from tasks.tracking import MlflowConfig
-
-SERVER = "http://127.0.0.1:4200/api"
-
 
 def config(params_file: str) -> dict[str, Any]:
     """The `requests` section and what a request reads of the causal track's and MLflow's."""
@@ -125,15 +124,21 @@ def rollback_flow(params_file: str = "params.yaml") -> dict[str, Any]:
 
 
 def running_server() -> Any:
-    """Settings that point Prefect at `make ui`'s server on 127.0.0.1:4200 when it is up and none was named."""
-    if not os.environ.get("PREFECT_API_URL"):
-        try:
-            with urllib.request.urlopen(f"{SERVER}/health", timeout=0.5) as answer:
-                if answer.status == 200:
-                    return temporary_settings(updates={PREFECT_API_URL: SERVER})
-        except OSError:
-            pass  # none running: Prefect starts a temporary one on PREFECT_HOME (.prefect/)
-    return contextlib.nullcontext()
+    """Settings that point Prefect at the running server (`make ui`'s, flows.running_api_url) when none was named."""
+    url = None if os.environ.get("PREFECT_API_URL") else running_api_url()
+    # none running: Prefect starts a temporary one on PREFECT_HOME (.prefect/)
+    return temporary_settings(updates={PREFECT_API_URL: url}) if url else contextlib.nullcontext()
+
+
+def prefect_cli(args: list[str]) -> int:
+    """`unlearn prefect ARGS`: the Prefect CLI against the running server, on the repository's PREFECT_HOME, telemetry
+    off (a plain `prefect` outside would start a throwaway server and write ~/.prefect)."""
+    url = running_api_url()
+    if url is None:
+        raise MissingInput(f"no Prefect server answers at {DEFAULT_API_URL} (or the one `make ui` recorded in "
+                           f"{server_record()}); allowed: start one with `make ui` or set PREFECT_API_URL")
+    env = {**os.environ, "PREFECT_API_URL": url}
+    return subprocess.run([sys.executable, "-m", "prefect", *args], env=env).returncode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     led = sub.add_parser("ledger").add_subparsers(dest="action", required=True)
     led.add_parser("verify", help="check the chain and replay every patch")
     led.add_parser("show", help="print the entries")
+    cli_ = sub.add_parser("prefect", help="the Prefect CLI against the running server (`make ui`), e.g. "
+                          "`unlearn prefect deployment ls`")
+    cli_.add_argument("args", nargs=argparse.REMAINDER)
     mod = sub.add_parser("model").add_subparsers(dest="action", required=True)
     export = mod.add_parser("export", help="write a version as a Hugging Face model folder")
     export.add_argument("out")
@@ -157,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, params_file: str) -> int:
     """One command; its exit code."""
+    if args.group == "prefect":
+        return prefect_cli(args.args)
     use_compute(params_file)
     if args.group == "request":
         if args.action == "submit":  # a bad request file stops here, before a flow run is recorded

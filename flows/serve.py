@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,17 +28,38 @@ from prefect import flow, get_run_logger, runtime, serve
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows import stage_name
 from flows.check import check_params
-from lib.core.io import read_json
+from lib.core import presets, worktree
+from lib.core.io import read_json, write_text
 from lib.core.params import Params, load_params, lookup
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
+PRESETS = ROOT / "presets"
+SNAPSHOT = ROOT / ".dvc" / "tmp" / "pipeline-worktree.json"  # the work tree before the run in progress
+RUN_TAG_ENV = "UNLEARN_RUN_TAG"  # stage flow runs carry this tag (flows.main): run:<deployment run name>
 DEPLOYMENT = "unlearning"
 REQUEST_DEPLOYMENT = "submit"  # deletion-request/submit: one request file per run
 HEALTH_TIMEOUT_S = 90.0
 TAIL_LINES = 40
 EXPLICIT_KEYS = {"model": "finetune.model", "methods": "pipeline.methods", "categories": "pipeline.categories"}
 TRACKS = {"all": [], "masked": ["report"], "causal": ["causal_report"], "bench": ["bench_report"]}  # dvc targets
+DEFAULT_API_URL = "http://127.0.0.1:4200/api"  # `make ui`'s server at its default port
+
+
+def server_record() -> Path:
+    """Where `make ui` writes its server's API URL while it serves (in PREFECT_HOME, the repository's .prefect/)."""
+    return Path(os.environ["PREFECT_HOME"]) / "ui-server.url"
+
+
+def running_api_url() -> str | None:
+    """The API of the Prefect server to talk to: $PREFECT_API_URL when set, else the server `make ui` recorded (or
+    127.0.0.1:4200) when it answers; None when none does."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    record = server_record()
+    candidates = [record.read_text(encoding="utf-8").strip()] if record.is_file() else []
+    return next((url for url in [*candidates, DEFAULT_API_URL] if server_healthy(url.removesuffix("/api"))), None)
 
 
 def track_targets(track: str) -> list[str]:
@@ -91,15 +111,15 @@ def requested_settings(model: str | None, methods: list[str] | None, categories:
     return settings
 
 
-def candidate_params(params_file: Path, settings: dict[str, str]) -> Params:
-    """Apply the settings to a temp copy of params.yaml exactly as `dvc exp run -S` will; load_params it."""
+def candidate_params(base_text: str, settings: dict[str, str]) -> Params:
+    """Apply the settings to a temp params.yaml holding `base_text` exactly as `dvc exp run -S` will; load_params it."""
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
 
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(base_text)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = Path(tmp) / "params.yaml"
-        shutil.copyfile(params_file, candidate)
+        candidate.write_text(base_text, encoding="utf-8")
         for key, value in settings.items():
             lookup(raw, key)  # an unknown key names the keys allowed where its path stopped
             try:
@@ -110,11 +130,20 @@ def candidate_params(params_file: Path, settings: dict[str, str]) -> Params:
         return check_params(str(candidate))
 
 
+def base_params(params_file: Path, preset: str | None) -> str:
+    """The params.yaml text a run starts from: the file, or the file with presets/<preset>.yaml merged in."""
+    if preset is None:
+        return params_file.read_text(encoding="utf-8")
+    return presets.merged_text(params_file, PRESETS, preset)
+
+
 def validate_request(params_file: Path, model: str | None = None, methods: list[str] | None = None,
-                     categories: list[str] | None = None, overrides: dict[str, str] | None = None) -> list[str]:
-    """Check a run's parameters against params.yaml's rules; returns the `-S key=value` arguments."""
+                     categories: list[str] | None = None, overrides: dict[str, str] | None = None,
+                     preset: str | None = None) -> list[str]:
+    """Check a run's parameters (on top of the preset, if any) against params.yaml's rules; returns the
+    `-S key=value` arguments."""
     settings = requested_settings(model, methods, categories, overrides)
-    params = candidate_params(Path(params_file), settings)
+    params = candidate_params(base_params(Path(params_file), preset), settings)
     for name, value in {"model": model, "methods": methods, "categories": categories}.items():
         if value is not None and params.get(EXPLICIT_KEYS[name]) != value:
             raise ValueError(f"{name} = {value!r} does not survive DVC's -S parsing "
@@ -170,25 +199,80 @@ def experiment_name() -> str:
     return f"{runtime.flow_run.name}-{str(runtime.flow_run.id)[:8]}"
 
 
+def restore_worktree(cwd: Path, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Undo what an unfinished run left (its SNAPSHOT): git HEAD, index and files, then DVC's outputs to match the
+    restored dvc.lock (from the cache); nothing to do when no run was left unfinished."""
+    state = worktree.load(SNAPSHOT)
+    if state is None:
+        return
+    worktree.restore(cwd, state)
+    done = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force", "--quiet"], cwd=cwd,
+                          env=dvc_env(cwd), capture_output=True, text=True)
+    if done.returncode != 0:  # outputs missing from the cache: `dvc repro` rebuilds them
+        logger.warning("dvc checkout after the restore: %s", done.stderr.strip()[-500:])
+    SNAPSHOT.unlink(missing_ok=True)
+    logger.info("work tree restored to its state before the unfinished run (HEAD %s)", state.head[:8])
+
+
+def run_tag() -> str:
+    """The tag every stage flow run of this deployment run carries."""
+    return f"run:{runtime.flow_run.name}"
+
+
+def link_stage_runs(tag: str) -> None:
+    """A table artifact on the deployment run's page: each stage flow run it started, its state and a link."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url or ""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+                                     sort=FlowRunSort.START_TIME_ASC, limit=200)
+        names = {r.flow_id: client.read_flow(r.flow_id).name for r in runs}
+    rows = [f"| {stage_name(names[r.flow_id], r.parameters)} | {r.state_name} | [{r.name}]({ui}/runs/flow-run/{r.id})"
+            " |" for r in runs]
+    create_markdown_artifact("\n".join([f"Stage flow runs of this run (tag `{tag}`): {len(runs)}", "",
+                                         "| stage | state | flow run |", "|---|---|---|", *rows]),
+                             key="stage-runs", description="the DVC stages this run started")
+
+
 @flow(name="pipeline")
 def pipeline(model: str | None = None, methods: list[str] | None = None, categories: list[str] | None = None,
-             overrides: dict[str, str] | None = None, track: str = "all") -> dict[str, Any]:
+             overrides: dict[str, str] | None = None, track: str = "all", preset: str | None = None) -> dict[str, Any]:
     """Run the DVC pipeline as a `dvc exp run` with these params.yaml settings; returns its metrics.
 
-    overrides: any other params.yaml key (dotted) -> value in `dvc exp run -S` syntax, e.g.
-    {"methods.random.k": "7"}. Unset parameters keep params.yaml's values. track: all (every stage),
-    masked, causal or bench (that track's report and what it needs).
+    track: all (every stage), masked, causal or bench (that track's report and what it needs). preset: a file of
+    presets/ merged into params.yaml first (quick: every stage in minutes on the CPU). overrides: any other
+    params.yaml key (dotted) -> value in `dvc exp run -S` syntax, e.g. {"methods.random.k": "7"}. Unset
+    parameters keep params.yaml's values. A run that fails or is cancelled leaves the git work tree as it was.
     """
+    logger = get_run_logger()
+    restore_worktree(ROOT, logger)  # a run killed before it could clean up
     targets = track_targets(track)
-    set_params = validate_request(ROOT / "params.yaml", model, methods, categories, overrides)
-    name = experiment_name()
+    set_params = validate_request(ROOT / "params.yaml", model, methods, categories, overrides, preset)
+    name, tag = experiment_name(), run_tag()
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--name", name, *targets]
     for item in set_params:
         cmd += ["-S", item]
-    get_run_logger().info("experiment %s: dvc exp run %s %s", name, " ".join(targets),
-                          " ".join(f"-S {s}" for s in set_params))
-    stream_command(cmd, ROOT, dvc_env(ROOT), get_run_logger())
-    return {"experiment": name, "track": track, "metrics": track_metrics(track, load_params(ROOT / "params.yaml"))}
+    logger.info("experiment %s%s: dvc exp run %s %s", name, f" (preset {preset})" if preset else "",
+                " ".join(targets), " ".join(f"-S {s}" for s in set_params))
+    worktree.save(worktree.record(ROOT), SNAPSHOT)
+    try:
+        if preset is not None:  # the experiment records the merged params.yaml; -S applies on top
+            presets.write_merged(ROOT / "params.yaml", PRESETS, preset)
+        stream_command(cmd, ROOT, {**dvc_env(ROOT), RUN_TAG_ENV: tag}, logger)
+    except BaseException:
+        restore_worktree(ROOT, logger)
+        raise
+    finally:
+        with contextlib.suppress(Exception):  # the links are a convenience: never mask the run's own outcome
+            link_stage_runs(tag)
+    SNAPSHOT.unlink(missing_ok=True)
+    return {"experiment": name, "track": track, "preset": preset,
+            "metrics": track_metrics(track, load_params(ROOT / "params.yaml"))}
 
 
 def deployments(cron: str | None) -> list[Any]:
@@ -294,13 +378,16 @@ def main(argv: list[str] | None = None) -> None:
             server = start_server(args.host, args.port, log_path)
             wait_healthy(url, server, HEALTH_TIMEOUT_S, log_path)
         os.environ["PREFECT_API_URL"] = f"{url}/api"  # inherited by flow runs and the DVC stages
-        print(f"Prefect UI: {url}  deployments: pipeline/{DEPLOYMENT}, deletion-request/{REQUEST_DEPLOYMENT}",
-              flush=True)
+        write_text(server_record(), f"{url}/api\n")  # `unlearn` finds this server without PREFECT_API_URL
+        restore_worktree(ROOT, logging.getLogger("flows.serve"))  # a run killed with the previous server
+        print(f"Prefect UI: {url}  deployments: pipeline/{DEPLOYMENT}, deletion-request/{REQUEST_DEPLOYMENT}\n"
+              f"CLI against it: unlearn prefect deployment ls", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: f"{url}/api"}):
             serve(*deployments(args.cron), limit=1, print_starting_message=False)  # one run at a time per workspace
     except KeyboardInterrupt:
         pass
     finally:
+        server_record().unlink(missing_ok=True)
         stop(server)
         signal.signal(signal.SIGTERM, previous)
 

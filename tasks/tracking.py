@@ -1,6 +1,7 @@
 """MLflow logging: one run per method x category with the same metric names for every method."""
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +44,54 @@ def git_sha() -> str:
         return "unknown"
 
 
+# The runs table's saved views (MLflow UI, "Views" beside the search box, or ?viewStateShareKey=<key>): each
+# stage's runs with its key metrics as columns. key -> (view name, stage tag, tag columns, metric columns).
+VIEWS: dict[str, tuple[str, str, list[str], list[str]]] = {
+    "masked-lm": ("Masked LM: forgetting vs utility", "evaluate", ["method", "category"],
+                  ["privacy_before", "privacy", "retrain_privacy", "valid_ppl_before", "valid_ppl",
+                   "retrain_valid_ppl", "neurons_edited", "time_s"]),
+    "causal-lm": ("Causal LM: forgetting vs utility", "causal_evaluate", ["method"],
+                  ["original_ma", "ma", "el", "mia_distance", "ppl_valid", "ppl_public", "reached", "changed_frac",
+                   "time_s"]),
+    "benchmarks": ("Benchmarks (TOFU, LUME)", "bench_unlearn", ["benchmark", "method"],
+                   ["forget_quality", "model_utility", "aggregate", "mia_auc", "forget_overall_regurgitation",
+                    "retain_overall_regurgitation", "reached", "time_s"]),
+    "experiments": ("Experiments (seeds, budgets, noise, decay)", "experiments", ["experiment", "method", "category"],
+                    ["privacy", "valid_ppl", "forget_gap", "neurons_edited"]),
+    "requests": ("Deletion requests", "request", ["request", "method", "seq"],
+                 ["items", "memorized", "forgotten", "resurfaced", "audited", "utility_before", "utility_after"]),
+}
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the runs table, not the GenAI pages
+VIEW_TAG = "mlflow.sharedViewState."
+
+
+def view_tags() -> dict[str, str]:
+    """Experiment tags: the kind, and one saved view per VIEWS entry (a JSON envelope the UI lists and opens)."""
+    def state(stage: str, tag_cols: list[str], metric_cols: list[str]) -> str:
+        columns = ([f"tags.`{t}`" for t in tag_cols] + [f"metrics.`{m}`" for m in metric_cols])
+        return json.dumps({"searchFilter": f"tags.stage = '{stage}'", "orderByKey": "attributes.start_time",
+                           "orderByAsc": False, "selectedColumns": columns})
+
+    envelope = {key: json.dumps({"name": name, "createdAt": 0, "updatedAt": 0, "state": state(stage, tags, metrics)})
+                for key, (name, stage, tags, metrics) in VIEWS.items()}
+    return {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], **{VIEW_TAG + key: value for key, value in envelope.items()}}
+
+
 def experiment_id(cfg: MlflowConfig) -> str:
-    """Create or fetch the experiment with a fixed artifact location beside the store."""
+    """Create or fetch the experiment (fixed artifact location beside the store) and set its views."""
     import mlflow
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     found = mlflow.get_experiment_by_name(cfg.experiment)
-    if found is not None:
-        return found.experiment_id
-    location = Path(cfg.artifact_location).resolve().as_uri()
-    return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    if found is None:
+        location = Path(cfg.artifact_location).resolve().as_uri()
+        exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    else:
+        exp_id = found.experiment_id
+    missing = {k: v for k, v in view_tags().items() if found is None or found.tags.get(k) != v}
+    for key, value in missing.items():
+        mlflow.MlflowClient().set_experiment_tag(exp_id, key, value)
+    return exp_id
 
 
 def _ensure_store_dir(uri: str) -> None:

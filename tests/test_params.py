@@ -16,7 +16,7 @@ import lib.core.params
 from flows.check import SECTIONS, TRACK_METHODS, check_params
 from lib.core.finetune import FinetuneConfig, TrainConfig
 from lib.core.params import ParamsError, load_params
-from lib.core.presets import merge
+from lib.core.presets import merge, merged_text, write_merged
 from lib.data.records import CATEGORIES, PipelineConfig
 from lib.methods import BY_CATEGORY, gare, get, make_config, snku
 
@@ -74,7 +74,29 @@ def test_check_params_accepts_every_preset_merged(tmp_path: Path, preset: Path) 
 
 
 def test_presets_exist() -> None:
-    assert {p.stem for p in PRESETS} >= {"full", "bert_large"}
+    assert {p.stem for p in PRESETS} >= {"full", "bert_large", "quick", "tofu"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_writing_a_preset_keeps_comments_and_gives_the_merged_values(tmp_path: Path, preset: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    write_merged(params, ROOT / "presets", preset.stem)
+    assert yaml.safe_load(params.read_text()) == yaml.safe_load(merged_text(ROOT / "params.yaml", ROOT / "presets",
+                                                                            preset.stem))
+    comments = [line.split("#", 1)[1] for line in (ROOT / "params.yaml").read_text().splitlines() if "#" in line]
+    written = params.read_text()
+    kept = sum(c in written for c in comments)
+    assert kept >= 0.9 * len(comments), (kept, len(comments))
+    assert not list(tmp_path.glob(".*"))  # no temp sibling left
+
+
+def test_an_unknown_preset_names_the_ones_there(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    with pytest.raises(ValueError, match="unknown preset 'quik'; allowed: .*quick"):
+        write_merged(params, ROOT / "presets", "quik")
+    assert params.read_text() == "seed: 0\n"
 
 
 @pytest.mark.parametrize("mutate, fragments", [

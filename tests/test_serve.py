@@ -58,6 +58,14 @@ def test_validate_request_rejects_bad_values(params_file: Path, kwargs: dict[str
         validate_request(params_file, **kwargs)
 
 
+def test_validate_request_checks_the_preset_under_the_overrides(params_file: Path) -> None:
+    assert validate_request(params_file, preset="quick", overrides={"seed": "3"}) == ["seed=3"]
+    with pytest.raises(ValueError, match="unknown preset 'fast'; allowed: .*quick"):
+        validate_request(params_file, preset="fast")
+    with pytest.raises(ValueError, match="methods.random.k"):  # the preset merged, then the bad override checked
+        validate_request(params_file, preset="quick", overrides={"methods.random.k": "0"})
+
+
 def test_validate_request_leaves_params_file_untouched(params_file: Path) -> None:
     before = params_file.read_text()
     validate_request(params_file, methods=["snku"], overrides={"seed": "3"})
@@ -94,6 +102,17 @@ def test_stream_command_failure_raises_with_output_tail(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="exited with 3") as err:
         stream_command([sys.executable, "-c", script], tmp_path, dict(os.environ), logging.getLogger("test_serve"))
     assert "line 99" in str(err.value) and "boom" in str(err.value) and "line 0\n" not in str(err.value)
+
+
+def test_unlearn_prefect_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
+    if healthy("http://127.0.0.1:4200/api"):
+        pytest.skip("a Prefect server runs at the default port here")
+    env = {**spawn_env(tmp_path), "PREFECT_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "flows.request", "prefect", "deployment", "ls"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "no Prefect server answers at http://127.0.0.1:4200/api" in done.stderr
+    assert "make ui" in done.stderr
 
 
 def test_main_refuses_a_port_held_by_something_else() -> None:
@@ -216,14 +235,91 @@ def assert_request_deployment(client: Any, procs: dict[Path, subprocess.Popen]) 
     assert final.state.is_failed() and "no-such-request.jsonl" in (final.state.message or ""), final.state
 
 
+def tree_view(repo: Path) -> dict[str, Any]:
+    """What a user sees of the repo: git status and diffs, HEAD, and the bytes of every file outside DVC's, Prefect's
+    and MLflow's own folders (params.yaml, dvc.lock, metrics/ and the DVC outputs under data/ included)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    skip = {".git", ".dvc", ".cache", ".prefect", "mlflow", "__pycache__"}
+    files = {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*"))
+             if p.is_file() and not skip & set(p.relative_to(repo).parts)}
+    return {"status": git("status", "--porcelain=v1", "-uall"), "staged": git("diff", "--cached"),
+            "unstaged": git("diff"), "head": git("rev-parse", "HEAD"), "files": files}
+
+
+def stage_runs(client: Any, tag: str) -> list[Any]:
+    """The flow runs carrying `tag`."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+
+
+def assert_stage_runs_linked(client: Any, run: Any) -> None:
+    """Every stage flow run of the deployment run carries its tag, and the run's page has the table linking them."""
+    linked = stage_runs(client, f"run:{run.name}")
+    names = {client.read_flow(r.flow_id).name for r in linked}
+    assert STAGE_FLOWS <= names, STAGE_FLOWS - names
+    artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run.id and a.key == "stage-runs"]
+    assert artifacts, "no stage-runs artifact on the deployment run"
+    table = str(artifacts[0].data)
+    assert all(f"/runs/flow-run/{r.id}" in table for r in linked), table
+
+
+def run_to_end(client: Any, procs: dict[Path, subprocess.Popen], **parameters: Any) -> Any:
+    """Start a pipeline/unlearning run with these parameters and wait for its final state."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment("pipeline/unlearning", timeout=0, parameters=parameters)
+    return wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, RUN_TIMEOUT_S,
+                    f"pipeline run {parameters}", procs)
+
+
+def assert_failed_run_leaves_the_tree(client: Any, repo: Path, procs: dict[Path, subprocess.Popen], log: Path) -> None:
+    """A run whose stage fails (K above the tiny model's neuron count) leaves git, params and outputs as they were."""
+    before = tree_view(repo)
+    final = run_to_end(client, procs, track="masked", methods=["random"], categories=["TEL"],
+                       overrides={"methods.random.k": "100000"})
+    assert final.state.is_failed(), f"{final.state}\n{tail(log)}"
+    assert tree_view(repo) == before
+    assert not (repo / ".dvc" / "tmp" / "pipeline-worktree.json").exists()
+
+
+def assert_cancelled_run_leaves_the_tree(client: Any, repo: Path, procs: dict[Path, subprocess.Popen],
+                                         log: Path) -> None:
+    """A run cancelled from the API while its stages run (a preset that retrains everything) leaves the tree as it
+    was, the preset's rewrite of params.yaml included."""
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    before = tree_view(repo)
+    run = run_deployment("pipeline/unlearning", timeout=0, parameters={"track": "masked", "preset": "retrain"})
+    wait_for(lambda: stage_runs(client, f"run:{run.name}"), RUN_TIMEOUT_S, "a stage of the run to start", procs)
+    client.set_flow_run_state(run.id, Cancelling())
+    final = wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, 300, "the cancel", procs)
+    assert final.state.is_cancelled(), f"{final.state}\n{tail(log)}"
+    assert tree_view(repo) == before
+    assert not (repo / ".dvc" / "tmp" / "pipeline-worktree.json").exists()
+
+
+def add_presets(repo: Path) -> None:
+    """Two presets in the tiny repo: one the first run uses under its overrides, one that retrains the model."""
+    (repo / "presets").mkdir()
+    (repo / "presets" / "ui.yaml").write_text("methods: {random: {k: 5}}\nevaluate: {max_valid_texts: 12}\n")
+    (repo / "presets" / "retrain.yaml").write_text("finetune: {epochs: 3}\n")
+    subprocess.run(["git", "add", "presets"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "presets"], cwd=repo,
+                   check=True)
+
+
 @pytest.mark.integration
 def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> None:
     from prefect import get_client
-    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     started = time.monotonic()
     repo, port, env = make_repo(tmp_path / "repo"), free_port(), spawn_env(tmp_path)
+    add_presets(repo)
     api = f"http://127.0.0.1:{port}/api"
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     server = serve = None
@@ -235,13 +331,23 @@ def test_ui_deployment_runs_the_pipeline_with_run_parameters(tmp_path: Path) -> 
         procs = {server_log: server, serve_log: serve}
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             wait_for(lambda: deployment_exists(client), 120, "deployment pipeline/unlearning", procs)
-            run = run_deployment("pipeline/unlearning", timeout=0, parameters={
-                "methods": ["random"], "categories": ["TEL"], "overrides": {"methods.random.k": "7"},
-                "track": "masked"})  # the masked track's stages only: this test is about the UI path
-            final = wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
-                             RUN_TIMEOUT_S, "the pipeline flow run", procs)
+            assert (Path(env["PREFECT_HOME"]) / "ui-server.url").read_text().strip() == api
+            listed = subprocess.run([sys.executable, "-m", "flows.request", "prefect", "deployment", "ls"], cwd=repo,
+                                    env=env, capture_output=True, text=True, timeout=120)  # no PREFECT_API_URL
+            assert listed.returncode == 0 and "pipeline/unlearning" in listed.stdout, listed.stdout + listed.stderr
+            # the masked track's stages only: this test is about the UI path; the overrides apply over the preset
+            final = run_to_end(client, procs, methods=["random"], categories=["TEL"], preset="ui",
+                               overrides={"methods.random.k": "7"}, track="masked")
             assert final.state.is_completed(), f"{final.state}\n{tail(serve_log)}"
             assert_run_effects(client, repo)
+            assert yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["max_valid_texts"] == 12
+            assert_stage_runs_linked(client, final)
+            subprocess.run(["git", "add", "-A"], cwd=repo, check=True)  # the user keeps the run's results
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "ui run"],
+                           cwd=repo, check=True)
+            (repo / "notes.txt").write_text("the user's own untracked file\n")
+            assert_failed_run_leaves_the_tree(client, repo, procs, serve_log)
+            assert_cancelled_run_leaves_the_tree(client, repo, procs, serve_log)
             assert_request_deployment(client, procs)
         print(f"integration wall time: {time.monotonic() - started:.0f}s")
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import tasks  # noqa: F401  (telemetry off, PREFECT_HOME set before prefect is imported)
+from flows import stage_name
 
 PAGE = 200  # flow runs per API request
 
@@ -32,12 +33,6 @@ class StageTime:
     stage: str
     started: datetime
     seconds: float
-
-
-def stage_name(flow: str, parameters: dict[str, Any]) -> str:
-    """`flow-name arg1 arg2` from the flow name and its string arguments (the DVC foreach item)."""
-    args = [str(v) for k, v in parameters.items() if k != "params_file" and isinstance(v, (str, int))]
-    return " ".join([flow, *args])
 
 
 def parse_time(text: str) -> datetime:

@@ -34,6 +34,9 @@ class FFNSpec:
     # the model's modules after the base model, applied in order to its last hidden state (B, n, d) to give
     # logits; () when the head cannot run on chosen positions alone (then the whole model runs)
     head: tuple[str, ...] = ()
+    # the base model's norm after its last layer (decoder-only LMs: the LM head reads the normed last layer); the
+    # logit lens applies it, then the LM head, to any layer's output. None: the head reads a layer's output as is
+    final_norm: str | None = None
     # Optional paths inside one layer, for IG's shortcuts (lib.core.ig); None / () where unknown:
     ffn_in: str | None = None  # module whose first input feeds only the position-wise FFN
     attention: str | None = None  # the self-attention module (a function of the layer's input)
@@ -57,7 +60,7 @@ _ROBERTA_LIKE = FFNSpec(family="masked", head=("lm_head",), **_BERT_LAYER)
 _DEBERTA = FFNSpec(family="masked", layers="encoder.layer", down_proj="output.dense", neuron_axis=1,
                    ffn_in="intermediate", attention="attention", attn_out="attention.output.dense")
 _GATED = FFNSpec(family="causal", layers="layers", down_proj="mlp.down_proj", neuron_axis=1, ffn_in="mlp",
-                 **_separate_qkv("self_attn", ("q_proj", "k_proj", "v_proj"), "o_proj"))
+                 final_norm="norm", **_separate_qkv("self_attn", ("q_proj", "k_proj", "v_proj"), "o_proj"))
 
 # Keyed by HF `config.model_type`; adding an architecture is a one-line data change.
 ARCHITECTURES: dict[str, FFNSpec] = {
@@ -70,13 +73,14 @@ ARCHITECTURES: dict[str, FFNSpec] = {
     "distilbert": FFNSpec(family="masked", layers="transformer.layer", down_proj="ffn.lin2", neuron_axis=1,
                           ffn_in="ffn", **_separate_qkv("attention", ("q_lin", "k_lin", "v_lin"), "out_lin")),
     "gpt2": FFNSpec(family="causal", layers="h", down_proj="mlp.c_proj", neuron_axis=0, ffn_in="mlp",
-                    attention="attn", attn_in=("attn.c_attn",), attn_out="attn.c_proj"),
+                    final_norm="ln_f", attention="attn", attn_in=("attn.c_attn",), attn_out="attn.c_proj"),
     "gpt_neo": FFNSpec(family="causal", layers="h", down_proj="mlp.c_proj", neuron_axis=1, ffn_in="mlp",
+                       final_norm="ln_f",
                        **_separate_qkv("attn", ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
                                        "attention.out_proj")),
     "gpt_neox": FFNSpec(family="causal", layers="layers", down_proj="mlp.dense_4h_to_h", neuron_axis=1,
-                        ffn_in="mlp", attention="attention", attn_in=("attention.query_key_value",),
-                        attn_out="attention.dense"),
+                        ffn_in="mlp", final_norm="final_layer_norm", attention="attention",
+                        attn_in=("attention.query_key_value",), attn_out="attention.dense"),
     "llama": _GATED,
     "olmo": _GATED,
     "olmo2": _GATED,
@@ -100,6 +104,12 @@ def spec_of(model_type: str | None) -> FFNSpec:
     if model_type not in ARCHITECTURES:
         raise ValueError(f"unknown model_type {model_type!r}; allowed: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[model_type]
+
+
+def lens_types() -> tuple[str, ...]:
+    """The model types the logit lens can read (a final norm named, or a position-wise MLM head)."""
+    return tuple(sorted(t for t, spec in ARCHITECTURES.items()
+                        if (spec.family == "causal" and spec.final_norm) or (spec.family == "masked" and spec.head)))
 
 
 def family_types(family: str) -> tuple[str, ...]:
@@ -283,6 +293,22 @@ class FFNAdapter:
         for name in self.spec.head:
             out = _resolve(model, name)(out)
         return out  # (n, V)
+
+    def lens(self, hidden: Tensor) -> Tensor:
+        """Logit lens: a layer's output (..., d) read by the LM head as if it were the last layer's, (..., V)."""
+        if self.spec.family == "causal" and self.spec.final_norm is None:
+            raise ValueError(f"model_type {self.model.config.model_type!r} names no final norm, so the logit lens "
+                             f"cannot read its layers; allowed: {', '.join(lens_types())}")
+        if self.spec.family == "masked" and not self.spec.head:
+            raise ValueError(f"model_type {self.model.config.model_type!r} has no position-wise MLM head to read its "
+                             f"layers with; allowed: {', '.join(lens_types())}")
+        out = hidden
+        if self.spec.final_norm is not None:
+            out = _resolve(self.model.base_model, self.spec.final_norm)(out)
+        heads = [_resolve(self.model, name) for name in self.spec.head] or [self.model.get_output_embeddings()]
+        for head in heads:
+            out = head(out)
+        return out
 
     def down_proj_bias(self, layer: int) -> Tensor | None:
         """The down-projection bias (d_model,) of `layer`, or None if it has none."""
