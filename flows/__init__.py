@@ -157,8 +157,10 @@ def run_tags() -> list[str]:
 @contextlib.contextmanager
 def kept_outputs(module: str, args: list[str]) -> Iterator[None]:
     """Run a stage with its previous outputs (dvc.lock's, for this command) aside: dropped when it succeeds, put back
-    when it fails or is interrupted; a killed earlier run's asides are put back first (lib.core.outputs)."""
+    when it fails or is interrupted; a killed earlier run's asides are put back first, and other stages' killed runs
+    settled (lib.core.outputs)."""
     outs = outputs.locked_outputs(Path("dvc.lock"), " ".join(["python", "-m", module, *args]))
+    outputs.settle([o for o in outputs.all_locked_outputs(Path("dvc.lock")) if o not in outs])  # other stages'
     outputs.recover(outs)
     outputs.set_aside(outs)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
+from lib.attacks.audit import AttacksConfig
 from lib.bench.suites import SUITES, BenchConfig, suite
 from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
@@ -36,7 +37,7 @@ SECTIONS: dict[str, Any] = {
     "causal.model": NonEmpty, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
-    "benchmarks.neighbours": NeighbourConfig, "requests": RequestsConfig,
+    "benchmarks.neighbours": NeighbourConfig, "requests": RequestsConfig, "attacks": AttacksConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}

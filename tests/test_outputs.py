@@ -89,3 +89,18 @@ def test_an_output_that_was_never_there_stays_absent_after_failure(tmp_path: Pat
     out.mkdir(parents=True)
     outputs.roll_back([out])
     assert not out.exists()
+
+
+def test_another_stages_killed_run_is_settled(stage: list[Path], tmp_path: Path) -> None:
+    """A run killed after it wrote its output whole leaves output and aside; DVC skips the stage when the output's
+    hash is unchanged, so the next stage to run settles it: the output stays, the aside goes; an aside whose
+    output was never written goes back."""
+    everything = outputs.all_locked_outputs(tmp_path / "dvc.lock")
+    assert set(everything) == {*stage, tmp_path / "data/other"}
+    outputs.set_aside(stage)
+    (tmp_path / "metrics/m.json").write_text('{"new": 1}')  # written whole before the kill; data/model was not
+    (tmp_path / "data/.model.tmp1234").mkdir()  # its atomic writer's temporary folder, cut short
+    outputs.settle(everything)
+    assert (tmp_path / "metrics/m.json").read_text() == '{"new": 1}'
+    assert (tmp_path / "data/model/weights.bin").read_text() == "old weights"
+    assert not list(tmp_path.rglob(f"*{outputs.ASIDE}")) and not (tmp_path / "data/.model.tmp1234").exists()

@@ -42,7 +42,9 @@ ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attrib
               *(f"{stage}@{m}" for stage in ("causal_unlearn", "causal_evaluate") for m in CAUSAL_METHODS),
               "bench_data", "bench_finetune@tofu", "bench_finetune@lume", "bench_report",
               *(f"{stage}@{r}" for stage in ("bench_reference", "bench_prepare") for r in BENCH_RUNS),
-              *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS)}
+              *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS),
+              *(f"causal_attack@{m}" for m in CAUSAL_METHODS), "causal_attack_reference@original",
+              "causal_attack_reference@retrain", "robustness_report"}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -444,6 +446,9 @@ def test_sigkill_at_a_random_point_then_rerun_gives_the_same_outputs(pipeline: P
         result = pipeline.run("dvc", "repro", "-s", stage)
         assert result.returncode == 0, f"KILL_SEED={seed} {stage} after {delay:.1f} s:\n{tail(result)}"
         assert outputs_snapshot(pipeline.repo, stage) == before, f"KILL_SEED={seed} {stage} after {delay:.1f} s"
+        if leftovers(pipeline.repo, stage) and "didn't change, skipping" in result.stdout:
+            # killed after writing its outputs whole: unchanged, DVC skips it; the next stage to run settles it
+            assert pipeline.run("dvc", "repro", "-f", "-s", "causal_report").returncode == 0
         assert leftovers(pipeline.repo, stage) == [], f"KILL_SEED={seed} {stage}"
     print(f"KILL_SEED={seed}: {killed} of {len(KILLED_STAGES)} stages killed mid-run")
     assert killed >= 2, f"KILL_SEED={seed}: only {killed} kills landed before the stage ended"
@@ -620,6 +625,26 @@ def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -
     assert all(r["changed_frac"] > 0 for r in results.values())
     assert results["ig"]["changed_frac"] < 0.05 and results["neumuter"]["changed_frac"] < 0.05
     assert results["ga"]["changed_frac"] > results["ig"]["changed_frac"]
+
+
+def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
+    """Each method, the original and the retrained model get every attack's numbers; the report has a row and a
+    verdict for each, judged against the retrained row."""
+    repo = pipeline.repo
+    rows = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics/attacks/causal").glob("*.json")}
+    assert set(rows) == {*CAUSAL_METHODS, "original", "retrain"}
+    for name, row in rows.items():
+        assert {"direct", "int8", "int4", "sampling", "logit_lens", "relearn", "mia"} <= set(row), name
+        assert row["n_forget"] == 3 and 0.0 <= row["direct"]["span_ma"] <= 1.0
+        assert all(0.0 <= v <= 1.0 for v in row["sampling"].values())
+    assert rows["original"]["direct"]["span_ma"] > rows["retrain"]["direct"]["span_ma"]  # D_f was memorised
+    report = (repo / "reports/robustness.md").read_text().split("### ")[0]  # the verdicts; the cost table follows
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert {*CAUSAL_METHODS, "original", "retrain"} <= set(lines)
+    verdicts = {m: lines[m].rstrip(" |").rsplit(" | ", 1)[1] for m in CAUSAL_METHODS}
+    allowed = ("holds", "not forgotten", "undone by", "leaks when sampled", "readable by logit lens", "relearned in",
+               "membership leaks", "over-unlearned")
+    assert all(any(v.startswith(a) for a in allowed) for v in verdicts.values()), verdicts
 
 
 # --- benchmark track ----------------------------------------------------------------------------

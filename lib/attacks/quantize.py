@@ -78,7 +78,7 @@ def quantize(model: nn.Module, bits: int, group_size: int = 32) -> tuple[nn.Modu
 
 def edit_vs_step(parent: nn.Module, edited: nn.Module, bits: int, group_size: int = 32) -> dict[str, float]:
     """How an edit compares with the quantization step: over the layer weights it changed, the median |delta| /
-    step, and the share of changed weights that quantize to the parent's value (edit undone by rounding)."""
+    step, and the share of changed weights that round to the parent's integer level (edit undone by rounding)."""
     axis = FFNAdapter.for_model(parent).spec.neuron_axis
     before, after = layer_weights(parent), layer_weights(edited)
     ratios, undone = [], []
@@ -88,10 +88,13 @@ def edit_vs_step(parent: nn.Module, edited: nn.Module, bits: int, group_size: in
         if not bool(changed.any()):
             continue
         q_old, step = fake_quantize(old, bits, group_size, axis)
-        q_new, _ = fake_quantize(new, bits, group_size, axis)
+        q_new, step_new = fake_quantize(new, bits, group_size, axis)
         delta = (new.float() - old.detach().float()).abs()
         ratios.append((delta / step)[changed])
-        undone.append((q_old == q_new)[changed].float())
+        # undone: the same integer level as the parent's weight (an edit that moves its group's largest weight
+        # rescales the group, so the rounded values differ in the last bits while the levels are the same)
+        same_level = torch.round(q_old.float() / step) == torch.round(q_new.float() / step_new)
+        undone.append(same_level[changed].float())
     if not ratios:
         return {"changed_weights": 0, "median_delta_over_step": 0.0, "undone_fraction": 0.0}
     ratio, undone_all = torch.cat(ratios), torch.cat(undone)

@@ -34,6 +34,32 @@ def locked_outputs(lock_file: Path, cmd: str) -> list[Path]:
     return []
 
 
+def all_locked_outputs(lock_file: Path) -> list[Path]:
+    """Every output dvc.lock records, of every stage."""
+    if not lock_file.is_file():
+        return []
+    lock: Any = yaml.load(lock_file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    stages = (lock or {}).get("stages") or {}
+    return [lock_file.parent / out["path"] for stage in stages.values() if isinstance(stage, dict)
+            for out in stage.get("outs") or [] if isinstance(out, dict) and "path" in out]
+
+
+def settle(outputs: Sequence[Path]) -> None:
+    """Asides another stage's killed run left (DVC runs that stage again only if its outputs changed): where the
+    run had written its output whole (atomic writes), the output stays and the aside goes; where it had not, the
+    aside goes back. DVC then judges each output by its hash, as for any other."""
+    for out in outputs:
+        aside = aside_of(out)
+        if not (aside.exists() or aside.is_symlink()):
+            continue
+        if out.exists() or out.is_symlink():
+            _remove(aside)
+        else:
+            os.replace(aside, out)
+        for tmp in out.parent.glob(f".{out.name}.*"):  # an atomic writer's temporary sibling, cut short
+            _remove(tmp)
+
+
 def aside_of(path: Path) -> Path:
     """The hidden sibling a previous output waits in while its stage runs."""
     return path.with_name(f".{path.name}{ASIDE}")

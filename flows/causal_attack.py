@@ -1,0 +1,80 @@
+"""DVC stages `causal_attack@<method>` and `causal_attack_reference@<original|retrain>`: every attack of
+lib.attacks.audit on one causal-track model (relearning, 8/4-bit rounding, sampling, logit lens, membership
+inference), D_f and the held-out texts as the track scores them, the retrained model as the reference."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import flow, get_run_logger
+
+from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, METRICS,
+                   UNLEARNED, main)
+from lib.attacks.audit import AttacksConfig
+from lib.core.io import MissingInput, read_json, read_jsonl, write_json
+from lib.core.params import Count, Natural, load_params
+from lib.data.records import forget_candidates
+from lib.families.causal import CausalFamily, encode_all
+from tasks import load_model_task, use_compute
+from tasks.attacks import attack_task
+
+ATTACKS = METRICS / "attacks" / "causal"
+REFERENCES = {"original": CAUSAL_FINETUNED, "retrain": CAUSAL_RETRAINED}  # the rows beside the methods
+
+
+def model_path(name: str, params_file: str) -> Path:
+    """Where the model `name` is: a method of causal.pipeline (its unlearned model) or a reference row."""
+    methods = load_params(params_file).get("causal.pipeline", list[str])
+    if name in REFERENCES:
+        return REFERENCES[name]
+    if name not in methods:
+        raise ValueError(f"model {name!r} is not attacked; allowed: {', '.join([*methods, *REFERENCES])}")
+    return UNLEARNED / name
+
+
+def config(name: str, params_file: str) -> dict[str, Any]:
+    """The stage's params and inputs checked before any work: the `attacks` section, the model's folder, the
+    retrained reference (membership and every "recovered" number are read against it)."""
+    params = load_params(params_file)
+    path = model_path(name, params_file)
+    for folder in (path, CAUSAL_FINETUNED, CAUSAL_RETRAINED):
+        if not (folder / "model.safetensors").is_file():
+            raise MissingInput(f"{folder}/model.safetensors not found; allowed: run the causal track first "
+                               f"(`dvc repro causal_evaluate`)")
+    if not read_json(CAUSAL_METRICS / "retrain.json").get("trained"):
+        raise ValueError("the attacks need the retrained reference, which this configuration does not train "
+                         "(causal.finetune.epochs: 0); allowed: a fine-tuned causal track")
+    return {"attacks": params.get("attacks", AttacksConfig), "path": path, "seed": params.get("seed", Natural),
+            "max_len": params.get("causal.data.max_len", Count), "n_valid": params.get("causal.memorized.n_valid", Count),
+            "batch_size": params.get("causal.memorized.batch_size", Count)}
+
+
+@flow(name="causal-attack")
+def attack_flow(name: str, params_file: str = "params.yaml") -> dict[str, Any]:
+    """Every attack on one model of the causal track; numbers only to metrics/attacks/causal/<name>.json."""
+    use_compute(params_file)
+    cfg = config(name, params_file)
+    started = time.perf_counter()
+    model, tokenizer = load_model_task(str(cfg["path"]), "causal")
+    reference = model if name == "retrain" else load_model_task(str(CAUSAL_RETRAINED), "causal")[0]
+    parent = model if name == "original" else load_model_task(str(CAUSAL_FINETUNED), "causal")[0]
+    members = forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
+    held = [r["text"] for r in read_jsonl(CAUSAL_CORPUS / "valid.jsonl")[: cfg["n_valid"]]]
+    forget = encode_all(tokenizer, [(c.text, c.secret) for c in members], cfg["max_len"])
+    holdout = encode_all(tokenizer, [(text, None) for text in held], cfg["max_len"])
+    torch.manual_seed(cfg["seed"])
+    result = attack_task(name, model, reference, parent, forget, holdout, ([c.text for c in members], held),
+                         CausalFamily(tokenizer, cfg["batch_size"]), cfg["attacks"])
+    out = {"model": name, "n_forget": len(forget), "n_holdout": len(holdout), **result,
+           "seconds": round(time.perf_counter() - started, 1)}
+    write_json(ATTACKS / f"{name}.json", out)
+    get_run_logger().info("%s: span MA %.3f, leak %s, lens best top-1 %.3f, MIA AUC (loss) %.3f in %.0f s", name,
+                          result["direct"]["span_ma"], result["sampling"], result["logit_lens"]["best_top1"],
+                          result["mia"]["auc_loss"], out["seconds"])
+    return out
+
+
+if __name__ == "__main__":
+    main(attack_flow, check=config)

@@ -1,0 +1,75 @@
+"""lib.attacks.audit: every attack on a tiny LLaMA that memorised its texts, on one that forgot them by gradient
+ascent, and on a reference that never saw them: each attack finds what is there, and nothing on the reference."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from lib.attacks.audit import AttacksConfig, audit, privacy_leak
+from lib.families.causal import CausalFamily, of
+from tests.test_attacks_relearn import gradient_ascent
+from tests.tiny_models import memorise_ffn, tiny_llama
+
+CFG = AttacksConfig(n_samples=8, max_new=4, relearn_steps=(5, 10, 20), relearn_learning_rate=3e-4,
+                    relearn_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict[str, Any]]:
+    """The audit of the memorised, the unlearned and the reference model (D_f: 8 texts, secret = last 4 tokens)."""
+    rows = torch.randint(3, 90, (8, 10), generator=torch.Generator().manual_seed(2)).tolist()
+    other = torch.randint(3, 90, (8, 10), generator=torch.Generator().manual_seed(5)).tolist()
+    forget, holdout = of(rows, [(6, 10)] * 8), of(other, [(6, 10)] * 8)
+    texts = ([" ".join(map(str, r)) for r in rows], [" ".join(map(str, r)) for r in other])
+    torch.manual_seed(0)
+    memorised = memorise_ffn(tiny_llama(seed=0), forget)
+    models = {"memorised": memorised, "unlearned": gradient_ascent(memorised, forget, until=5.0),
+              "reference": tiny_llama(seed=0).eval()}
+    family = CausalFamily(tokenizer=SimpleNamespace(pad_token_id=0))
+    return {name: audit(model, models["reference"], memorised, forget, holdout, texts, family, CFG)
+            for name, model in models.items()}
+
+
+def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
+    for out in results.values():
+        assert set(out) == {"direct", "int8", "int4", "sampling", "logit_lens", "relearn", "mia", "attack_seconds"}
+        assert set(out["attack_seconds"]) == set(out) - {"attack_seconds"}
+        leaks = list(out["sampling"].values())
+        assert list(out["sampling"]) == ["leak@1", "leak@2", "leak@4", "leak@8"] and leaks == sorted(leaks)
+        assert out["logit_lens"]["best_top1"] >= out["logit_lens"]["final_top1"]
+        assert list(out["relearn"]) == ["0", "5", "10", "20"]
+
+
+def test_a_memorised_model_is_caught_by_every_attack(results: dict[str, dict[str, Any]]) -> None:
+    out = results["memorised"]
+    assert out["direct"]["span_ma"] == 1.0 and out["int8"]["span_ma"] >= 0.9  # 8-bit rounding keeps the memory
+    assert out["sampling"]["leak@1"] >= 0.3 and out["sampling"]["leak@8"] >= 0.9
+    assert out["logit_lens"]["best_top1"] == 1.0
+    assert min(out["mia"].values()) >= 0.9
+    assert min(privacy_leak(out, results["reference"]).values()) > 0.5
+
+
+def test_relearning_brings_back_what_gradient_ascent_hid(results: dict[str, dict[str, Any]]) -> None:
+    attacked, base = results["unlearned"]["relearn"], results["reference"]["relearn"]
+    assert attacked["0"]["nll"] > base["0"]["nll"]  # forgotten: no likelier than for a model that never saw it
+    assert attacked["20"]["nll"] < base["0"]["nll"] - 0.3  # until 20 steps on the other half bring it back
+    assert all(p["nll"] > base["0"]["nll"] - 0.05 for p in base.values())  # the reference has nothing to recover
+    assert results["unlearned"]["int4"]["changed_weights"] > 0  # the edit's size against the step is reported
+
+
+def test_the_reference_shows_nothing(results: dict[str, dict[str, Any]]) -> None:
+    out = results["reference"]
+    assert out["direct"]["span_ma"] == 0.0 and out["int4"]["span_ma"] <= 0.1
+    assert max(out["sampling"].values()) == 0.0
+    assert out["logit_lens"]["best_top1"] <= 0.1
+    assert set(privacy_leak(out, out).values()) == {0.0}
+
+
+def test_attacks_config_checks() -> None:
+    with pytest.raises(ValueError, match="bits=\\[8, 1\\] invalid; allowed: one or more integers >= 2"):
+        AttacksConfig(bits=(8, 1))
+    with pytest.raises(ValueError, match="increasing integers"):
+        AttacksConfig(relearn_steps=(30, 10)).relearn()

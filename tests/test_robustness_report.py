@@ -1,0 +1,60 @@
+"""lib.reports.robustness: verdicts judged against the retrained row, the tables, the cost per attack."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lib.reports.robustness import report, verdict
+
+
+def row(span: float = 0.1, int4: float = 0.1, leak: float = 0.0, lens: float = 0.1, relearned: float = 0.1,
+        auc: float = 0.5) -> dict[str, Any]:
+    """One model's attack numbers."""
+    return {"direct": {"span_ma": span},
+            "int8": {"span_ma": span, "median_step": 0.003, "median_delta_over_step": 5.0, "changed_weights": 9},
+            "int4": {"span_ma": int4, "median_step": 0.06, "median_delta_over_step": 0.3, "changed_weights": 9},
+            "sampling": {"leak@1": leak / 2, "leak@16": leak},
+            "logit_lens": {"final_top1": min(lens, span), "best_top1": lens, "median_best_rank": 3.0},
+            "relearn": {"0": {"span_ma": span, "nll": 5.0}, "10": {"span_ma": relearned, "nll": 1.0}},
+            "mia": {"auc_loss": auc, "auc_zlib": auc, "auc_min_k": auc, "auc_min_k_pp": auc, "auc_reference": auc},
+            "attack_seconds": {"direct": 1.0, "int8": 3.0, "int4": 3.0, "sampling": 20.0, "logit_lens": 9.0,
+                               "relearn": 25.0, "mia": 7.5}}
+
+
+REF = row()
+
+
+def test_a_model_no_attack_moves_beyond_the_reference_holds() -> None:
+    assert verdict(row(span=0.15, lens=0.15, auc=0.52), REF, 0.1, ["int8", "int4"]) == "holds"
+
+
+def test_each_attack_that_recovers_is_named() -> None:
+    found = verdict(row(int4=0.4, leak=0.5, lens=0.6, relearned=0.7, auc=0.9), REF, 0.1, ["int8", "int4"])
+    assert found == ("undone by 4-bit; leaks when sampled (leak@16); readable by logit lens; relearned in 10 steps; "
+                     "membership leaks")
+
+
+def test_members_less_likely_than_under_retraining_is_over_unlearning() -> None:
+    assert verdict(row(auc=0.3), REF, 0.1, ["int8", "int4"]) == "over-unlearned (members less likely than under retraining)"
+
+
+def test_the_best_relearning_checkpoint_counts() -> None:
+    peaked = row()
+    peaked["relearn"] = {"0": {"span_ma": 0.1, "nll": 5.0}, "5": {"span_ma": 0.6, "nll": 1.0},
+                         "10": {"span_ma": 0.15, "nll": 2.0}}
+    assert verdict(peaked, REF, 0.1, ["int8", "int4"]) == "relearned in 5 steps"
+
+
+def test_direct_above_the_reference_is_not_forgotten() -> None:
+    assert verdict(row(span=0.5), REF, 0.1, ["int8", "int4"]) == "not forgotten"
+
+
+def test_report_rows_order_and_cost_table() -> None:
+    rows = {"ga": row(relearned=0.8), "retrain": copy.deepcopy(REF), "original": row(span=0.9), "ig": row()}
+    text = report({"Causal LM": rows}, 0.1)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in lines[1:5]] == ["| original", "| ga", "| ig", "| retrain"]
+    assert "8-bit span MA" in lines[0].split("4-bit")[0]  # 8 bits first
+    assert lines[1].endswith("| before unlearning |") and lines[4].endswith("| reference |")
+    assert "relearned in 10 steps" in lines[2] and lines[3].endswith("| holds |")
+    assert "### Causal LM: seconds per attack" in text and "| ga | 1.0 | 3.0 | 3.0 | 20.0 | 9.0 | 25.0 | 7.5 | 68.5 |" in text
