@@ -147,10 +147,13 @@ def stage_name(flow: str, parameters: dict[str, Any]) -> str:
     return " ".join([flow, *args])
 
 
+RUN_TAG_ENV = "UNLEARN_RUN_TAG"  # set by flows/serve.py for the `dvc exp run` of a deployment run
+
+
 def run_tags() -> list[str]:
     """Tags of the stage's flow run: the Prefect deployment run that started `dvc exp run` names itself in
     $UNLEARN_RUN_TAG (flows/serve.py), so its page can list and link the stage runs."""
-    tag = os.environ.get("UNLEARN_RUN_TAG", "").strip()
+    tag = os.environ.get(RUN_TAG_ENV, "").strip()
     return [tag] if tag else []
 
 
@@ -159,8 +162,10 @@ def kept_outputs(module: str, args: list[str]) -> Iterator[None]:
     """Run a stage with its previous outputs (dvc.lock's, for this command) aside: dropped when it succeeds, put back
     when it fails or is interrupted; a killed earlier run's asides are put back first, and other stages' killed runs
     settled (lib.core.outputs)."""
-    outs = outputs.locked_outputs(Path("dvc.lock"), " ".join(["python", "-m", module, *args]))
-    outputs.settle([o for o in outputs.all_locked_outputs(Path("dvc.lock")) if o not in outs])  # other stages'
+    by_command = outputs.outputs_by_command(Path("dvc.lock"))
+    command = " ".join(["python", "-m", module, *args])
+    outs = by_command.get(command, [])
+    outputs.settle([o for cmd, paths in by_command.items() if cmd != command for o in paths])  # other stages'
     outputs.recover(outs)
     outputs.set_aside(outs)
     try:

@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger, runtime, serve
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows import stage_name
+from flows import RUN_TAG_ENV, stage_name
 from flows.check import check_params
 from lib.core import presets, worktree
 from lib.core.io import read_json, write_text
@@ -37,7 +37,6 @@ from lib.core.params import Params, load_params, lookup
 ROOT = Path(__file__).resolve().parents[1]  # the repo whose dvc.yaml and params.yaml a run uses
 PRESETS = ROOT / "presets"
 SNAPSHOT = ROOT / ".dvc" / "tmp" / "pipeline-worktree.json"  # the work tree before the run in progress
-RUN_TAG_ENV = "UNLEARN_RUN_TAG"  # stage flow runs carry this tag (flows.main): run:<deployment run name>
 DEPLOYMENT = "unlearning"
 REQUEST_DEPLOYMENT = "submit"  # deletion-request/submit: one request file per run
 HEALTH_TIMEOUT_S = 90.0

@@ -21,27 +21,25 @@ import yaml
 ASIDE = ".previous"  # suffix of the hidden sibling holding a previous output during a run
 
 
-def locked_outputs(lock_file: Path, cmd: str) -> list[Path]:
-    """The outputs dvc.lock records for the stage whose command is `cmd` (none when no stage matches)."""
+def outputs_by_command(lock_file: Path) -> dict[str, list[Path]]:
+    """Every stage's outputs as dvc.lock records them, keyed by its command (whitespace normalised); one read."""
     if not lock_file.is_file():
-        return []
+        return {}
     lock: Any = yaml.load(lock_file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     stages = (lock or {}).get("stages") or {}
-    root = lock_file.parent
-    for stage in stages.values():
-        if isinstance(stage, dict) and " ".join(str(stage.get("cmd", "")).split()) == " ".join(cmd.split()):
-            return [root / out["path"] for out in stage.get("outs") or [] if isinstance(out, dict) and "path" in out]
-    return []
+    return {" ".join(str(stage.get("cmd", "")).split()):
+            [lock_file.parent / out["path"] for out in stage.get("outs") or [] if isinstance(out, dict) and "path" in out]
+            for stage in stages.values() if isinstance(stage, dict)}
+
+
+def locked_outputs(lock_file: Path, cmd: str) -> list[Path]:
+    """The outputs dvc.lock records for the stage whose command is `cmd` (none when no stage matches)."""
+    return outputs_by_command(lock_file).get(" ".join(cmd.split()), [])
 
 
 def all_locked_outputs(lock_file: Path) -> list[Path]:
     """Every output dvc.lock records, of every stage."""
-    if not lock_file.is_file():
-        return []
-    lock: Any = yaml.load(lock_file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    stages = (lock or {}).get("stages") or {}
-    return [lock_file.parent / out["path"] for stage in stages.values() if isinstance(stage, dict)
-            for out in stage.get("outs") or [] if isinstance(out, dict) and "path" in out]
+    return [out for outs in outputs_by_command(lock_file).values() for out in outs]
 
 
 def settle(outputs: Sequence[Path]) -> None:
