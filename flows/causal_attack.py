@@ -1,6 +1,7 @@
 """DVC stages `causal_attack@<method>` and `causal_attack_reference@<original|retrain>`: every attack of
 lib.attacks.audit on one causal-track model (relearning, 8/4-bit rounding, sampling, logit lens, membership
-inference), D_f and the held-out texts as the track scores them, the retrained model as the reference."""
+inference, paraphrased prompts), D_f and the held-out texts as the track scores them, the retrained model as the
+reference."""
 from __future__ import annotations
 
 import time
@@ -12,13 +13,16 @@ from prefect import flow, get_run_logger
 
 from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, METRICS,
                    UNLEARNED, main)
-from lib.attacks.audit import AttacksConfig
+from lib.attacks.audit import AttacksConfig, flat_metrics
+from lib.attacks.causal import CausalProbe
 from lib.core.io import MissingInput, read_json, read_jsonl, write_json
 from lib.core.params import Count, Natural, load_params
+from lib.data.paraphrase import paraphrased_texts
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, encode_all
 from tasks import load_model_task, use_compute
 from tasks.attacks import attack_task
+from tasks.tracking import MlflowConfig, log_run_task
 
 ATTACKS = METRICS / "attacks" / "causal"
 REFERENCES = {"original": CAUSAL_FINETUNED, "retrain": CAUSAL_RETRAINED}  # the rows beside the methods
@@ -46,7 +50,7 @@ def config(name: str, params_file: str) -> dict[str, Any]:
     if not read_json(CAUSAL_METRICS / "retrain.json").get("trained"):
         raise ValueError("the attacks need the retrained reference, which this configuration does not train "
                          "(causal.finetune.epochs: 0); allowed: a fine-tuned causal track")
-    return {"attacks": params.get("attacks", AttacksConfig), "path": path, "seed": params.get("seed", Natural),
+    return {"attacks": params.get("attacks", AttacksConfig), "mlflow": params.get("mlflow", MlflowConfig), "path": path, "seed": params.get("seed", Natural),
             "max_len": params.get("causal.data.max_len", Count), "n_valid": params.get("causal.memorized.n_valid", Count),
             "batch_size": params.get("causal.memorized.batch_size", Count)}
 
@@ -64,12 +68,20 @@ def attack_flow(name: str, params_file: str = "params.yaml") -> dict[str, Any]:
     held = [r["text"] for r in read_jsonl(CAUSAL_CORPUS / "valid.jsonl")[: cfg["n_valid"]]]
     forget = encode_all(tokenizer, [(c.text, c.secret) for c in members], cfg["max_len"])
     holdout = encode_all(tokenizer, [(text, None) for text in held], cfg["max_len"])
+    per_secret = cfg["attacks"].paraphrases
+    rewritten = [(text, c.secret) for c in members
+                 for text in paraphrased_texts(c.category, c.text, c.secret)[:per_secret]]
+    probe = CausalProbe(forget, holdout, ([c.text for c in members], held),
+                        encode_all(tokenizer, rewritten, cfg["max_len"]) if rewritten else None,
+                        CausalFamily(tokenizer, cfg["batch_size"]), cfg["attacks"])
     torch.manual_seed(cfg["seed"])
-    result = attack_task(name, model, reference, parent, forget, holdout, ([c.text for c in members], held),
-                         CausalFamily(tokenizer, cfg["batch_size"]), cfg["attacks"])
+    result = attack_task(name, model, reference, parent, probe, cfg["attacks"])
     out = {"model": name, "n_forget": len(forget), "n_holdout": len(holdout), **result,
            "seconds": round(time.perf_counter() - started, 1)}
     write_json(ATTACKS / f"{name}.json", out)
+    log_run_task(cfg["mlflow"], f"attack-causal-{name}", {"method": name, "category": "causal", "stage": "attack",
+                                                           "track": "causal"},
+                 {**vars(cfg["attacks"]), "n_forget": len(forget)}, flat_metrics(result))
     get_run_logger().info("%s: span MA %.3f, leak %s, lens best top-1 %.3f, MIA AUC (loss) %.3f in %.0f s", name,
                           result["direct"]["span_ma"], result["sampling"], result["logit_lens"]["best_top1"],
                           result["mia"]["auc_loss"], out["seconds"])

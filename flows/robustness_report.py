@@ -1,6 +1,8 @@
-"""DVC stage `robustness_report`: reports/robustness.md from the attack stages' metrics (lib.reports.robustness)."""
+"""DVC stage `robustness_report`: reports/robustness.md from the attack stages' metrics of the causal and masked
+tracks (lib.reports.robustness)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -9,22 +11,44 @@ from flows import METRICS, REPORTS, main
 from lib.attacks.audit import AttacksConfig
 from lib.core.io import read_json, write_text
 from lib.core.params import load_params
+from lib.data.records import PipelineConfig
+from lib.families.masked import PRIVACY_METRIC
 from lib.reports.robustness import report
 
-TRACKS = {"Causal LM": METRICS / "attacks" / "causal"}
+CAUSAL, MASKED = METRICS / "attacks" / "causal", METRICS / "attacks" / "masked"
+PRIVACY_NAME = {"exposure": "Exposure", "mrr": "MRR", "random_ppl": "Pseudo-PPL"}
+
+
+def tracks(causal: list[str], masked_models: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The attacked models of each track (files of models no longer in the params are left out) with its
+    retrained row: {title: {model: numbers}}, and the masked tables' privacy score names (a table per category)."""
+    def read(folder: Path, names: list[str]) -> dict[str, Any]:
+        """The metrics of the models `names` that were attacked."""
+        return {name: read_json(folder / f"{name}.json") for name in names if (folder / f"{name}.json").is_file()}
+
+    out = {"Causal LM": read(CAUSAL, ["original", *causal, "retrain"])}
+    masked = read(MASKED, [*masked_models, "retrain"])
+    privacy = {}
+    for category, metric in PRIVACY_METRIC.items():
+        title = f"Masked LM: {category}"
+        out[title] = {name: rows[category] for name, rows in masked.items() if category in rows}
+        privacy[title] = PRIVACY_NAME[metric]
+    return {title: rows for title, rows in out.items() if "retrain" in rows}, privacy
 
 
 def config(params_file: str) -> dict[str, Any]:
-    """The `attacks` section (its tolerance decides the verdicts)."""
-    return {"attacks": load_params(params_file).get("attacks", AttacksConfig)}
+    """The `attacks` section (its tolerance decides the verdicts) and the methods of both tracks."""
+    params = load_params(params_file)
+    return {"attacks": params.get("attacks", AttacksConfig), "causal": params.get("causal.pipeline", list[str]),
+            "masked": params.get("pipeline", PipelineConfig).methods}
 
 
 @flow(name="robustness-report")
 def report_flow(params_file: str = "params.yaml") -> str:
     """Write reports/robustness.md."""
     cfg = config(params_file)
-    tracks = {title: {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} for title, folder in TRACKS.items()}
-    text = report({t: rows for t, rows in tracks.items() if "retrain" in rows}, cfg["attacks"].tolerance)
+    rows, privacy = tracks(cfg["causal"], list(cfg["masked"]))
+    text = report(rows, cfg["attacks"].tolerance, privacy)
     write_text(REPORTS / "robustness.md", text)
     return text
 

@@ -58,6 +58,10 @@ VIEWS: dict[str, tuple[str, str, list[str], list[str]]] = {
                     "retain_overall_regurgitation", "reached", "time_s"]),
     "experiments": ("Experiments (seeds, budgets, noise, decay)", "experiments", ["experiment", "method", "category"],
                     ["privacy", "valid_ppl", "forget_gap", "neurons_edited"]),
+    "attacks": ("Attacks: does the forgetting hold?", "attack", ["track", "method", "category"],
+                ["direct.span_ma", "int8.span_ma", "int4.span_ma", "sampling.leak_at_8", "candidates.hit_at_8",
+                 "logit_lens.best_top1", "paraphrase.span_ma", "relearn.10.span_ma", "mia.auc_loss",
+                 "mia.auc_reference"]),
     "requests": ("Deletion requests", "request", ["request", "method", "seq"],
                  ["items", "memorized", "forgotten", "resurfaced", "audited", "utility_before", "utility_after"]),
 }

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lib.attacks.audit import AttacksConfig, audit, privacy_leak
+from lib.attacks.causal import CausalProbe
 from lib.families.causal import CausalFamily, of
 from tests.test_attacks_relearn import gradient_ascent
 from tests.tiny_models import memorise_ffn, tiny_llama
@@ -29,13 +30,15 @@ def results() -> dict[str, dict[str, Any]]:
     models = {"memorised": memorised, "unlearned": gradient_ascent(memorised, forget, until=5.0),
               "reference": tiny_llama(seed=0).eval()}
     family = CausalFamily(tokenizer=SimpleNamespace(pad_token_id=0))
-    return {name: audit(model, models["reference"], memorised, forget, holdout, texts, family, CFG)
-            for name, model in models.items()}
+    paraphrased = of([r[:3] + r[4:] for r in rows], [(5, 9)] * 8)  # one token of each prefix left out
+    probe = CausalProbe(forget, holdout, texts, paraphrased, family, CFG)
+    return {name: audit(model, models["reference"], memorised, probe, CFG) for name, model in models.items()}
 
 
 def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
     for out in results.values():
-        assert set(out) == {"direct", "int8", "int4", "sampling", "logit_lens", "relearn", "mia", "attack_seconds"}
+        assert set(out) == {"direct", "int8", "int4", "sampling", "logit_lens", "paraphrase", "relearn", "mia",
+                            "attack_seconds"}
         assert set(out["attack_seconds"]) == set(out) - {"attack_seconds"}
         leaks = list(out["sampling"].values())
         assert list(out["sampling"]) == ["leak@1", "leak@2", "leak@4", "leak@8"] and leaks == sorted(leaks)
@@ -48,6 +51,7 @@ def test_a_memorised_model_is_caught_by_every_attack(results: dict[str, dict[str
     assert out["direct"]["span_ma"] == 1.0 and out["int8"]["span_ma"] >= 0.9  # 8-bit rounding keeps the memory
     assert out["sampling"]["leak@1"] >= 0.3 and out["sampling"]["leak@8"] >= 0.9
     assert out["logit_lens"]["best_top1"] == 1.0
+    assert out["paraphrase"]["n"] == 8.0 and 0.0 <= out["paraphrase"]["span_ma"] <= 1.0
     assert min(out["mia"].values()) >= 0.9
     assert min(privacy_leak(out, results["reference"]).values()) > 0.5
 
@@ -62,7 +66,7 @@ def test_relearning_brings_back_what_gradient_ascent_hid(results: dict[str, dict
 
 def test_the_reference_shows_nothing(results: dict[str, dict[str, Any]]) -> None:
     out = results["reference"]
-    assert out["direct"]["span_ma"] == 0.0 and out["int4"]["span_ma"] <= 0.1
+    assert out["direct"]["span_ma"] == 0.0 and out["int4"]["span_ma"] <= 0.1 and out["paraphrase"]["span_ma"] <= 0.1
     assert max(out["sampling"].values()) == 0.0
     assert out["logit_lens"]["best_top1"] <= 0.1
     assert set(privacy_leak(out, out).values()) == {0.0}

@@ -44,7 +44,8 @@ ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attrib
               *(f"{stage}@{r}" for stage in ("bench_reference", "bench_prepare") for r in BENCH_RUNS),
               *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS),
               *(f"causal_attack@{m}" for m in CAUSAL_METHODS), "causal_attack_reference@original",
-              "causal_attack_reference@retrain", "robustness_report"}
+              "causal_attack_reference@retrain", *(f"masked_attack@{m}" for m in METHODS), "masked_attack_retrain",
+              "robustness_report"}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -154,8 +155,9 @@ def test_stage_times_come_from_prefect_run_records(pipeline: Pipeline, tmp_path:
                   "| bench-unlearn tofu_forget01 ga |"):
         assert stage in text, (stage, text[:2000])
     assert re.search(r"\*\*total \(\d+ flow runs\)\*\*", text)
-    tracks = dict(re.findall(r"^\| (masked LM|causal LM|benchmarks) \| (\d+) \|", text, re.M))
-    assert set(tracks) == {"masked LM", "causal LM", "benchmarks"} and all(int(n) > 3 for n in tracks.values())
+    tracks = dict(re.findall(r"^\| (masked LM|causal LM|benchmarks|attacks) \| (\d+) \|", text, re.M))
+    assert set(tracks) == {"masked LM", "causal LM", "benchmarks", "attacks"}, text[:800]
+    assert all(int(n) > 3 for n in tracks.values())
     stages = int(re.search(r"\*\*total \((\d+) flow runs\)\*\*", text).group(1))
     assert sum(map(int, tracks.values())) == stages, text[:800]
     late = run([sys.executable, "-m", "tools.timings", "--since", "2999-01-01T00:00"], root, pipeline.env, check=False)
@@ -634,7 +636,7 @@ def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
     rows = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics/attacks/causal").glob("*.json")}
     assert set(rows) == {*CAUSAL_METHODS, "original", "retrain"}
     for name, row in rows.items():
-        assert {"direct", "int8", "int4", "sampling", "logit_lens", "relearn", "mia"} <= set(row), name
+        assert {"direct", "int8", "int4", "sampling", "logit_lens", "paraphrase", "relearn", "mia"} <= set(row), name
         assert row["n_forget"] == 3 and 0.0 <= row["direct"]["span_ma"] <= 1.0
         assert all(0.0 <= v <= 1.0 for v in row["sampling"].values())
     assert rows["original"]["direct"]["span_ma"] > rows["retrain"]["direct"]["span_ma"]  # D_f was memorised
@@ -642,9 +644,33 @@ def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
     lines = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if line.startswith("| ")}
     assert {*CAUSAL_METHODS, "original", "retrain"} <= set(lines)
     verdicts = {m: lines[m].rstrip(" |").rsplit(" | ", 1)[1] for m in CAUSAL_METHODS}
-    allowed = ("holds", "not forgotten", "undone by", "leaks when sampled", "readable by logit lens", "relearned in",
-               "membership leaks", "over-unlearned")
+    allowed = ("holds", "not forgotten", "undone by", "leaks when sampled", "readable by logit lens",
+               "recalled under other prompts", "relearned in", "membership leaks", "over-unlearned")
     assert all(any(v.startswith(a) for a in allowed) for v in verdicts.values()), verdicts
+
+
+def test_every_masked_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
+    """Each method's edited model of each category with memorized secrets, and the retrained model, get every
+    attack's numbers; one report table per category, with a verdict per method against the retrained row."""
+    repo = pipeline.repo
+    memorized = json.loads((repo / "data/memorized/memorized.json").read_text())
+    categories = [c for c in CATEGORIES if memorized[c]]
+    rows = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics/attacks/masked").glob("*.json")}
+    assert categories and set(rows) == {*METHODS, "retrain"}
+    for name, row in rows.items():
+        assert [c for c in CATEGORIES if c in row] == categories, name
+        for cat in categories:
+            numbers = row[cat]
+            assert numbers["n_forget"] == len(memorized[cat]) and 0.0 <= numbers["direct"]["span_ma"] <= 1.0
+            assert {"int8", "int4", "candidates", "logit_lens", "paraphrase", "mia"} <= set(numbers), (name, cat)
+    ftm, retrain = rows["ftm"], rows["retrain"]
+    assert any(ftm[c]["direct"]["span_ma"] > retrain[c]["direct"]["span_ma"] for c in categories)  # memorised
+    report = (repo / "reports/robustness.md").read_text()
+    for cat in categories:
+        table = report.split(f"## Masked LM: {cat}\n")[1].split("### ")[0]
+        lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+        assert {*METHODS, "retrain"} <= set(lines), (cat, table)
+        assert lines["ftm"].endswith("| before unlearning |") and lines["retrain"].endswith("| reference |")
 
 
 # --- benchmark track ----------------------------------------------------------------------------

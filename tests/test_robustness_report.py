@@ -58,3 +58,32 @@ def test_report_rows_order_and_cost_table() -> None:
     assert lines[1].endswith("| before unlearning |") and lines[4].endswith("| reference |")
     assert "relearned in 10 steps" in lines[2] and lines[3].endswith("| holds |")
     assert "### Causal LM: seconds per attack" in text and "| ga | 1.0 | 3.0 | 3.0 | 20.0 | 9.0 | 25.0 | 7.5 | 68.5 |" in text
+
+
+def masked_row(span: float = 0.1, hit: float = 0.0, paraphrase: float = 0.1, exposure: float = 2.0) -> dict[str, Any]:
+    """A masked track's numbers: top-k candidates instead of sampling, the category's privacy score, paraphrases,
+    no relearning (a category with one secret)."""
+    out = row(span=span)
+    del out["sampling"], out["relearn"]
+    out["direct"]["privacy"] = exposure
+    out["candidates"] = {"hit@1": hit / 2, "hit@8": hit}
+    out["paraphrase"] = {"span_ma": paraphrase, "n": 4.0}
+    out["attack_seconds"] = {"direct": 1.0, "candidates": 0.5, "paraphrase": 0.5}
+    return out
+
+
+def test_masked_rows_name_their_own_attacks() -> None:
+    ref = masked_row()
+    assert verdict(masked_row(hit=0.5, paraphrase=0.6), ref, 0.1, ["int8", "int4"]) == (
+        "in the top-k candidates (hit@8); recalled under other prompts")
+    assert verdict(masked_row(span=0.12), ref, 0.1, ["int8", "int4"]) == "holds"
+
+
+def test_masked_table_has_the_privacy_column_and_ftm_first() -> None:
+    rows = {"snku": masked_row(paraphrase=0.5), "ftm": masked_row(span=0.9, exposure=30.0), "retrain": masked_row()}
+    text = report({"Masked LM: TEL": rows}, 0.1, {"Masked LM: TEL": "Exposure"})
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| Model | Span MA | Exposure | 8-bit") and "| hit@1 | hit@8 |" in lines[0]
+    assert lines[1].startswith("| ftm | 0.900 | 30 |") and lines[1].endswith("| before unlearning |")
+    assert "| 0.500 | - |" in lines[2] and lines[2].endswith("| recalled under other prompts |")  # paraphrase, relearn
+    assert "| ftm | 1.0 | 0.5 | 0.5 | 2.0 |" in text  # the cost table: the attacks each track ran

@@ -74,10 +74,13 @@ def table(times: Iterable[StageTime]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRACKS = (("causal-attack", "attacks"), ("masked-attack", "attacks"), ("robustness-report", "attacks"),
+          ("causal-", "causal LM"), ("bench-", "benchmarks"))  # the first prefix that matches names the track
+
+
 def track(stage: str) -> str:
-    """The track a stage belongs to, from its flow name: causal-*, bench-*, else the masked-LM track."""
-    return next((name for prefix, name in (("causal-", "causal LM"), ("bench-", "benchmarks"))
-                 if stage.startswith(prefix)), "masked LM")
+    """The track a stage belongs to, from its flow name: the attack flows, causal-*, bench-*, else masked LM."""
+    return next((name for prefix, name in TRACKS if stage.startswith(prefix)), "masked LM")
 
 
 def by_track(times: Iterable[StageTime], wall: float | None = None) -> str:

@@ -1,27 +1,29 @@
-"""Every attack on one unlearned causal LM, beside its retrained reference: does the forgetting hold?
+"""Every attack on one unlearned model, beside its retrained reference: does the forgetting hold?
 
-Direct: the secret span's teacher-forced accuracy (span MA) on D_f, as the track scores it. Then what an attacker
-gets back: after 8- and 4-bit weight rounding (and the edit's size against the rounding step), by sampling k
-continuations of each secret's prefix (leak@k), by reading each layer through the logit lens, by relearning on
-half of D_f (span MA of the other half after a few steps), and from membership inference (LOSS, zlib, Min-K%,
-Min-K%++, reference model; AUC of D_f against held-out texts, PrivLeak against the retrained model's AUC).
-Each number is computed the same way on the retrained reference, which never saw D_f, so "recovered" means
-beyond what a model that never learned the items shows.
+The attacks are the same for both families; what each one measures comes from the family's probe (lib.attacks.
+causal, lib.attacks.masked): the secret tokens' accuracy (span MA) on D_f as the track scores it, then what an
+attacker gets back: after 8- and 4-bit weight rounding (and the edit's size against the rounding step), from more
+than the top answer (leak@k of sampled continuations on causal LMs, the top-k candidates at each [MASK] on masked
+LMs), by reading each layer through the logit lens, under paraphrased prompts (the category's other sentence
+templates), by relearning on half of D_f (span MA of the other half after a few steps), and from membership
+inference (LOSS, zlib, Min-K%, Min-K%++, reference model; AUC of D_f against never-trained items, PrivLeak
+against the retrained model's AUC). Each number is computed the same way on the retrained reference, which
+never saw D_f, so "recovered" means beyond what a model that never learned the items shows.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-import torch
 from torch import nn
 
 from lib.attacks import logit_lens, mia, quantize, sampling
 from lib.attacks.relearn import RelearnConfig, relearn
+from lib.core.adapter import TargetRows
+from lib.core.finetune import BatchLoss
 from lib.core.params import Count, Natural, Positive, PositiveFraction, check_ranges
-from lib.families.causal import CausalFamily, Sequences, accuracy, nll_batch_loss, sequence_nll
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,12 @@ class AttacksConfig:
 
     bits: tuple[Count, ...] = (8, 4)  # weight rounding, per group of group_size inputs
     group_size: Count = 32
-    n_samples: Count = 16  # sampled continuations per secret prefix; leak@k for k = 1, 2, 4 ... n_samples
+    n_samples: Count = 16  # sampled continuations per secret prefix (causal), candidates per [MASK] (masked): k = 1, 2 ..
     max_new: Count = 8
     temperature: Positive = 1.0
     top_p: PositiveFraction = 0.95
+    paraphrases: Count = 2  # other templates per secret (the paraphrase attack), the ones after its own first
+    non_members: Count = 64  # masked track: the category's controls scored as non-members (membership inference)
     relearn_steps: tuple[Count, ...] = (5, 10)  # the attacker's fine-tuning checkpoints on half of D_f
     relearn_learning_rate: Positive = 1e-4
     relearn_batch_size: Count = 4
@@ -59,48 +63,34 @@ class AttacksConfig:
                              batch_size=self.relearn_batch_size, seed=self.seed)
 
 
-def span_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> float:
-    """Mean teacher-forced accuracy over the secret spans (sequences without a span left out)."""
-    values = [v for v in accuracy(model, seqs, pad_id, batch_size, span=True).tolist() if not math.isnan(v)]
-    if not values:
-        raise ValueError("no sequence has a secret span; allowed: D_f rows with their secret marked")
-    return sum(values) / len(values)
+class Probe(Protocol):
+    """What the attacks measure on one family: the direct score, the extraction attack, the lens targets, the
+    paraphrased prompts, the relearning split and membership."""
+
+    extraction_name: str  # the key of the extraction attack's numbers: sampling (causal) or candidates (masked)
+
+    def direct(self, model: nn.Module) -> dict[str, float]:
+        """The direct forgetting numbers (span_ma first) on D_f."""
+
+    def extraction(self, model: nn.Module) -> dict[str, float]:
+        """Share of secrets recovered with k tries, for each k."""
+
+    def lens_rows(self) -> TargetRows:
+        """The secret tokens, as lens targets."""
+
+    def paraphrase(self, model: nn.Module) -> dict[str, float] | None:
+        """The direct numbers under the category's other templates; None when D_f holds no template."""
+
+    def relearn_split(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
+        """(items the attacker trains on, their batch loss on a model, the measure of the rest: span_ma, nll)."""
+
+    def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
+        """AUC of each membership score of D_f against never-trained items, and of the reference-model score."""
 
 
-def subset(seqs: Sequences, index: Sequence[int]) -> Sequences:
-    """The sequences at `index`, with their spans."""
-    return Sequences(tuple(seqs.ids[i] for i in index), tuple(seqs.spans[i] for i in index))
-
-
-def extraction(model: nn.Module, forget: Sequences, cfg: AttacksConfig) -> dict[str, float]:
-    """leak@k of the secret spans from k sampled continuations of the text before each one."""
-    rows = [i for i, span in enumerate(forget.spans) if span is not None]
-    prefixes = [forget.ids[i][:forget.spans[i][0]] for i in rows]  # type: ignore[index]
-    secrets = [forget.ids[i][forget.spans[i][0]:forget.spans[i][1]] for i in rows]  # type: ignore[index]
-    counts = sampling.hits(model, prefixes, secrets, cfg.sampling())
-    ks = sorted({2 ** i for i in range(int(math.log2(cfg.n_samples)) + 1)} | {cfg.n_samples})
-    return {f"leak@{k}": v for k, v in sampling.leak_at_k(counts, cfg.n_samples, ks).items()}
-
-
-def membership(model: nn.Module, reference: nn.Module, members: Sequences, non_members: Sequences,
-               texts: tuple[Sequence[str], Sequence[str]], pad_id: int, cfg: AttacksConfig) -> dict[str, float]:
-    """AUC of each membership score on D_f (members) against held-out texts, and the reference-model score."""
-    stats = {name: [mia.token_stats(m, s, pad_id, cfg.batch_size) for s in (members, non_members)]
-             for name, m in (("model", model), ("reference", reference))}
-    out = {}
-    for kind in mia.SCORES:
-        scored = [[mia.score(st, text, kind, cfg.min_k) for st, text in zip(side, side_texts, strict=True)]
-                  for side, side_texts in zip(stats["model"], texts, strict=True)]
-        out[f"auc_{kind}"] = mia.auc(*scored)
-    out["auc_reference"] = mia.auc(*(mia.reference_scores(t, r) for t, r in zip(stats["model"], stats["reference"])))
-    return out
-
-
-def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, forget: Sequences, holdout: Sequences,
-          texts: tuple[Sequence[str], Sequence[str]], family: CausalFamily, cfg: AttacksConfig) -> dict[str, Any]:
-    """Every attack on `model` (unlearned from `parent` on D_f = `forget`); `reference` is the retrained model.
-    `holdout` are texts neither saw (membership non-members); `texts` the raw texts of forget and holdout (zlib)."""
-    pad = family.pad_id
+def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, probe: Probe, cfg: AttacksConfig
+          ) -> dict[str, Any]:
+    """Every attack on `model` (unlearned from `parent`); `reference` is the retrained model; seconds per attack."""
     clock, seconds = time.perf_counter(), {}
 
     def timed(name: str) -> None:
@@ -109,36 +99,67 @@ def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, forget: Seq
         now = time.perf_counter()
         seconds[name], clock = round(now - clock, 2), now
 
-    out: dict[str, Any] = {"direct": {"span_ma": span_ma(model, forget, pad, cfg.batch_size)}}
+    out: dict[str, Any] = {"direct": probe.direct(model)}
     timed("direct")
     for bits in cfg.bits:
         rounded, report = quantize.quantize(model, bits, cfg.group_size)
-        out[f"int{bits}"] = {"span_ma": span_ma(rounded, forget, pad, cfg.batch_size),
-                             "median_step": report.median_step,
+        out[f"int{bits}"] = {**probe.direct(rounded), "median_step": report.median_step,
                              **quantize.edit_vs_step(parent, model, bits, cfg.group_size)}
         del rounded
         timed(f"int{bits}")
-    out["sampling"] = extraction(model, forget, cfg)
-    timed("sampling")
-    lens = logit_lens.layer_ranks(model, family.target_rows(forget, "span"), cfg.batch_size)
+    out[probe.extraction_name] = probe.extraction(model)
+    timed(probe.extraction_name)
+    lens = logit_lens.layer_ranks(model, probe.lens_rows(), cfg.batch_size)
     out["logit_lens"] = {"final_top1": lens.final_top1, "best_top1": lens.best_top1,
                          "median_best_rank": lens.median_best_rank}
     timed("logit_lens")
-    half = len(forget) // 2
-    if half >= 1:
-        taught, rest = subset(forget, range(half)), subset(forget, range(half, len(forget)))
-
-        def measure(m: nn.Module) -> dict[str, float]:
-            """The untaught half: span MA, and mean NLL (it moves before the argmax does)."""
-            return {"span_ma": span_ma(m, rest, pad, cfg.batch_size),
-                    "nll": float(sequence_nll(m, rest, pad, cfg.batch_size).mean())}
-
-        curve = relearn(model, lambda m: nll_batch_loss(m, taught, pad), half, cfg.relearn(), measure)
-        out["relearn"] = {str(p["steps"]): {"span_ma": p["span_ma"], "nll": p["nll"]} for p in curve}
+    paraphrased = probe.paraphrase(model)
+    if paraphrased is not None:
+        out["paraphrase"] = paraphrased
+        timed("paraphrase")
+    n_taught, make_loss, measure = probe.relearn_split()
+    if n_taught >= 1:
+        curve = relearn(model, make_loss, n_taught, cfg.relearn(), measure)
+        out["relearn"] = {str(p["steps"]): {k: v for k, v in p.items() if k != "steps"} for p in curve}
         timed("relearn")
-    out["mia"] = membership(model, reference, forget, holdout, texts, pad, cfg)
+    out["mia"] = probe.membership(model, reference)
     timed("mia")
     return {**out, "attack_seconds": seconds}
+
+
+def ks(n: int) -> list[int]:
+    """The k of leak@k / hit@k: 1, 2, 4, ... up to n, and n."""
+    return sorted({2 ** i for i in range(int(math.log2(n)) + 1)} | {n})
+
+
+def mia_aucs(stats: Mapping[str, Sequence[Sequence[mia.TokenStats]]], texts: tuple[Sequence[str], Sequence[str]],
+             min_k: float) -> dict[str, float]:
+    """AUC of each membership score from the token statistics of members and non-members under the model and
+    under the reference ({"model": (members, non), "reference": (members, non)}), and of the reference score."""
+    out = {}
+    for kind in mia.SCORES:
+        scored = [[mia.score(st, text, kind, min_k) for st, text in zip(side, side_texts, strict=True)]
+                  for side, side_texts in zip(stats["model"], texts, strict=True)]
+        out[f"auc_{kind}"] = mia.auc(*scored)
+    out["auc_reference"] = mia.auc(*(mia.reference_scores(t, r) for t, r in zip(stats["model"], stats["reference"])))
+    return out
+
+
+def flat_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """One audit's numbers as MLflow metric names: int4.span_ma, sampling.leak_at_8, relearn.10.nll, seconds.mia
+    ('@' is no allowed character there)."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        """Flatten nested dicts of numbers into dotted keys."""
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            out[prefix.replace("@", "_at_").replace("attack_seconds", "seconds")] = float(node)
+
+    walk("", result)
+    return out
 
 
 def privacy_leak(attacked: dict[str, Any], retrained: dict[str, Any]) -> dict[str, float]:

@@ -39,18 +39,25 @@ class TokenStats:
     sigma: Tensor  # (n,)
 
 
+def gold_stats(logits: Tensor, gold: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """log p of each gold id and the mean and standard deviation of log p under the distribution at its position,
+    in float32 (logits (..., V), gold (...))."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+    probs = logp_all.exp()
+    mu = (probs * logp_all).sum(-1)
+    sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+    return logp, mu, sigma
+
+
 def token_stats(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 16) -> list[TokenStats]:
     """TokenStats of tokens 1..T-1 of each sequence (causal LM), computed in float32 on the model's device."""
     out: list[TokenStats] = []
     with torch.no_grad():
         for index in batches(len(seqs), batch_size):
             ids, mask = pad([seqs.ids[i] for i in index], pad_id)
-            logp_all = torch.log_softmax(logits_of(model, ids, mask).float(), dim=-1)  # (B, T-1, V)
-            targets = ids[:, 1:].to(logp_all.device)
-            logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            probs = logp_all.exp()
-            mu = (probs * logp_all).sum(-1)
-            sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+            logits = logits_of(model, ids, mask)  # (B, T-1, V)
+            logp, mu, sigma = gold_stats(logits, ids[:, 1:].to(logits.device))
             valid = mask[:, 1:].bool()
             for row in range(len(index)):
                 keep = valid[row].to(logp.device)

@@ -403,9 +403,17 @@ def score_records(model: nn.Module, tokenizer: PreTrainedTokenizerBase, records:
     rows = secret_token_rows(tokenizer, records, max_len)
     digit_ids = digit_token_ids(tokenizer)
     check_tel_rows(records, rows, digit_ids)  # fail before the (slow) forward passes
-    stats = masked_row_stats(model, rows, digit_ids, batch_size)
-    counts = torch.bincount(rows.record_index, minlength=len(records)).tolist()  # rows come in record order
-    pieces = zip(*(torch.split(getattr(stats, f.name), counts) for f in fields(RowStats)))
+    return record_scores(records, rows, masked_row_stats(model, rows, digit_ids, batch_size))
+
+
+def per_record(rows: MaskedRows, values: torch.Tensor, n_records: int) -> tuple[torch.Tensor, ...]:
+    """A per-row tensor split into one piece per record (rows come in record order)."""
+    return torch.split(values, torch.bincount(rows.record_index, minlength=n_records).tolist())
+
+
+def record_scores(records: Sequence[SecretRecord], rows: MaskedRows, stats: RowStats) -> np.ndarray:
+    """One score per record from the stats of its rows, each by its own category's metric."""
+    pieces = zip(*(per_record(rows, getattr(stats, f.name), len(records)) for f in fields(RowStats)))
     return np.array([record_score(r.category, RowStats(*p)) for r, p in zip(records, pieces)], dtype=np.float64)
 
 

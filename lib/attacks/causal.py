@@ -1,0 +1,76 @@
+"""The attacks' probe on causal LMs (lib.attacks.audit): D_f's secret spans read by teacher forcing and sampling."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from torch import nn
+
+from lib.attacks import mia, sampling
+from lib.attacks.audit import AttacksConfig, ks, mia_aucs
+from lib.core.adapter import TargetRows
+from lib.core.finetune import BatchLoss
+from lib.families.causal import CausalFamily, Sequences, accuracy, nll_batch_loss, sequence_nll
+
+
+def span_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> float:
+    """Mean teacher-forced accuracy over the secret spans (sequences without a span left out)."""
+    values = [v for v in accuracy(model, seqs, pad_id, batch_size, span=True).tolist() if not math.isnan(v)]
+    if not values:
+        raise ValueError("no sequence has a secret span; allowed: D_f rows with their secret marked")
+    return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class CausalProbe:
+    """D_f (`forget`, spans marked), never-trained texts (`holdout`), both raw texts (zlib), D_f's paraphrased
+    samples (None: no template) and the family."""
+
+    forget: Sequences
+    holdout: Sequences
+    texts: tuple[Sequence[str], Sequence[str]]
+    paraphrased: Sequences | None
+    family: CausalFamily
+    cfg: AttacksConfig
+    extraction_name: str = "sampling"
+
+    def direct(self, model: nn.Module) -> dict[str, float]:
+        """Span MA on D_f."""
+        return {"span_ma": span_ma(model, self.forget, self.family.pad_id, self.cfg.batch_size)}
+
+    def extraction(self, model: nn.Module) -> dict[str, float]:
+        """leak@k of the secret spans from k sampled continuations of the text before each one."""
+        rows = [i for i, span in enumerate(self.forget.spans) if span is not None]
+        prefixes = [self.forget.ids[i][:self.forget.spans[i][0]] for i in rows]  # type: ignore[index]
+        secrets = [self.forget.ids[i][self.forget.spans[i][0]:self.forget.spans[i][1]] for i in rows]  # type: ignore[index]
+        counts = sampling.hits(model, prefixes, secrets, self.cfg.sampling())
+        return {f"leak@{k}": v for k, v in sampling.leak_at_k(counts, self.cfg.n_samples, ks(self.cfg.n_samples)).items()}
+
+    def lens_rows(self) -> TargetRows:
+        """Every secret token of D_f."""
+        return self.family.target_rows(self.forget, "span")
+
+    def paraphrase(self, model: nn.Module) -> dict[str, float] | None:
+        """Span MA of the secrets inside the category's other sentence templates."""
+        if self.paraphrased is None:
+            return None
+        return {"span_ma": span_ma(model, self.paraphrased, self.family.pad_id, self.cfg.batch_size),
+                "n": float(len(self.paraphrased))}
+
+    def relearn_split(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
+        """The attacker trains on the first half of D_f; the other half is measured."""
+        half, pad, size = len(self.forget) // 2, self.family.pad_id, self.cfg.batch_size
+        taught, rest = self.forget.subset(range(half)), self.forget.subset(range(half, len(self.forget)))
+
+        def measure(m: nn.Module) -> dict[str, float]:
+            """The untaught half: span MA, and mean NLL (it moves before the argmax does)."""
+            return {"span_ma": span_ma(m, rest, pad, size), "nll": float(sequence_nll(m, rest, pad, size).mean())}
+
+        return half, lambda m: nll_batch_loss(m, taught, pad), measure
+
+    def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
+        """D_f against the held-out texts."""
+        stats = {name: [mia.token_stats(m, s, self.family.pad_id, self.cfg.batch_size)
+                        for s in (self.forget, self.holdout)] for name, m in (("model", model), ("reference", reference))}
+        return mia_aucs(stats, self.texts, self.cfg.min_k)
