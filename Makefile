@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-masked run-causal run-bench run-attacks test deps readme check ui mlflow-ui perf gpu-check clean-cache
+.PHONY: install run run-masked run-causal run-bench run-attacks run-calibrate test deps readme check ui mlflow-ui perf gpu-check clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -48,7 +48,9 @@ run-bench: TRACK := bench_report
 run-bench: REPORT := reports/bench/results.md
 run-attacks: TRACK := robustness_report
 run-attacks: REPORT := reports/robustness.md
-run-masked run-causal run-bench run-attacks: $(STAMP) deps
+run-calibrate: TRACK := calibration_report
+run-calibrate: REPORT := reports/calibration.md
+run-masked run-causal run-bench run-attacks run-calibrate: $(STAMP) deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable
 
 from lib.attacks.audit import AttacksConfig
+from lib.core.calibration import CalibrationConfig, check_space
 from lib.bench.suites import SUITES, BenchConfig, suite
 from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
@@ -26,7 +27,7 @@ from lib.families.masked import EvaluateConfig
 from lib.deletion.service import AUTO, RequestsConfig, requestable
 from lib.families.memorization import ForgetSetConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import BY_CATEGORY, METHODS, check_track, make_config
+from lib.methods import BY_CATEGORY, METHODS, check_track, get, make_config
 from lib.reports.experiments import ExperimentsConfig, check_budget
 from tasks.tracking import MlflowConfig
 
@@ -38,6 +39,7 @@ SECTIONS: dict[str, Any] = {
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
     "benchmarks.neighbours": NeighbourConfig, "requests": RequestsConfig, "attacks": AttacksConfig,
+    "calibration": CalibrationConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}
@@ -84,7 +86,17 @@ def check_params(path: str) -> Params:
         _methods(params, key, CATEGORIES if key == "methods" else ())
     check_budget(params.get("experiments", ExperimentsConfig).budget.methods, params.get("methods"))
     check_requests(params.get("requests", RequestsConfig))
+    check_calibration(params.get("calibration", CalibrationConfig), params.get("methods"))
     return params
+
+
+def check_calibration(cfg: CalibrationConfig, sections: dict[str, Any]) -> None:
+    """Each calibrated method has a masked-track section, and its space names numeric fields of its Config."""
+    for name in cfg.methods:
+        if name not in sections:
+            raise ParamsError(f"calibration.methods contains {name!r}; allowed: methods with a section under methods: "
+                              f"{sorted(sections)}")
+        check_space(get(name).Config, cfg.spaces[name], f"calibration.spaces.{name}")
 
 
 def check_requests(cfg: RequestsConfig) -> None:

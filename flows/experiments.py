@@ -9,68 +9,41 @@ compute the forget subset's statistics with the same per-shard (IG: per-secret) 
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 from prefect import flow, get_run_logger
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import tasks.experiments
-from flows import CORPUS, FINETUNED, MASKED_METRICS, MEMORIZED, RETRAINED, STATS, main
+from flows import MASKED_METRICS, main
 from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
 from lib.core.ig import IGConfig
-from lib.core.io import file_digest, json_digest, tensors_digest, write_json
-from lib.core.metrics import forget_gap
+from lib.core.io import write_json
 from lib.core.params import Natural, NonEmpty, load_params
-from lib.data.records import PipelineConfig, SecretRecord, memorized_records, read_documents
-from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
+from lib.data.records import PipelineConfig
+from lib.families.masked import EvaluateConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import Inputs, Stats, get, make_config
-from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs, forget_split
-from tasks import code_digest, load_model_task, make_token, shared, use_compute
-from tasks.clusters import activations_digest, cluster_stats
-from tasks.edit import masked_inputs
-from tasks.experiments import experiment_task
-from tasks.ig import ig_stats
-from tasks.neurons import activations_shard_task, attribution_shard_task, shard_stats
-from tasks.scoring import model_scores
+from lib.methods import get, make_config
+from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs
+from tasks import use_compute
+from tasks.masked_runs import Context, Settings, make_context, run_spec
 from tasks.tracking import MlflowConfig, log_run_task
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The params sections the stage reads."""
-
-    plan: Plan
-    memorized: MemorizedConfig
-    evaluate: EvaluateConfig
-    attribution: AttributionConfig
-    clustering: ClusterConfig
-    ig: IGConfig
-    mlflow: MlflowConfig
-    model: str
-    sections: dict[str, Any]  # methods.<name> of every method a spec runs
-
-
-def config(params_file: str) -> Settings:
-    """The stage's params, every method section checked against its Config (bad values fail before any work)."""
-    params = load_params(params_file)
-    plan = Plan(params.get("seed", Natural), params.get("pipeline", PipelineConfig),
-                params.get("experiments", ExperimentsConfig))
+def config(params_file: str) -> tuple[Plan, Settings]:
+    """The stage's plan and params, every method section checked against its Config (bad values fail before any
+    work)."""
+    params, plan = load_params(params_file), config_plan(params_file)
     check_budget(plan.experiments.budget.methods, params.get("methods"))
     methods = sorted({s.method for s in experiment_specs(plan)})
     sections = {m: params.get(f"methods.{m}") for m in methods}
     for name in methods:
         for category in plan.pipeline.categories:
             make_config(name, sections[name], category)
-    return Settings(plan, params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
-                    params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
-                    params.get("ig", IGConfig), params.get("mlflow", MlflowConfig),
-                    params.get("finetune.model", NonEmpty), sections)
+    return plan, Settings(tuple(plan.pipeline.categories), plan.experiments.seesaw.seed,
+                          params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
+                          params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
+                          params.get("ig", IGConfig), params.get("mlflow", MlflowConfig),
+                          params.get("finetune.model", NonEmpty), sections)
 
 
 def runs() -> list[str]:
@@ -86,126 +59,6 @@ def config_plan(params_file: str = "params.yaml") -> Plan:
                 params.get("experiments", ExperimentsConfig))
 
 
-@dataclass
-class Context:
-    """What every run shares: the base model, its scores before editing, the retrain reference's."""
-
-    cfg: Settings
-    base: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    digest: str
-    valid_texts: list[str]
-    records: dict[str, list[SecretRecord]]
-    before: dict[str, tuple[float, dict[str, float]]]
-    retrain: dict[str, tuple[float, dict[str, float]]]
-    inputs: dict[tuple[str, tuple[str, ...]], Inputs]
-
-
-def _scores_by_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, digest: str,
-                  records: list[SecretRecord], ctx_cfg: Settings, texts: list[str]) -> tuple[float, dict[str, float]]:
-    """Validation PPL and {record id: score} of one model (cached like the evaluate stage)."""
-    ppl, scores = model_scores(model, tokenizer, digest, records, texts, ctx_cfg.evaluate, ctx_cfg.memorized.max_len)
-    return ppl, dict(zip([r.id for r in records], scores))
-
-
-def make_context(cfg: Settings) -> Context:
-    """Load the fine-tuned and retrained models and score both on every category."""
-    base, tokenizer = load_model_task(str(FINETUNED), "masked")
-    retrained, _ = load_model_task(str(RETRAINED), "masked")
-    digest, r_digest = file_digest(FINETUNED), file_digest(RETRAINED)
-    records = {c: memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", c)
-               for c in cfg.plan.pipeline.categories}
-    texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: cfg.evaluate.max_valid_texts]
-    return Context(cfg, base, tokenizer, digest, texts, records,
-                   {c: _scores_by_id(base, tokenizer, digest, r, cfg, texts) for c, r in records.items()},
-                   {c: _scores_by_id(retrained, tokenizer, r_digest, r, cfg, texts) for c, r in records.items()}, {})
-
-
-def inputs_digest(inputs: Inputs, needs: tuple[str, ...]) -> str:
-    """Content digest of what a method reads (so new IG never invalidates SNKU's runs)."""
-    stats, tensors = inputs.stats, {}
-    for name in ("attribution", "activations", "ig"):
-        if name in needs and getattr(stats, name) is not None:
-            tensors[name] = getattr(stats, name)
-    if "ig" in needs and stats.ig_owner is not None:
-        tensors["ig_owner"] = stats.ig_owner
-    if "clusters" in needs and stats.clusters is not None:
-        tensors["labels"] = torch.as_tensor(np.stack(list(stats.clusters.values())))
-    if "forget" in needs:
-        rows = inputs.forget
-        tensors.update(rows=rows.input_ids, positions=rows.positions, index=rows.record_index)
-    records = [r.to_dict() for r in inputs.records] if "records" in needs else []
-    return json_digest([tensors_digest(tensors), json_digest(records)])
-
-
-def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> Inputs:
-    """A forget subset's inputs, its statistics from the same content-cached shard and per-secret tasks."""
-    cfg, label = ctx.cfg, f"seesaw-{category}"
-    rows = secret_token_rows(ctx.tokenizer, forget, cfg.memorized.max_len)
-    shard = cfg.attribution.shard_size
-    ref = shared(ctx.base, FINETUNED, "masked", ctx.digest)
-    acts, _ = shard_stats("activations", activations_shard_task, ref, rows, shard, label)
-    attr, s_attr = shard_stats("attribution", attribution_shard_task, ref, rows, shard, label)
-    acts_t = torch.cat(acts)
-    labels, s_clu = cluster_stats(acts_t, activations_digest(acts_t), cfg.clustering, label)
-    ig, s_ig = ig_stats(ref, rows, cfg.ig, label)
-    stats = Stats(attribution=torch.stack(attr).sum(0), activations=acts_t,
-                  clusters={layer: labels[layer].numpy() for layer in range(labels.shape[0])}, ig=ig,
-                  ig_owner=rows.record_index, seconds={"attribution": s_attr, "clusters": s_clu, "ig": s_ig})
-    family = MaskedFamily(ctx.tokenizer, cfg.memorized.batch_size, cfg.memorized.max_len)
-    return Inputs(family=family, forget=rows, records=tuple(forget), stats=stats)
-
-
-def inputs_for(ctx: Context, spec: Spec) -> tuple[Inputs, str, list[str]]:
-    """Memoized inputs of a run (seed set per run), the method's inputs digest, the forgotten ids."""
-    records = ctx.records[spec.category]
-    forget = records if spec.forget_fraction is None else forget_split(
-        records, spec.forget_fraction, ctx.cfg.plan.experiments.seesaw.seed)[0]
-    key = (spec.category, tuple(r.id for r in forget))
-    if key not in ctx.inputs:
-        ctx.inputs[key] = (masked_inputs(ctx.tokenizer, forget, STATS, spec.category, ctx.cfg.memorized.max_len,
-                                         ctx.cfg.memorized.batch_size, 0)
-                           if spec.forget_fraction is None else subset_inputs(ctx, spec.category, forget))
-    inputs = ctx.inputs[key]
-    digest = inputs_digest(inputs, get(spec.method).needs)
-    return dataclasses.replace(inputs, seed=spec.seed), digest, list(key[1])
-
-
-def _mean(scores: dict[str, float], ids: list[str]) -> float | None:
-    """Mean score over `ids`, None when there are none."""
-    return sum(scores[i] for i in ids) / len(ids) if ids else None
-
-
-def make_record(ctx: Context, spec: Spec, result: dict[str, Any], forget: list[str], upstream: float) -> dict[str, Any]:
-    """One flat experiments record (the schema lib.reports.masked reads)."""
-    before_ppl, before = ctx.before[spec.category]
-    retrain_ppl, retrain = ctx.retrain[spec.category]
-    kept = [r.id for r in ctx.records[spec.category] if r.id not in set(forget)] if spec.forget_fraction else []
-    privacy, retrain_privacy = _mean(result["scores"], forget), _mean(retrain, forget)
-    return {"experiment": spec.experiment, "method": spec.method, "category": spec.category, "seed": spec.seed,
-            **result["config"], "forget_fraction": spec.forget_fraction,
-            "privacy_metric": PRIVACY_METRIC[spec.category], "valid_ppl": result["valid_ppl"],
-            "valid_ppl_before": before_ppl, "privacy": privacy, "privacy_before": _mean(before, forget),
-            "retrain_privacy": retrain_privacy, "retrain_valid_ppl": retrain_ppl,
-            "forget_gap": forget_gap(PRIVACY_METRIC[spec.category], privacy, retrain_privacy),
-            "time_s": result["selection_seconds"] + result["edit_seconds"] + upstream,
-            "neurons_edited": result["neurons_edited"], "kept_privacy": _mean(result["scores"], kept),
-            "kept_privacy_before": _mean(before, kept),
-            # the retrain reference never saw the kept secrets either (it drops every memorized secret):
-            # its score on them is what a model that never memorized them gives
-            "retrain_kept_privacy": _mean(retrain, kept)}
-
-
-def run_token(ctx: Context, spec: Spec, digest: str) -> str:
-    """Cache key of a run: the content of everything it reads."""
-    cfg = ctx.cfg
-    return make_token(model=ctx.digest, method=spec.method, section=cfg.sections[spec.method],
-                      category=spec.category, seed=spec.seed, overrides=list(spec.overrides), inputs=digest,
-                      evaluate=dataclasses.asdict(cfg.evaluate), texts=json_digest(ctx.valid_texts),
-                      max_len=cfg.memorized.max_len, records=[r.id for r in ctx.records[spec.category]],
-                      code=code_digest(get(spec.method), tasks.experiments))
-
-
 def log_record(cfg: Settings, spec: Spec, record: dict[str, Any]) -> None:
     """One MLflow run per newly computed experiment run (same metric names as evaluate)."""
     metrics = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -217,21 +70,13 @@ def log_record(cfg: Settings, spec: Spec, record: dict[str, Any]) -> None:
                  params={**knobs, "seed": spec.seed, "model": cfg.model}, metrics=metrics)
 
 
-def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
-    """Run (or fetch from cache) one spec: its record, or the reason the method rejected its config."""
-    inputs, digest, forget = inputs_for(ctx, spec)
-    cfg = ctx.cfg
-    state = experiment_task(ctx.base, ctx.tokenizer, spec.method, cfg.sections[spec.method], spec.category, inputs,
-                            dict(spec.overrides), ctx.valid_texts, ctx.records[spec.category], cfg.evaluate,
-                            cfg.memorized.max_len, label=spec.label, cache_token=run_token(ctx, spec, digest),
-                            return_state=True)
-    if state.is_failed():  # e.g. SNKU's filtered clusters hold fewer neurons than a swept K
-        get_run_logger().warning("skipped %s: %s", spec.label, state.message)
-        return str(state.message).removeprefix("Task run encountered an exception ")
-    upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in get(spec.method).needs)
-    record = make_record(ctx, spec, state.result(), forget, upstream)
-    if state.name != "Cached":
-        log_record(cfg, spec, record)
+def run_logged(ctx: Context, spec: Spec) -> dict[str, Any] | str:
+    """One spec's record (an MLflow run when newly computed), or the reason the method rejected its config."""
+    record, fresh = run_spec(ctx, spec)
+    if isinstance(record, str):
+        get_run_logger().warning("skipped %s: %s", spec.label, record)
+    elif fresh:
+        log_record(ctx.cfg, spec, record)
     return record
 
 
@@ -239,10 +84,10 @@ def run_spec(ctx: Context, spec: Spec) -> dict[str, Any] | str:
 def experiments_flow(params_file: str = "params.yaml") -> dict[str, Any]:
     """Run every experiment spec and write metrics/experiments.json."""
     use_compute(params_file)
-    cfg = config(params_file)
+    plan, cfg = config(params_file)
     ctx = make_context(cfg)
-    specs = experiment_specs(cfg.plan)
-    results = [(s, run_spec(ctx, s)) for s in specs]
+    specs = experiment_specs(plan)
+    results = [(s, run_logged(ctx, s)) for s in specs]
     records = [r for _, r in results if isinstance(r, dict)]
     skipped = [{"run": s.label, "reason": r} for s, r in results if isinstance(r, str)]
     write_json(MASKED_METRICS["experiments"], {"records": records, "skipped": skipped})

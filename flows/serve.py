@@ -43,7 +43,7 @@ HEALTH_TIMEOUT_S = 90.0
 TAIL_LINES = 40
 EXPLICIT_KEYS = {"model": "finetune.model", "methods": "pipeline.methods", "categories": "pipeline.categories"}
 TRACKS = {"all": [], "masked": ["report"], "causal": ["causal_report"], "bench": ["bench_report"],
-          "attacks": ["robustness_report"]}  # dvc targets (all: every stage, the attacks included)
+          "attacks": ["robustness_report"], "calibrate": ["calibration_report"]}  # dvc targets (all: every stage)
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"  # `make ui`'s server at its default port
 
 
@@ -79,7 +79,11 @@ def track_metrics(track: str, params: Params) -> dict[str, Any]:
         out["causal"] = {m: read_json(ROOT / "metrics" / "causal" / f"{m}.json")
                          for m in params.get("causal.pipeline", list[str])}
     if track in ("all", "attacks"):
-        out["attacks"] = {p.stem: read_json(p) for p in sorted((ROOT / "metrics" / "attacks" / "causal").glob("*.json"))}
+        out["attacks"] = {f"{family}-{p.stem}": read_json(p) for family in ("causal", "masked")
+                          for p in sorted((ROOT / "metrics" / "attacks" / family).glob("*.json"))}
+    if track in ("all", "calibrate"):
+        out["calibration"] = {m: read_json(ROOT / "metrics" / "calibration" / f"{m}.json")
+                              for m in params.get("calibration.methods", list[str])}
     if track in ("all", "bench"):
         out["bench"] = {f"{r}-{m}": read_json(ROOT / "metrics" / "bench" / r / f"{m}.json")
                         for r in params.get("benchmarks.runs", dict) for m in params.get("benchmarks.pipeline", list[str])}

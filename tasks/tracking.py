@@ -62,6 +62,8 @@ VIEWS: dict[str, tuple[str, str, list[str], list[str]]] = {
                 ["direct.span_ma", "int8.span_ma", "int4.span_ma", "sampling.leak_at_8", "candidates.hit_at_8",
                  "logit_lens.best_top1", "paraphrase.span_ma", "relearn.10.span_ma", "mia.auc_loss",
                  "mia.auc_reference"]),
+    "calibration": ("Methods at equal forgetting (calibration)", "calibrate", ["method", "category"],
+                    ["reached", "valid_ppl", "gap_ratio", "valid_ppl_before", "gap_before", "n_trials"]),
     "requests": ("Deletion requests", "request", ["request", "method", "seq"],
                  ["items", "memorized", "forgotten", "resurfaced", "audited", "utility_before", "utility_after"]),
 }
@@ -113,9 +115,33 @@ def log_run_task(cfg: MlflowConfig, run_name: str, tags: dict[str, str], params:
 
     _ensure_store_dir(cfg.tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id(cfg), run_name=run_name) as run:
-        mlflow.set_tags({**tags, "git_sha": git_sha()})
-        mlflow.log_params({k: str(v)[:500] for k, v in {**params, **compute_params()}.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        _record(tags, params, metrics)
         for name, content in (artifacts or {}).items():
             mlflow.log_dict(content, name)
+        return run.info.run_id
+
+
+def _record(tags: dict[str, str], params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Tags (with the git commit), flat params (with the compute settings) and metrics of the active run."""
+    import mlflow
+
+    mlflow.set_tags({**tags, "git_sha": git_sha()})
+    mlflow.log_params({k: str(v)[:500] for k, v in {**params, **compute_params()}.items()})
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+@task(name="log-mlflow-study", task_run_name="mlflow-study-{tags[method]}-{tags[category]}", retries=2,
+      retry_delay_seconds=2, cache_policy=NO_CACHE)
+def log_study_task(cfg: MlflowConfig, run_name: str, tags: dict[str, str], params: dict[str, Any],
+                   metrics: dict[str, float], children: list[tuple[str, dict[str, Any], dict[str, float]]]) -> str:
+    """Record a search as one run and each of its trials as a child run (tag stage = <stage>_trial, so the
+    stage's saved view lists the searches); returns the parent's MLflow run id."""
+    import mlflow
+
+    _ensure_store_dir(cfg.tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id(cfg), run_name=run_name) as run:
+        _record(tags, params, metrics)
+        for name, child_params, child_metrics in children:
+            with mlflow.start_run(run_name=name, nested=True):
+                _record({**tags, "stage": f"{tags['stage']}_trial"}, child_params, child_metrics)
         return run.info.run_id

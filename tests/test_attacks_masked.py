@@ -64,7 +64,7 @@ def results() -> dict[str, dict[str, Any]]:
     reference = BertForMaskedLM(config).eval()
     probe = MaskedProbe(tokenizer, phone_records(8, 1, False), phone_records(16, 2, True), CFG, 48)
     memorised = train(reference, probe, 1.0, 1e-2, until=1.0)
-    unlearned = train(memorised, probe, -1.0, 1e-2, until=0.0)
+    unlearned = train(memorised, probe, -1.0, 1e-2, until=0.15)
     models = {"memorised": memorised, "unlearned": unlearned, "reference": reference}
     return {name: audit(model, reference, memorised, probe, CFG) for name, model in models.items()}
 
@@ -89,10 +89,11 @@ def test_a_memorised_model_is_caught(results: dict[str, dict[str, Any]]) -> None
 
 def test_forgotten_numbers_come_back_by_relearning_on_the_others(results: dict[str, dict[str, Any]]) -> None:
     forgot, base = results["unlearned"], results["reference"]
-    assert forgot["direct"]["span_ma"] == 0.0 and forgot["candidates"]["hit@1"] == 0.0
-    assert forgot["relearn"]["0"]["nll"] > base["relearn"]["0"]["nll"]  # less likely than for a never-trained model
-    # 30 steps on the other four numbers: the forgotten half comes back far faster than a never-trained model learns it
-    assert forgot["relearn"]["30"]["nll"] < base["relearn"]["30"]["nll"] - 2.0
+    assert forgot["direct"]["span_ma"] <= 0.15 and forgot["candidates"]["hit@1"] == 0.0
+    # 30 steps on the other four numbers bring the forgotten four back: their own digits (span MA), far beyond what
+    # the same steps teach a never-trained model about them
+    assert forgot["relearn"]["30"]["span_ma"] >= base["relearn"]["30"]["span_ma"] + 0.25
+    assert forgot["relearn"]["30"]["nll"] < base["relearn"]["30"]["nll"] - 3.0
 
 
 def test_the_reference_shows_nothing(results: dict[str, dict[str, Any]]) -> None:
@@ -108,4 +109,5 @@ def test_paraphrases_keep_the_secret_and_change_the_template() -> None:
     assert [r.id for r in out] == ["TEL-0000", "TEL-0000", "TEL-0001", "TEL-0001", "TEL-0002", "TEL-0002"]
     assert [(r.prefix, r.suffix) for r in out[:2]] == list(TEL_TEMPLATES[1:3])  # the templates after its own
     assert all(p.secret == r.secret for p, r in zip(out, [x for x in records for _ in range(2)]))
+
 

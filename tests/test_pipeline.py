@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "snku", "random"), ("TEL", "NAME", "RANDOM")  # pipeline_repo.tiny_params
 CAUSAL_METHODS = ("neumuter", "ga", "di", "ig")  # tests/pipeline_repo.tiny_causal
+CALIBRATED = ("snku", "gare")  # tests/pipeline_repo.tiny_params
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
@@ -45,7 +46,7 @@ ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attrib
               *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS),
               *(f"causal_attack@{m}" for m in CAUSAL_METHODS), "causal_attack_reference@original",
               "causal_attack_reference@retrain", *(f"masked_attack@{m}" for m in METHODS), "masked_attack_retrain",
-              "robustness_report"}
+              "robustness_report", *(f"calibrate@{m}" for m in CALIBRATED), "calibration_report"}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -262,7 +263,8 @@ def test_edit_param_reruns_only_its_method(pipeline: Pipeline) -> None:
     old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["by_category"]["TEL"]["sigma"]
     set_param(repo, "methods.snku.by_category.TEL.sigma", old * 2)
     result, ran = pipeline.repro()
-    assert ran == {"edit@snku", "evaluate@snku", "experiments", "report"}
+    assert ran == {"edit@snku", "evaluate@snku", "experiments", "report", "masked_attack@snku", "robustness_report",
+                   "calibrate@snku", "calibration_report"}
     runs = EXPERIMENT_RUN.findall(result.stdout + result.stderr)
     recomputed = {label.split("-")[1] for label, state in runs if state != "Cached"}
     assert runs and recomputed == {"snku"}, f"experiment runs recomputed for {recomputed}"
@@ -663,14 +665,39 @@ def test_every_masked_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
             numbers = row[cat]
             assert numbers["n_forget"] == len(memorized[cat]) and 0.0 <= numbers["direct"]["span_ma"] <= 1.0
             assert {"int8", "int4", "candidates", "logit_lens", "paraphrase", "mia"} <= set(numbers), (name, cat)
-    ftm, retrain = rows["ftm"], rows["retrain"]
-    assert any(ftm[c]["direct"]["span_ma"] > retrain[c]["direct"]["span_ma"] for c in categories)  # memorised
+    # the retrained model is its own membership reference: its reference-model scores are all 0, AUC exactly 0.5
+    assert all(rows["retrain"][c]["mia"]["auc_reference"] == 0.5 for c in categories)
     report = (repo / "reports/robustness.md").read_text()
     for cat in categories:
         table = report.split(f"## Masked LM: {cat}\n")[1].split("### ")[0]
         lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
         assert {*METHODS, "retrain"} <= set(lines), (cat, table)
         assert lines["ftm"].endswith("| before unlearning |") and lines["retrain"].endswith("| reference |")
+
+
+def test_calibrated_points_reports_and_trial_runs(pipeline: Pipeline) -> None:
+    """Each calibrated method has a seeded search per category with memorized secrets: its trials, a point (or the
+    nearest trial), a report table and figure, and in MLflow a run per search with one child run per trial."""
+    repo = pipeline.repo
+    memorized = json.loads((repo / "data/memorized/memorized.json").read_text())
+    report = (repo / "reports/calibration.md").read_text()
+    assert (repo / "reports/calibration.png").read_bytes().startswith(b"\x89PNG")
+    runs = mlflow_runs(repo)
+    for method in CALIBRATED:
+        result = json.loads((repo / f"metrics/calibration/{method}.json").read_text())
+        for cat in (c for c in CATEGORIES if c in result):
+            row = result[cat]
+            assert memorized[cat] and len(row["trials"]) == 3 and row["target"] == 0.1
+            assert all(1 <= t["values"]["k"] <= 20 for t in row["trials"])
+            if row["best"] is not None:
+                assert row["reached"] == (row["best"]["gap_ratio"] <= 0.1)
+            parents = [r for r in runs if r.data.tags.get("stage") == "calibrate"
+                       and (r.data.tags["method"], r.data.tags["category"]) == (method, cat)]
+            assert parents, (method, cat)
+            children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+            assert len(children) == 3 and all(r.data.tags["stage"] == "calibrate_trial" for r in children)
+            assert f"## {cat}" in report
+        assert any(c in result for c in CATEGORIES), method
 
 
 # --- benchmark track ----------------------------------------------------------------------------

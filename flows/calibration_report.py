@@ -1,0 +1,39 @@
+"""DVC stage `calibration_report`: reports/calibration.md and reports/calibration.png from the calibrate stages'
+metrics (lib.reports.calibration)."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows import METRICS, REPORTS, main
+from lib.core.calibration import CalibrationConfig
+from lib.core.io import atomic_path, read_json, write_text
+from lib.core.params import load_params
+from lib.data.records import PipelineConfig
+from lib.reports.calibration import figure, report
+
+FIGURE = REPORTS / "calibration.png"
+
+
+def config(params_file: str) -> dict[str, Any]:
+    """The calibrated methods and the categories."""
+    params = load_params(params_file)
+    return {"methods": params.get("calibration", CalibrationConfig).methods,
+            "categories": params.get("pipeline", PipelineConfig).categories}
+
+
+@flow(name="calibration-report")
+def report_flow(params_file: str = "params.yaml") -> str:
+    """Write reports/calibration.md and its figure."""
+    cfg = config(params_file)
+    results = {m: read_json(METRICS / "calibration" / f"{m}.json") for m in cfg["methods"]}
+    with atomic_path(FIGURE, suffix=".png") as tmp:
+        tmp.write_bytes(figure(results, cfg["categories"]))
+    text = report(results, cfg["categories"], FIGURE.name)
+    write_text(REPORTS / "calibration.md", text)
+    return text
+
+
+if __name__ == "__main__":
+    main(report_flow, check=config)

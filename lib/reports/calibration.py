@@ -1,0 +1,74 @@
+"""reports/calibration.md and its figure: each method at its calibrated point (the least validation perplexity
+that reaches the common forget target) and the privacy-utility frontier of every trial (pure: metrics in, text
+and PNG out)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from lib.reports.masked import PRIVACY_LABEL, _panels, _png, method_label, ordered_methods
+
+
+def _values(values: Mapping[str, Any]) -> str:
+    """The calibrated strength, short: k=123, sigma=0.12."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def table(results: Mapping[str, Mapping[str, Any]], category: str) -> str:
+    """One category: a row per method with its calibrated point, or the nearest trial when not reached."""
+    head = ["Method", "Reached", "Strength at the point", "Valid PPL (before → at point)", "Gap ratio",
+            "Trials (refused)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in ordered_methods(m for m in results if category in results[m]):
+        row = results[method][category]
+        best, trials = row["best"], row["trials"]
+        refused = sum(t["refused"] is not None for t in trials)
+        if best is None:
+            cells = [method_label(method), "no", "every trial refused", "-", "-", f"{len(trials)} ({refused})"]
+        else:
+            cells = [method_label(method), "yes" if row["reached"] else "no (nearest)", _values(best["values"]),
+                     f"{row['valid_ppl_before']:.2f} → {best['valid_ppl']:.2f}", f"{best['gap_ratio']:.3f}",
+                     f"{len(trials)} ({refused})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str]) -> bytes:
+    """Gap ratio against validation PPL of every trial, a frontier line per method, the target as a line."""
+    cats = [c for c in categories if any(c in r for r in results.values())]
+    fig, axes = _panels(len(cats), "Methods at equal forgetting: every calibration trial, and each frontier")
+    for ax, cat in zip(axes, cats):
+        target = None
+        for i, method in enumerate(ordered_methods(m for m in results if cat in results[m])):
+            row = results[method][cat]
+            scored = [t for t in row["trials"] if t["gap_ratio"] is not None]
+            by_number = {t["number"]: t for t in scored}
+            front = [by_number[n] for n in row["frontier"]]
+            ax.scatter([t["gap_ratio"] for t in scored], [t["valid_ppl"] for t in scored], s=14, alpha=0.5,
+                       color=f"C{i}")
+            ax.plot([t["gap_ratio"] for t in front], [t["valid_ppl"] for t in front], marker="o", color=f"C{i}",
+                    label=method_label(method))
+            target = row["target"]
+        if target is not None:
+            ax.axvline(target, color="k", linestyle="--", linewidth=1, label="target")
+        ax.set(title=f"{cat} ({PRIVACY_LABEL[cat][1]})", xlabel="forget gap / fine-tuned model's gap",
+               ylabel="Validation PPL (log)", yscale="log")  # a destroyed model's PPL is many decades up
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], figure_link: str) -> str:
+    """The Markdown report: how the points were found, then a table per category."""
+    any_row = next((r[c] for r in results.values() for c in categories if c in r), None)
+    target = any_row["target"] if any_row else None
+    parts = ["# Methods at equal forgetting (masked track)\n",
+             f"Each method's strength was searched (Optuna TPE, seeded; the space per method in params "
+             f"`calibration.spaces`) for the lowest validation perplexity whose forget gap (the privacy score's "
+             f"distance to the retrained model's) is at most {target} of the fine-tuned model's gap. Gap ratio: "
+             "that fraction at the point (0 = the retrained model's score). Not reached: no trial got there within "
+             "the budget; the row shows the trial nearest the target. Refused: values the method rejects (e.g. a K "
+             f"above the neurons SNKU's clusters hold).\n\n![frontier]({figure_link})\n"]
+    for category in categories:
+        if any(category in r for r in results.values()):
+            parts.append(f"## {category}\n\n{table(results, category)}")
+    return "\n".join(parts)
