@@ -142,6 +142,7 @@ def log_study_task(cfg: MlflowConfig, run_name: str, tags: dict[str, str], param
     with mlflow.start_run(experiment_id=experiment_id(cfg), run_name=run_name) as run:
         _record(tags, params, metrics)
         for name, child_params, child_metrics in children:
-            with mlflow.start_run(run_name=name, nested=True):
+            # the parent's experiment named: a nested run would otherwise go to the default experiment
+            with mlflow.start_run(experiment_id=run.info.experiment_id, run_name=name, nested=True):
                 _record({**tags, "stage": f"{tags['stage']}_trial"}, child_params, child_metrics)
         return run.info.run_id

@@ -38,8 +38,8 @@ def tiny_params(base: dict[str, Any]) -> dict[str, Any]:
                                  noise={"category": "TEL", "k": 4, "alpha": 0.99, "sigmas": [0.05, 0.2]},
                                  decay={"category": "TEL", "k": 4, "sigma": 0.05, "alphas": [0.9, 0.99]},
                                  scoring=["hyb", "sum"])
-    params["calibration"].update(n_trials=3, methods=["snku", "gare"],
-                                 spaces={"snku": {"k": {"low": 1, "high": 10}}, "gare": {"k": {"low": 1, "high": 20}}})
+    # one calibrated method (DEPN: no training per trial, and no other test's param change reruns it)
+    params["calibration"].update(n_trials=3, methods=["depn"], spaces={"depn": {"k": {"low": 1, "high": 10}}})
     return tiny_bench(tiny_causal(params))
 
 

@@ -116,6 +116,8 @@ BAD = [
     ("benchmarks.neighbours.ratio", 0.0, "benchmarks.neighbours.ratio", POS_FRACTION),
     ("benchmarks.methods.npo.learning_rate", -5e-4, "benchmarks.methods.npo.learning_rate", POS),
     ("benchmarks.methods.ga.batch_size", 0, "benchmarks.methods.ga.batch_size", INT),  # ga: overridden, not shared
+    ("calibration.n_trials", 0, "calibration.n_trials", INT),
+    ("calibration.target", 0, "calibration.target", POS_FRACTION),
 ]
 
 # Fields that stay a bare int / float, and why a negative value is legitimate there.
@@ -124,6 +126,9 @@ BARE = {
         "MA must exceed the held-out threshold by this; < 0 admits candidates below it (tests/pipeline_repo.py: -1)",
     ("lib.methods.simnpo.Config", "margin"): "SimNPO's reward margin δ shifts the length-normalised reward, any sign",
     ("lib.methods.neumuter.Config", "init_log_alpha"): "a gate's initial log-odds: < 0 starts the gates mostly closed",
+    ("lib.core.calibration.Range", "low"): "a search bound of a method's field: any value that field allows "
+                                          "(SimNPO's margin may be negative); the method's Config checks each trial",
+    ("lib.core.calibration.Range", "high"): "the other bound, as low",
     ("lib.families.memorized.MemorizedConfig", "thresholds"):
         "a fixed score threshold; one below every score (-1) marks every secret memorized (tests/pipeline_repo.py)",
 }

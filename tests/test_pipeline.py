@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "snku", "random"), ("TEL", "NAME", "RANDOM")  # pipeline_repo.tiny_params
 CAUSAL_METHODS = ("neumuter", "ga", "di", "ig")  # tests/pipeline_repo.tiny_causal
-CALIBRATED = ("snku", "gare")  # tests/pipeline_repo.tiny_params
+CALIBRATED = ("depn",)  # tests/pipeline_repo.tiny_params
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
@@ -263,8 +263,7 @@ def test_edit_param_reruns_only_its_method(pipeline: Pipeline) -> None:
     old = yaml.safe_load((repo / "params.yaml").read_text())["methods"]["snku"]["by_category"]["TEL"]["sigma"]
     set_param(repo, "methods.snku.by_category.TEL.sigma", old * 2)
     result, ran = pipeline.repro()
-    assert ran == {"edit@snku", "evaluate@snku", "experiments", "report", "masked_attack@snku", "robustness_report",
-                   "calibrate@snku", "calibration_report"}
+    assert ran == {"edit@snku", "evaluate@snku", "experiments", "report", "masked_attack@snku", "robustness_report"}
     runs = EXPERIMENT_RUN.findall(result.stdout + result.stderr)
     recomputed = {label.split("-")[1] for label, state in runs if state != "Cached"}
     assert runs and recomputed == {"snku"}, f"experiment runs recomputed for {recomputed}"
@@ -688,7 +687,7 @@ def test_calibrated_points_reports_and_trial_runs(pipeline: Pipeline) -> None:
         for cat in (c for c in CATEGORIES if c in result):
             row = result[cat]
             assert memorized[cat] and len(row["trials"]) == 3 and row["target"] == 0.1
-            assert all(1 <= t["values"]["k"] <= 20 for t in row["trials"])
+            assert all(1 <= t["values"]["k"] <= 10 for t in row["trials"])
             if row["best"] is not None:
                 assert row["reached"] == (row["best"]["gap_ratio"] <= 0.1)
             parents = [r for r in runs if r.data.tags.get("stage") == "calibrate"
