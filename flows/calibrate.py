@@ -13,21 +13,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import METRICS, main
-from lib.core.attribution import AttributionConfig
 from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search
-from lib.core.clustering import ClusterConfig
-from lib.core.ig import IGConfig
 from lib.core.io import write_json
 from lib.core.metrics import forget_gap
-from lib.core.params import Natural, NonEmpty, load_params
+from lib.core.params import Natural, load_params
 from lib.data.records import PipelineConfig
-from lib.families.masked import PRIVACY_METRIC, EvaluateConfig
-from lib.families.memorized import MemorizedConfig
+from lib.families.masked import PRIVACY_METRIC
 from lib.methods import get, make_config
 from lib.reports.experiments import Spec
 from tasks import use_compute
 from tasks.masked_runs import Context, Settings, make_context, run_spec
-from tasks.tracking import MlflowConfig, log_study_task
+from tasks.tracking import log_study_task
 
 CALIBRATION = METRICS / "calibration"
 
@@ -48,11 +44,7 @@ def config(method: str, params_file: str) -> tuple[CalibrationConfig, int, Setti
     categories = tuple(params.get("pipeline", PipelineConfig).categories)
     for category in categories:
         make_config(method, section, category)
-    return cal, params.get("seed", Natural), Settings(
-        categories, 0, params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
-        params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
-        params.get("ig", IGConfig), params.get("mlflow", MlflowConfig), params.get("finetune.model", NonEmpty),
-        {method: section})
+    return cal, params.get("seed", Natural), Settings.read(params, categories, {method: section})
 
 
 def mean(scores: dict[str, float]) -> float:
@@ -65,9 +57,9 @@ def study(ctx: Context, method: str, category: str, cal: CalibrationConfig, seed
     at the retrained model's score (nothing to forget)."""
     metric, (ppl_before, before), (ppl_retrain, retrain) = (PRIVACY_METRIC[category], ctx.before[category],
                                                              ctx.retrain[category])
-    if not before or forget_gap(metric, mean(before), mean(retrain)) <= 0:
+    gap_before = forget_gap(metric, mean(before), mean(retrain)) if before else 0.0
+    if gap_before <= 0:
         return None
-    gap_before = forget_gap(metric, mean(before), mean(retrain))
 
     def evaluate(values: dict[str, Any]) -> tuple[float, float]:
         """One cached edit: (validation PPL, gap ratio); ValueError when the method refuses the values."""

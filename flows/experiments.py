@@ -14,19 +14,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import MASKED_METRICS, main
-from lib.core.attribution import AttributionConfig
-from lib.core.clustering import ClusterConfig
-from lib.core.ig import IGConfig
 from lib.core.io import write_json
-from lib.core.params import Natural, NonEmpty, load_params
+from lib.core.params import Natural, load_params
 from lib.data.records import PipelineConfig
-from lib.families.masked import EvaluateConfig
-from lib.families.memorized import MemorizedConfig
 from lib.methods import get, make_config
 from lib.reports.experiments import ExperimentsConfig, Plan, Spec, check_budget, experiment_specs
 from tasks import use_compute
 from tasks.masked_runs import Context, Settings, make_context, run_spec
-from tasks.tracking import MlflowConfig, log_run_task
+from tasks.tracking import log_run_task
 
 
 def config(params_file: str) -> tuple[Plan, Settings]:
@@ -39,11 +34,7 @@ def config(params_file: str) -> tuple[Plan, Settings]:
     for name in methods:
         for category in plan.pipeline.categories:
             make_config(name, sections[name], category)
-    return plan, Settings(tuple(plan.pipeline.categories), plan.experiments.seesaw.seed,
-                          params.get("memorized", MemorizedConfig), params.get("evaluate", EvaluateConfig),
-                          params.get("attribution", AttributionConfig), params.get("clustering", ClusterConfig),
-                          params.get("ig", IGConfig), params.get("mlflow", MlflowConfig),
-                          params.get("finetune.model", NonEmpty), sections)
+    return plan, Settings.read(params, plan.pipeline.categories, sections, plan.experiments.seesaw.seed)
 
 
 def runs() -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from lib.core.clustering import ClusterConfig
 from lib.core.ig import IGConfig
 from lib.core.io import file_digest, json_digest, tensors_digest
 from lib.core.metrics import forget_gap
+from lib.core.params import NonEmpty, Params
 from lib.data.records import SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
 from lib.families.memorized import MemorizedConfig
@@ -48,6 +49,16 @@ class Settings:
     mlflow: MlflowConfig
     model: str
     sections: dict[str, Any]  # methods.<name> of every method a run edits with
+
+    @classmethod
+    def read(cls, params: Params, categories: Sequence[str], sections: dict[str, Any],
+             seesaw_seed: int = 0) -> "Settings":
+        """The sections every run reads, from params; the caller's categories, method sections and (seesaw runs
+        only) the forget / keep split's seed."""
+        return cls(tuple(categories), seesaw_seed, params.get("memorized", MemorizedConfig),
+                   params.get("evaluate", EvaluateConfig), params.get("attribution", AttributionConfig),
+                   params.get("clustering", ClusterConfig), params.get("ig", IGConfig),
+                   params.get("mlflow", MlflowConfig), params.get("finetune.model", NonEmpty), sections)
 
 
 @dataclass
