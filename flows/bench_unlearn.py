@@ -16,10 +16,12 @@ from lib.bench.suites import BenchConfig, run_suite, suite
 from lib.core.io import read_json, read_jsonl, write_json
 from lib.core.params import Natural, NonEmpty, load_params
 from lib.families.causal import CausalFamily, of
-from lib.methods import Inputs, check_track, get, make_config
+from lib.core.statistics import NeuronsConfig
+from lib.methods import STATISTICS, Inputs, Stats, check_track, get, make_config
 from tasks import compute_record, load_model_task, use_compute
 from tasks.bench import eval_sets, suite_config
 from tasks.tracking import MlflowConfig, log_run_task
+from tasks.statistics import causal_statistics
 from tasks.unlearn import unlearn_task
 
 # what a method's report adds to the metrics file (per-sample lists and neuron ids stay out: they are large)
@@ -34,25 +36,29 @@ def runs(run: str, method: str) -> list[str]:
 
 def config(run: str, method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `benchmarks`, the run's suite, the method's Config (bad values fail before any work)."""
-    check_track(method, "benchmarks.pipeline", "causal", statistics=False)  # an unknown name lists the registered methods
+    check_track(method, "benchmarks.pipeline", "causal", statistics=True)  # an unknown name lists the registered methods
     run_suite(run)
     params = load_params(params_file)
     section = params.get(f"benchmarks.methods.{method}")
     return {"bench": params.get("benchmarks", BenchConfig), "suite": suite_config(params, run),
             "seed": params.get("seed", Natural), "mlflow": params.get("mlflow", MlflowConfig),
             "model": params.get("causal.model", NonEmpty), "section": section,
+            "neurons": params.get("benchmarks.neurons", NeuronsConfig),
             "method": make_config(method, section, where=f"benchmarks.methods.{method}"),
-            "params_hash": params.fingerprint("seed", f"benchmarks.methods.{method}", "benchmarks.batch_size",
+            "params_hash": params.fingerprint("seed", f"benchmarks.methods.{method}", "benchmarks.batch_size", "benchmarks.neurons",
                                               f"benchmarks.{run_suite(run)[0]}", "causal.model")}
 
 
-def bench_inputs(tokenizer: Any, run: str, cfg: dict[str, Any]) -> Inputs:
-    """D_f, D_r, NeuMuter's neighbours and the stop threshold of a run, as the methods' inputs."""
+def bench_inputs(model: Any, tokenizer: Any, run: str, cfg: dict[str, Any], needs: tuple[str, ...]) -> Inputs:
+    """D_f, D_r, NeuMuter's neighbours, the stop threshold and (for a neuron method) D_f's statistics of a run."""
     max_len = cfg["suite"].max_len
     near = [tokenizer(r["text"], add_special_tokens=False)["input_ids"][:max_len]
             for r in read_jsonl(bench_prepared(run) / "neighbours.jsonl")]
-    return Inputs(family=CausalFamily(tokenizer, cfg["bench"].batch_size),
-                  forget=encode_pairs_file(tokenizer, BENCH_SETS / run / "forget.jsonl", max_len), neighbours=of(near),
+    family = CausalFamily(tokenizer, cfg["bench"].batch_size)
+    forget = encode_pairs_file(tokenizer, BENCH_SETS / run / "forget.jsonl", max_len)
+    stats = causal_statistics(model, bench_finetuned(run_suite(run)[0]), family, forget, cfg["neurons"], run) \
+        if set(STATISTICS) & set(needs) else Stats()
+    return Inputs(family=family, forget=forget, neighbours=of(near), stats=stats,
                   retain=encode_pairs_file(tokenizer, BENCH_SETS / run / "retain.jsonl", max_len),
                   stop=read_json(bench_prepared(run) / "thresholds.json")["ma"], seed=cfg["seed"])
 
@@ -65,7 +71,8 @@ def unlearn_flow(run: str, method: str, params_file: str = "params.yaml") -> dic
     name = run_suite(run)[0]
     model, tokenizer = load_model_task(str(bench_finetuned(name)), "causal")
     torch.manual_seed(cfg["seed"])
-    outcome = unlearn_task(method, run, model, bench_inputs(tokenizer, run, cfg), cfg["method"])
+    inputs = bench_inputs(model, tokenizer, run, cfg, tuple(get(method).needs))
+    outcome = unlearn_task(method, run, model, inputs, cfg["method"], k_max=cfg["neurons"].k_max)
     report, scored = outcome.report, suite(name)
     scores = scored.with_reference(scored.evaluate(model, tokenizer, eval_sets(BENCH_SETS, run), cfg["suite"],
                                                    cfg["bench"].batch_size),

@@ -11,8 +11,10 @@ from lib.core.io import read_json, read_jsonl, write_json
 from lib.core.params import Count, Natural, load_params
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, Sequences, encode_all, of
-from lib.methods import Inputs, check_track, get, make_config
+from lib.core.statistics import NeuronsConfig
+from lib.methods import STATISTICS, Inputs, Stats, check_track, get, make_config
 from tasks import load_model_task, save_model_task, use_compute
+from tasks.statistics import causal_statistics
 from tasks.unlearn import unlearn_task
 
 
@@ -23,12 +25,13 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, the method's Config built (a bad value fails before any work)."""
-    check_track(method, "causal.pipeline", "causal", statistics=False)  # an unknown name lists the registered methods
+    check_track(method, "causal.pipeline", "causal", statistics=True)  # an unknown name lists the registered methods
     params = load_params(params_file)
     section = params.get(f"causal.methods.{method}")
     return {"seed": params.get("seed", Natural), "max_len": params.get("causal.data.max_len", Count),
             "batch_size": params.get("causal.memorized.batch_size", Count),
             "retain_samples": params.get("causal.retain_samples", Count), "section": section,
+            "neurons": params.get("causal.neurons", NeuronsConfig),
             "method": make_config(method, section, where=f"causal.methods.{method}")}
 
 
@@ -39,14 +42,17 @@ def retain_sequences(tokenizer: Any, max_len: int, n: int) -> Sequences:
     return encode_all(tokenizer, [(r["text"], None) for r in rows[:n]], max_len)
 
 
-def causal_inputs(tokenizer: Any, cfg: dict[str, Any]) -> Inputs:
-    """D_f, its neighbours, D_r and the Eq. 17 MA threshold as the methods' inputs."""
-    forget = forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
+def causal_inputs(model: Any, tokenizer: Any, cfg: dict[str, Any], needs: tuple[str, ...]) -> Inputs:
+    """D_f, its neighbours, D_r, the Eq. 17 MA threshold and (for a neuron method) D_f's statistics."""
+    candidates = forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
     near = [tokenizer(r["text"], add_special_tokens=False)["input_ids"][: cfg["max_len"]]
             for r in read_jsonl(NEIGHBOURS / "neighbours.jsonl")]
-    return Inputs(family=CausalFamily(tokenizer, cfg["batch_size"]),
-                  forget=encode_all(tokenizer, [(c.text, c.secret) for c in forget], cfg["max_len"]),
-                  neighbours=of(near), retain=retain_sequences(tokenizer, cfg["max_len"], cfg["retain_samples"]),
+    family = CausalFamily(tokenizer, cfg["batch_size"])
+    forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], cfg["max_len"])
+    stats = causal_statistics(model, CAUSAL_FINETUNED, family, forget, cfg["neurons"], "D_f") \
+        if set(STATISTICS) & set(needs) else Stats()
+    return Inputs(family=family, forget=forget, neighbours=of(near), stats=stats,
+                  retain=retain_sequences(tokenizer, cfg["max_len"], cfg["retain_samples"]),
                   stop=read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]["ma"], seed=cfg["seed"])
 
 
@@ -57,7 +63,8 @@ def unlearn_flow(method: str, params_file: str = "params.yaml") -> dict:
     cfg = config(method, params_file)
     model, tokenizer = load_model_task(str(CAUSAL_FINETUNED), "causal")
     torch.manual_seed(cfg["seed"])
-    outcome = unlearn_task(method, "D_f", model, causal_inputs(tokenizer, cfg), cfg["method"])
+    inputs = causal_inputs(model, tokenizer, cfg, tuple(get(method).needs))
+    outcome = unlearn_task(method, "D_f", model, inputs, cfg["method"], k_max=cfg["neurons"].k_max)
     seconds = outcome.seconds
     save_model_task(model, tokenizer, UNLEARNED / method)
     report = outcome.report

@@ -17,6 +17,7 @@ from lib.core.clustering import ClusterConfig
 from lib.core.finetune import FinetuneConfig, TrainConfig
 from lib.core.ig import IGConfig
 from lib.core.models import ComputeConfig
+from lib.core.statistics import NeuronsConfig
 from lib.core.params import Count, Natural, NonEmpty, Params, ParamsError, load_params
 from lib.data.corpus import CorpusConfig
 from lib.data.emails import EmailsConfig
@@ -24,6 +25,7 @@ from lib.data.neighbours import NeighbourConfig
 from lib.data.records import CATEGORIES, PipelineConfig
 from lib.families.extraction import CausalEvaluateConfig
 from lib.families.masked import EvaluateConfig
+from lib.families.masked_retain import RetainConfig
 from lib.deletion.service import AUTO, RequestsConfig, requestable
 from lib.families.memorization import ForgetSetConfig
 from lib.families.memorized import MemorizedConfig
@@ -38,8 +40,9 @@ SECTIONS: dict[str, Any] = {
     "causal.model": NonEmpty, "causal.data": EmailsConfig, "causal.finetune": TrainConfig,
     "causal.memorized": ForgetSetConfig, "causal.neighbours": NeighbourConfig, "causal.evaluate": CausalEvaluateConfig,
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
-    "benchmarks.neighbours": NeighbourConfig, "requests": RequestsConfig, "attacks": AttacksConfig,
-    "calibration": CalibrationConfig,
+    "benchmarks.neighbours": NeighbourConfig, "causal.neurons": NeuronsConfig, "benchmarks.neurons": NeuronsConfig,
+    "requests": RequestsConfig, "attacks": AttacksConfig,
+    "calibration": CalibrationConfig, "retain": RetainConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}
@@ -67,7 +70,7 @@ def _methods(params: Params, key: str, categories: tuple[str, ...]) -> None:
         if name not in sections:
             raise ParamsError(f"{pipeline_key} contains {name!r}; allowed: methods with a section under {key}: "
                               f"{sorted(sections)}")
-        check_track(name, pipeline_key, family, statistics=family == "masked")
+        check_track(name, pipeline_key, family, statistics=True)
 
 
 def check_params(path: str) -> Params:

@@ -29,7 +29,7 @@ def ig_flow(params_file: str = "params.yaml") -> None:
     for cat in pipeline.categories:
         records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
         rows = secret_token_rows(tokenizer, records, max_len)
-        scores, seconds = ig_stats(ref, rows, cfg, cat)
+        scores, seconds = ig_stats(ref, rows, rows.record_index, cfg, cat)
         save_tensors(STATS["ig"] / f"{cat}.safetensors", {"ig": scores, "record_index": rows.record_index},
                      meta={"seconds": f"{seconds:.6f}"})
         get_run_logger().info("ig %s: %d rows, %.1f s of compute", cat, len(rows), seconds)

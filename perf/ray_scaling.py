@@ -70,7 +70,7 @@ def phone_rows(tokenizer: PreTrainedTokenizerBase, sentences: int, digits: int) 
 @flow(name="ray-scaling")
 def ig_run(ref: tasks.ModelRef, rows: MaskedRows, cfg: IGConfig) -> torch.Tensor:
     """The ig stage's work for one category: one cached task per record, run by the flow's task runner."""
-    return ig_stats(ref, rows, cfg, "perf")[0]
+    return ig_stats(ref, rows, rows.record_index, cfg, "perf")[0]
 
 
 def run_side(compute: ComputeConfig, ref: tasks.ModelRef, rows: MaskedRows, cfg: IGConfig) -> tuple[float, torch.Tensor]:

@@ -10,6 +10,7 @@ from lib.core.io import load_tensors, saved_seconds
 from lib.data.records import SecretRecord
 from lib.families.masked import MaskedFamily, MaskedRows, secret_token_rows
 from lib.methods import Inputs, Stats
+from lib.methods.apneap import counterparts
 
 TIMED = ("attribution", "clusters", "ig")  # statistics whose compute time counts as a method's selection time
 
@@ -27,9 +28,23 @@ def load_stats(stats_dirs: dict[str, Path], category: str, rows: MaskedRows) -> 
                  ig_owner=ig["record_index"], seconds={name: saved_seconds(files[name]) for name in TIMED})
 
 
+def counterpart_rows(tokenizer: Any, records: list[SecretRecord], forget: MaskedRows, seed: int,
+                     max_len: int) -> MaskedRows:
+    """NeuMuter's neighbours on a masked LM: each forget row's record desensitized (APNEAP's same-length
+    placeholder), masked at the same token, so K = 1 neighbour per row, aligned with it position by position."""
+    rows = secret_token_rows(tokenizer, counterparts(tokenizer, records, seed, max_len), max_len)
+    if not (torch.equal(rows.positions, forget.positions) and torch.equal(rows.record_index, forget.record_index)):
+        raise ValueError("the counterparts' rows do not align with the forget rows; allowed: rows of the same records")
+    return rows
+
+
 def masked_inputs(tokenizer: Any, records: list[SecretRecord], stats_dirs: dict[str, Path], category: str,
-                  max_len: int, batch_size: int, seed: int) -> Inputs:
-    """A masked-LM track method's inputs: one category's memorized secrets as masked rows, and their statistics."""
+                  max_len: int, batch_size: int, seed: int, needs: tuple[str, ...] = (),
+                  retain: MaskedRows | None = None) -> Inputs:
+    """A masked-LM track method's inputs: one category's memorized secrets as masked rows, their statistics, and
+    (when the method `needs` them) the retain rows given and the secrets' counterparts as neighbours."""
     rows = secret_token_rows(tokenizer, records, max_len)
+    near = counterpart_rows(tokenizer, records, rows, seed, max_len) if "neighbours" in needs else None
     return Inputs(family=MaskedFamily(tokenizer, batch_size, max_len), forget=rows, records=tuple(records),
-                  stats=load_stats(stats_dirs, category, rows), seed=seed)
+                  stats=load_stats(stats_dirs, category, rows), seed=seed, neighbours=near,
+                  retain=retain if "retain" in needs else None)

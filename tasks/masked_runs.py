@@ -26,12 +26,10 @@ from lib.families.memorized import MemorizedConfig
 from lib.methods import Inputs, Stats, get
 from lib.reports.experiments import Spec, forget_split
 from tasks import code_digest, load_model_task, make_token, shared
-from tasks.clusters import activations_digest, cluster_stats
 from tasks.edit import masked_inputs
 from tasks.experiments import experiment_task
-from tasks.ig import ig_stats
-from tasks.neurons import activations_shard_task, attribution_shard_task, shard_stats
 from tasks.scoring import model_scores
+from tasks.statistics import forget_statistics
 from tasks.tracking import MlflowConfig
 
 
@@ -117,16 +115,9 @@ def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> In
     """A forget subset's inputs, its statistics from the same content-cached shard and per-secret tasks."""
     cfg, label = ctx.cfg, f"seesaw-{category}"
     rows = secret_token_rows(ctx.tokenizer, forget, cfg.memorized.max_len)
-    shard = cfg.attribution.shard_size
     ref = shared(ctx.base, FINETUNED, "masked", ctx.digest)
-    acts, _ = shard_stats("activations", activations_shard_task, ref, rows, shard, label)
-    attr, s_attr = shard_stats("attribution", attribution_shard_task, ref, rows, shard, label)
-    acts_t = torch.cat(acts)
-    labels, s_clu = cluster_stats(acts_t, activations_digest(acts_t), cfg.clustering, label)
-    ig, s_ig = ig_stats(ref, rows, cfg.ig, label)
-    stats = Stats(attribution=torch.stack(attr).sum(0), activations=acts_t,
-                  clusters={layer: labels[layer].numpy() for layer in range(labels.shape[0])}, ig=ig,
-                  ig_owner=rows.record_index, seconds={"attribution": s_attr, "clusters": s_clu, "ig": s_ig})
+    stats = forget_statistics(ref, rows, rows.record_index, rows, rows.record_index, cfg.clustering, cfg.ig,
+                              cfg.attribution.shard_size, label)
     family = MaskedFamily(ctx.tokenizer, cfg.memorized.batch_size, cfg.memorized.max_len)
     return Inputs(family=family, forget=rows, records=tuple(forget), stats=stats)
 

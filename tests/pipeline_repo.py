@@ -77,11 +77,12 @@ def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
     m["ga"].update(max_steps=4, learning_rate=1.0e-2)
     m["sga"].update(max_steps=4, learning_rate=1.0e-2)
     m["ta"].update(finetune_steps=3, finetune_lr=1.0e-2, tau_max=5.0)
-    m["di"].update(max_steps=4, learning_rate=1.0e-2)
+    m["snku"].update(k=4, top_m=3)  # K doubles 4, 8, ... 74 (every neuron) until the stop rule holds
     m["ig"].update(steps=2, n_start=4, n_max=64, max_targets=4)  # pinned: the tiny IG rows were sized with 4 targets
     m["npo"].update(max_steps=4, learning_rate=1.0e-2)
     causal["retain_samples"] = 8
-    causal["pipeline"] = ["neumuter", "ga", "di", "ig"]  # SIMU and SP run in tiny_bench
+    causal["neurons"].update(ig_max_targets=1, ig={"steps": 2})
+    causal["pipeline"] = ["neumuter", "ga", "snku", "ig"]  # SIMU and SP run in tiny_bench; SNKU: the statistics
     return params
 
 

@@ -102,14 +102,18 @@ def test_pipeline_method_of_the_wrong_family(tmp_path: Path) -> None:
     assert "causal.pipeline contains 'apneap'" in msg and "masked" in msg
 
 
-def test_pipeline_method_needing_masked_track_statistics(tmp_path: Path) -> None:
-    """SNKU runs on causal LMs, but no causal-track stage computes its attribution and clusters yet."""
+def test_neuron_methods_on_the_causal_tracks(tmp_path: Path) -> None:
+    """The neuron methods that read statistics (SNKU, DEPN) are valid causal and benchmark pipeline items; the
+    statistics' section is checked like any other, its bad values named by key."""
     def mutate(p):
-        p["causal"]["methods"]["snku"] = {}
-        p["causal"]["pipeline"] = ["neumuter", "snku"]
+        p["causal"]["pipeline"] = ["snku", "depn", "gare", "random"]
+        p["benchmarks"]["pipeline"] = ["snku", "depn"]
 
-    msg = causal_error(tmp_path, mutate)
-    assert "causal.pipeline contains 'snku'" in msg and "attribution" in msg
+    check_params(str(write(tmp_path, mutate)))
+    msg = causal_error(tmp_path, lambda p: p["causal"]["neurons"].update(targets="secret"))
+    assert "targets" in msg and "span" in msg
+    msg = causal_error(tmp_path, lambda p: p["benchmarks"]["neurons"].update(k_max=0))
+    assert "benchmarks.neurons.k_max" in msg
 
 
 def test_by_category_outside_the_masked_track(tmp_path: Path) -> None:

@@ -157,3 +157,29 @@ def test_iter_chunks_trims_labels(tok):
     chunks = list(iter_chunks(batch, batch_size=2))
     assert chunks[1].labels.shape == chunks[1].input_ids.shape == (1, 3)
     assert chunks[0].labels.shape[1] == batch.labels.shape[1]
+
+
+def test_retain_rows_are_the_texts_mlm_targets(tok: PreTrainedTokenizerBase) -> None:
+    """The masked track's D_r: secret-free texts only; one row per masked token, whose input is its text with all
+    of that text's masks, [MASK] at the row's position, the original token as gold; seeded."""
+    from lib.families.masked_retain import RetainConfig, retain_rows, secret_free
+
+    texts = ["the gas price rose by four cents today", "call me at 5 5 5 8 6 7 5 3 0 9 please",
+             "we sold the contract to a new client on friday", "send the revised term sheet by thursday"]
+    kept = secret_free(texts, ["5 5 5 8 6 7 5 3 0 9", "John Smithson"])
+    assert kept == [texts[0], texts[2], texts[3]]
+    cfg = RetainConfig(texts=2, mask_prob=0.5, seed=3)
+    rows = retain_rows(tok, kept, cfg, max_len=32)
+    batch = random_mask_rows(tok, kept[:2], 0.5, 3, 32)
+    assert len(rows) == int((batch.labels != IGNORE_INDEX).sum()) > 2
+    assert set(rows.record_index.tolist()) == {0, 1}  # cfg.texts = 2: the third text is not used
+    for i in range(len(rows)):
+        text, pos = int(rows.record_index[i]), int(rows.positions[i])
+        assert int(rows.input_ids[i, pos]) == tok.mask_token_id
+        assert torch.equal(rows.input_ids[i], batch.input_ids[text])
+        assert int(rows.gold_ids[i]) == int(batch.labels[text, pos]) != IGNORE_INDEX
+    assert rows.token_index.tolist() == [j for t in (0, 1) for j in range(int((rows.record_index == t).sum()))]
+    again = retain_rows(tok, kept, cfg, max_len=32)
+    assert torch.equal(again.input_ids, rows.input_ids) and torch.equal(again.gold_ids, rows.gold_ids)
+    with pytest.raises(ValueError, match="no secret-free training text"):
+        retain_rows(tok, [], cfg, max_len=32)

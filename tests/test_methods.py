@@ -24,6 +24,7 @@ from lib.families.masked import MaskedFamily, secret_token_rows
 from lib.methods import FAMILIES, KINDS, METHODS, Inputs, Report, Stats, get, make_config
 from lib.methods import random as random_neurons
 from lib.methods import snku, unlearn
+from tasks.edit import counterpart_rows
 from tests.tiny_models import D_FF, HIDDEN, N_LAYERS, save_tiny_bert_checkpoint, tiny_bert_mlm, tiny_gpt2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -238,16 +239,14 @@ def test_needs_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
 
 
 def test_unlearn_refuses_a_family_the_method_does_not_declare() -> None:
-    masked_only = [name for name in METHODS if get(name).families == ("masked",)]
-    causal_only = [name for name in METHODS if get(name).families == ("causal",)]
-    assert "apneap" in masked_only and "neumuter" in causal_only
+    """APNEAP alone is masked-only (its counterparts are records with the secret swapped); every other method runs
+    on both families."""
+    one_family = {name: get(name).families for name in METHODS if len(get(name).families) == 1}
+    assert one_family == {"apneap": ("masked",)}
     model = tiny_gpt2(0)
     before = _snapshot(model)
     with pytest.raises(ValueError, match="method apneap runs on masked LMs, not causal LMs"):
         unlearn("apneap", model, Inputs(family=CausalFamily(STAND_IN), forget=None), get("apneap").Config())
-    bert = tiny_bert_mlm(0)
-    with pytest.raises(ValueError, match="method neumuter runs on causal LMs, not masked LMs"):
-        unlearn("neumuter", bert, Inputs(family=MaskedFamily(STAND_IN), forget=None), get("neumuter").Config())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -262,7 +261,7 @@ RETAIN = [
     SecretRecord("TEL-0002", "TEL", "call me on ", "9 0 3 1 5 5 2 8 7 4", " today .", 3, False),
     SecretRecord("NAME-0002", "NAME", "a note for ", "robert jones", " from the desk .", 3, False),
 ]
-BUILDABLE = {"forget", "retain", "records", "attribution", "activations", "clusters", "ig"}
+BUILDABLE = {"forget", "retain", "neighbours", "records", "attribution", "activations", "clusters", "ig"}
 # a few neurons / steps each, so every method runs in about a second on the tiny model
 SMALL: dict[str, dict] = {
     "ftm": {}, "random": {"k": 3}, "gare": {"k": 3, "epochs": 1, "batch_size": 8, "learning_rate": 1e-2},
@@ -278,6 +277,7 @@ SMALL: dict[str, dict] = {
     "rmu": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
     "di": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
     "sp": {"ffn_fraction": 0.1, "max_tokens": 1000, "batch_size": 4, "max_steps": 2},
+    "neumuter": {"lambda_kl": 0.1, "eta_l0": 0.0, "learning_rate": 1.0, "batch_size": 4, "passes": 2},
 }
 MASKED_METHODS = [name for name in METHODS if "masked" in get(name).families and set(get(name).needs) <= BUILDABLE]
 
@@ -305,6 +305,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
                   clusters=cluster_all_layers(activations, ClusterConfig()),
                   ig=integrated_gradients(model, adapter, forget, IGConfig(steps=2)), ig_owner=forget.record_index)
     inputs = Inputs(family=MaskedFamily(tokenizer, batch_size=8, max_len=32), forget=forget, retain=retain,
+                    neighbours=counterpart_rows(tokenizer, FORGET, forget, seed=0, max_len=32),
                     records=tuple(FORGET), stats=stats, seed=1)
     return Setup(model, inputs)
 
@@ -368,29 +369,83 @@ def test_method_contract_on_a_masked_lm(setup: Setup, name: str) -> None:
     assert all(torch.equal(v, before[k]) for k, v in replay.state_dict().items())
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("di", {"max_steps": 10, "batch_size": 8, "learning_rate": 1e-2}),
-    ("gare", {"k": 30, "epochs": 10, "batch_size": 8, "learning_rate": 0.1, "warmup_fraction": 0.0}),
-])
-def test_causal_born_methods_raise_the_masked_forget_loss(setup: Setup, name: str, overrides: dict) -> None:
-    """DI (distilled at each secret token's [MASK]) and GARE (ascent at the [MASK]) raise the forget NLL of a tiny
-    BERT that memorised the secrets."""
+# strong settings for the tiny BERT: each method visibly unlearns the secrets it memorised in its FFNs
+STRONG: dict[str, dict] = {
+    "apneap": {"k": 40, "per_text_threshold": 0.0, "alpha": 50.0},
+    "depn": {"k": 40, "per_text_threshold": 0.0},
+    "di": {"max_steps": 10, "batch_size": 8, "learning_rate": 0.01},
+    "fo_graddiff": {"max_epochs": 5, "batch_size": 8, "learning_rate": 0.01},
+    "ga": {"max_steps": 3, "batch_size": 8, "learning_rate": 0.001},
+    "gare": {"k": 20, "learning_rate": 0.1, "epochs": 10, "batch_size": 8, "warmup_fraction": 0.0},
+    "ig": {"steps": 2, "n_start": 40, "n_max": 40},
+    "npo": {"max_steps": 10, "batch_size": 8, "learning_rate": 0.01},
+    "random": {"k": 40, "decay_mode": "pow", "alpha": 0.5, "sigma": 0.0},
+    "rmu": {"max_steps": 10, "batch_size": 8, "learning_rate": 0.01, "alpha": 1.0},
+    "sga": {"max_steps": 3, "learning_rate": 0.001},
+    "simnpo": {"max_steps": 10, "batch_size": 8, "learning_rate": 0.01},
+    "simu": {"max_epochs": 5, "batch_size": 8, "steps": 2, "learning_rate": 0.01, "threshold": 0.1},
+    "snku": {"k": 8, "top_m": 20, "min_avg_frac": 0.0, "decay_mode": "pow", "alpha": 0.5, "sigma": 0.0},
+    "so_graddiff": {"max_epochs": 5, "batch_size": 8, "learning_rate": 0.01},
+    "sp": {"ffn_fraction": 0.2, "max_tokens": 1000, "batch_size": 4, "max_steps": 3},
+    "ta": {"finetune_steps": 5, "batch_size": 8, "finetune_lr": 0.01},
+    "neumuter": {"lambda_kl": 0.1, "eta_l0": 0.0, "learning_rate": 1.0, "batch_size": 4, "passes": 30},
+}
+NLL_RISE, MA_DROP = 0.5, 0.15  # nats per secret token / share of secret tokens predicted at their [MASK]
+
+
+def forget_state(model: BertForMaskedLM, inputs: Inputs) -> tuple[float, float]:
+    """(mean NLL per secret token at its [MASK], share of secret tokens that are the top prediction)."""
+    index = list(range(len(inputs.forget)))
+    with torch.no_grad():
+        nll = float(inputs.family.nll_sum(model, inputs.forget, index)) / len(index)
+        return nll, float(inputs.family.memorization(model, inputs.forget).mean())
+
+
+@pytest.fixture(scope="module")
+def memorised(setup: Setup) -> Setup:
+    """The tiny BERT after its FFNs alone memorised the secrets (head norm gain x30, as tiny_models.memorise_ffn
+    does for causal LMs: the memory must live in neurons for neuron methods to find), with its statistics."""
     model = copy.deepcopy(setup.model)
-    family, forget = setup.inputs.family, setup.inputs.forget
-    index = list(range(len(forget)))
-    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):  # memorise the secrets first: DI moves mass off a gold token the model predicts
+    inputs = setup.inputs
+    with torch.no_grad():
+        dict(model.named_parameters())["cls.predictions.transform.LayerNorm.weight"].mul_(30.0)
+    adapter = FFNAdapter.for_model(model)
+    ffn = [p for n, p in model.named_parameters()
+           if any(n.startswith(f"{prefix}.") for layer in range(adapter.n_layers)
+                  for prefix in (f"bert.encoder.layer.{layer}.intermediate", f"bert.encoder.layer.{layer}.output.dense"))]
+    optim = torch.optim.Adam(ffn, lr=3e-2)
+    index = list(range(len(inputs.forget)))
+    for _ in range(200):
         optim.zero_grad()
-        (family.nll_sum(model, forget, index) / len(index)).backward()
+        (inputs.family.nll_sum(model, inputs.forget, index) / len(index)).backward()
         optim.step()
-    optim.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        before = float(family.nll_sum(model, forget, index)) / len(index)
-    assert before < 1.0  # memorised
-    unlearn(name, model, setup.inputs, make_config(name, overrides=overrides))
-    with torch.no_grad():
-        after = float(family.nll_sum(model, forget, index)) / len(index)
-    assert after > before + 0.5, (before, after)  # nats per secret token
+    model.zero_grad(set_to_none=True)
+    args = (inputs.forget.input_ids, inputs.forget.attention_mask, inputs.forget.positions)
+    activations = ffn_activations(model, adapter, *args)
+    stats = Stats(attribution=grad_x_act(model, adapter, *args, inputs.forget.gold_ids), activations=activations,
+                  clusters=cluster_all_layers(activations, ClusterConfig()),
+                  ig=integrated_gradients(model, adapter, inputs.forget, IGConfig(steps=2)),
+                  ig_owner=inputs.forget.record_index)
+    return Setup(model, dataclasses.replace(inputs, stats=stats))
+
+
+def test_every_masked_method_has_strong_settings() -> None:
+    """A newly registered masked method must join the unlearning test below with its own settings."""
+    assert set(MASKED_METHODS) - {"ftm"} <= set(STRONG), sorted(set(MASKED_METHODS) - {"ftm"} - set(STRONG))
+
+
+@pytest.mark.parametrize("name", sorted(set(MASKED_METHODS) - {"ftm"}))
+def test_every_method_unlearns_the_secrets_of_a_masked_lm(memorised: Setup, name: str) -> None:
+    """Every masked method, the causal-born ones included (GA, SGA, TA, DI, IG, SIMU, SP, FO/SO-GradDiff, NPO,
+    SimNPO, RMU), raises the secrets' NLL at their [MASK] or lowers the share predicted, on a tiny BERT that
+    memorised them in its FFNs."""
+    nll_before, ma_before = forget_state(memorised.model, memorised.inputs)
+    assert ma_before >= 0.6 and nll_before < 3.0  # memorised (74 neurons hold most of the 15 secret tokens)
+    model = copy.deepcopy(memorised.model)
+    unlearn(name, model, memorised.inputs, make_config(name, overrides=STRONG[name]))
+    nll_after, ma_after = forget_state(model, memorised.inputs)
+    assert nll_after > nll_before + NLL_RISE or ma_after < ma_before - MA_DROP, (nll_before, nll_after, ma_before,
+                                                                                  ma_after)
 
 
 def test_selective_pruning_reads_a_masked_lm_at_the_masks(setup: Setup) -> None:

@@ -32,7 +32,7 @@ from tests.pipeline_repo import make_repo, run, set_param
 pytestmark = pytest.mark.integration
 
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "snku", "random"), ("TEL", "NAME", "RANDOM")  # pipeline_repo.tiny_params
-CAUSAL_METHODS = ("neumuter", "ga", "di", "ig")  # tests/pipeline_repo.tiny_causal
+CAUSAL_METHODS = ("neumuter", "ga", "snku", "ig")  # tests/pipeline_repo.tiny_causal
 CALIBRATED = ("depn",)  # tests/pipeline_repo.tiny_params
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
@@ -615,12 +615,13 @@ def test_causal_track_reports_every_method(pipeline: Pipeline) -> None:
             assert all(math.isfinite(model[k]) for k in CAUSAL_SCALARS), model
             assert len(model["mia_distances"]) == 3
         assert 0.0 <= result["changed_frac"] <= 1.0 and result["time_s"] > 0
-        label = {"neumuter": "NeuMuter", "ga": "GA", "sga": "SGA", "ta": "TA", "di": "DI", "ig": "IG", "npo": "NPO"}[name]
+        label = {"neumuter": "NeuMuter", "ga": "GA", "snku": "SNKU", "ig": "IG"}[name]
         assert f"| {label} |" in report
 
 
 def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -> None:
-    """Retraining without D_f lowers its MA; every method changed some weights; IG and NeuMuter only FFN columns."""
+    """Retraining without D_f lowers its MA; every method changed some weights; IG and NeuMuter only FFN columns;
+    SNKU (on the statistics of D_f's secret tokens) grew its K from 4 by doubling under the stop rule."""
     repo = pipeline.repo
     results = {m: json.loads((repo / f"metrics/causal/{m}.json").read_text()) for m in CAUSAL_METHODS}
     models = results["ga"]["models"]
@@ -628,6 +629,10 @@ def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -
     assert all(r["changed_frac"] > 0 for r in results.values())
     assert results["ig"]["changed_frac"] < 0.05 and results["neumuter"]["changed_frac"] < 0.05
     assert results["ga"]["changed_frac"] > results["ig"]["changed_frac"]
+    snku = json.loads((repo / "data/causal/unlearned/snku/report.json").read_text())
+    tried = snku["details"]["history"]["neurons"]
+    assert tried[0] == 4 and tried == [min(4 * 2 ** i, 74) for i in range(len(tried))] and snku["strength"] == tried[-1]
+    assert snku["reached"] or tried[-1] == 74  # stops at the first K that meets the rule, else at every neuron
 
 
 def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:

@@ -11,7 +11,7 @@ A run is one scored forget set: `tofu_forget01` / `_05` / `_10` (TOFU's forget s
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -53,7 +53,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """The `benchmarks` section; `tofu`, `lume`, `neighbours` and `methods` are validated by their own schemas."""
+    """The `benchmarks` section; `tofu`, `lume`, `neighbours`, `neurons` and `methods` are validated by their own
+    schemas."""
 
     data_root: NonEmpty | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
     suites: tuple[str, ...]  # suites whose model is fine-tuned
@@ -64,6 +65,7 @@ class BenchConfig:
     lume: dict[str, Any]
     neighbours: dict[str, Any]
     methods: dict[str, Any]
+    neurons: dict[str, Any] = field(default_factory=dict)  # lib.core.statistics.NeuronsConfig (its defaults)
 
     def __post_init__(self) -> None:
         """Known suites and runs, each run's suite fine-tuned; a positive batch size."""

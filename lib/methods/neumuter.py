@@ -3,20 +3,23 @@
 Localization (section 3.1): the model is frozen; only log α of a HardConcreteMask (lib.methods.hard_concrete)
 on every FFN neuron of `layers` trains, with Adam, minimising Eq. 13 per step:
   w · NLL_f + λ · KL(original ‖ masked on the neighbours) + η · R(M)
-- NLL_f: forget NLL summed over tokens, divided by the number of forget sequences in the batch. w = −1
+Both families (lib.methods.Family): a causal LM's scored tokens are every next token of a sequence, a masked
+LM's the secret token at each row's [MASK]; the neighbours are the family's (causal: MLM-rewritten forget
+texts; masked: the same records with the secret swapped for a same-length placeholder, APNEAP's counterparts).
+- NLL_f: forget NLL summed over scored tokens, divided by the number of forget samples in the batch. w = −1
   (forget_loss="ascent", the paper's −L_f) or, as the public code, −1 while the batch's mean per-token
   NLL <= `ceiling` and +5 above it ("ceiling"; holds the NLL near the ceiling instead of letting it grow).
-- KL: token-level KL(P_original ‖ P_masked) summed over tokens as Eq. 9, divided by the number of
-  neighbour sequences in the batch (so with K neighbours per sample it weighs 1/K of Eq. 13's dataset sum).
+- KL: token-level KL(P_original ‖ P_masked) summed over scored tokens as Eq. 9, divided by the number of
+  neighbour samples in the batch (so with K neighbours per sample it weighs 1/K of Eq. 13's dataset sum).
 - R: Eq. 12 as written (it penalises closing gates; see lib.methods.hard_concrete). A gate clamped at 0
   gets no data gradient, only R's, and Adam's normalised step then reopens it at the full learning rate
   whatever η > 0 is: on tiny models (few neurons, large R gradient each) this stalls unlearning.
 `passes` is the paper's E counted in passes over the forget set: one pass = every forget batch once; one
-step = one batch of `batch_size` forget samples plus their K neighbours each, in ONE padded forward. The
-original model's neighbour log-probs are computed once before training (no second model copy), stored per
-batch at the neighbours' own padded width (so memory grows as N·K·T·V: for a 50k vocabulary that can exceed a
-model copy). Gates are sampled once per step (deterministic if not sample_gates); log α and the log-softmax
-are kept in at least float32.
+step = one batch of `batch_size` forget samples plus their K neighbours each (a forward each, under one
+gate draw). The original model's log-probs at the neighbours' scored tokens are computed once before training
+(no second model copy), so memory grows as N·K·T·V: for a 50k vocabulary that can exceed a model copy. Gates
+are sampled once per step (deterministic if not sample_gates); log α and the log-softmax are kept in at least
+float32.
 
 Selection (end of 3.1): "energy" (paper) sorts the deterministic mask values ascending and accumulates |m|
 while the sum stays <= energy_fraction of the total; the last value reached is ε and neurons with m <= ε
@@ -40,14 +43,14 @@ from torch.nn import functional as F
 
 from lib.core.adapter import FFNAdapter
 from lib.core.attribution import frozen_parameters
-from lib.families.causal import Sequences, batches, logits_of, pad, sequence_nll
+from lib.families.causal import batches
 from lib.core.params import Count, Natural, NonNegative, OpenFraction, Positive, PositiveFraction, check_ranges
-from lib.methods import Inputs, Report
+from lib.methods import Family, Inputs, Report
 from lib.methods.hard_concrete import GAMMA, WIDTH, HardConcreteMask, gated
 from lib.methods.training import forgotten
 
 label = "NeuMuter"  # the name every report prints
-families = ("causal",)  # neighbours and the KL are next-token distributions over whole sequences
+families = ("masked", "causal")  # the KL is over the family's scored tokens: next tokens, or [MASK]s
 needs = ("forget", "neighbours")
 kind = "neurons"
 FORGET_LOSSES = ("ascent", "ceiling")
@@ -93,12 +96,11 @@ class Config:
 
 @dataclass(frozen=True)
 class _Batch:
-    """One training step's rows: forget samples first, then their neighbours, right-padded together."""
+    """One training step's samples: forget indices, their neighbours' indices, the neighbours' original log-probs."""
 
-    ids: Tensor  # (B + B·K, W)
-    mask: Tensor  # (B + B·K, W)
-    n_forget: int
-    reference: Tensor  # (B·K, W_n − 1, V): the original model's neighbour log-probs at their own width
+    forget: list[int]  # (B,) indices into inputs.forget
+    neighbours: list[int]  # (B·K,) indices into inputs.neighbours, K per forget sample in order
+    reference: Tensor  # (n, V): the original model's log-probs at the neighbours' scored tokens
 
 
 def neighbours_per_sample(inputs: Inputs) -> int:
@@ -132,25 +134,27 @@ def log_probs(logits: Tensor) -> Tensor:
     return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
 
 
-def neighbour_kl(logits: Tensor, reference: Tensor, valid: Tensor) -> Tensor:
-    """Per-row KL(original ‖ current) summed over valid tokens: logits, reference (R, T, V) -> (R,)."""
-    log_q = log_probs(logits)
-    kl = F.kl_div(log_q, reference, reduction="none", log_target=True).sum(-1)  # (R, T)
-    return (kl * valid).sum(1)
+def neighbour_kl(logits: Tensor, reference: Tensor) -> Tensor:
+    """KL(original ‖ current) summed over scored tokens: logits, reference (n, V) -> scalar."""
+    return F.kl_div(log_probs(logits), reference, reduction="sum", log_target=True)
 
 
 def _make_batches(model: nn.Module, inputs: Inputs, k: int, batch_size: int) -> list[_Batch]:
-    """Pad each step's forget + neighbour rows once and compute the neighbours' original log-probs."""
+    """Each step's forget and neighbour indices, and the neighbours' original log-probs (computed once)."""
     out = []
-    neighbours: Sequences = inputs.neighbours  # type: ignore[assignment]  # checked by neighbours_per_sample
     for index in batches(len(inputs.forget), batch_size):
-        rows_n = [neighbours.ids[j * k + i] for j in index for i in range(k)]
+        near = [j * k + i for j in index for i in range(k)]
         with torch.no_grad():  # the unmasked model is the original: no second copy needed
-            reference = log_probs(logits_of(model, *pad(rows_n, inputs.family.pad_id)))
-        ids, mask = pad([inputs.forget.ids[j] for j in index] + rows_n, inputs.family.pad_id)
-        device = reference.device
-        out.append(_Batch(ids.to(device), mask.to(device), len(index), reference))
+            reference = log_probs(inputs.family.scored_logits(model, inputs.neighbours, near)[0])
+        out.append(_Batch(index, near, reference))
     return out
+
+
+def mean_nll(model: nn.Module, family: Family, samples: Any) -> float:
+    """Mean NLL per scored token of `samples`, no gradient."""
+    with torch.no_grad():
+        total = sum(float(family.nll_sum(model, samples, index)) for index in batches(len(samples), family.batch_size))
+    return total / family.count(samples, list(range(len(samples))))
 
 
 @contextmanager
@@ -165,23 +169,21 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _step(model: nn.Module, adapter: FFNAdapter, mask: HardConcreteMask, batch: _Batch, cfg: Config,
+def _step(model: nn.Module, adapter: FFNAdapter, mask: HardConcreteMask, inputs: Inputs, batch: _Batch, cfg: Config,
           generator: torch.Generator, optimizer: torch.optim.Optimizer) -> tuple[float, float]:
-    """One Eq. 13 step on a batch; returns (mean per-token forget NLL, KL per neighbour sequence)."""
+    """One Eq. 13 step on a batch; returns (mean per-token forget NLL, KL per neighbour sample)."""
+    family = inputs.family
     gates = mask.sample(generator) if cfg.sample_gates else mask.deterministic()
-    with gated(adapter, mask.layers, gates):
-        logits = logits_of(model, batch.ids, batch.mask)  # (B + B·K, W − 1, V)
-    f, width = batch.n_forget, batch.reference.shape[1]
-    nll = F.nll_loss(log_probs(logits[:f]).transpose(1, 2), batch.ids[:f, 1:], reduction="none")
-    valid = batch.mask[:f, 1:].bool()
-    nll_sum = (nll * valid).sum()
-    mean_nll = float(nll_sum.detach() / valid.sum())
-    kl = neighbour_kl(logits[f:, :width], batch.reference, batch.mask[f:, 1:width + 1].bool()).mean()
-    loss = forget_weight(mean_nll, cfg) * nll_sum / f + cfg.lambda_kl * kl + cfg.eta_l0 * mask.l0()
+    with gated(adapter, mask.layers, gates):  # one gate draw for the forget and the neighbour forward
+        nll_sum = family.nll_sum(model, inputs.forget, batch.forget)
+        kl = neighbour_kl(family.scored_logits(model, inputs.neighbours, batch.neighbours)[0], batch.reference)
+    mean = float(nll_sum.detach()) / family.count(inputs.forget, batch.forget)
+    kl = kl / len(batch.neighbours)
+    loss = forget_weight(mean, cfg) * nll_sum / len(batch.forget) + cfg.lambda_kl * kl + cfg.eta_l0 * mask.l0()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return mean_nll, float(kl.detach())
+    return mean, float(kl.detach())
 
 
 def train_mask(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Config,
@@ -198,7 +200,7 @@ def train_mask(model: nn.Module, adapter: FFNAdapter, inputs: Inputs, cfg: Confi
     with _frozen(model):
         plan = _make_batches(model, inputs, k, cfg.batch_size)
         for done in range(1, cfg.passes + 1):
-            stats = [_step(model, adapter, mask, b, cfg, generator, optimizer) for b in plan]
+            stats = [_step(model, adapter, mask, inputs, b, cfg, generator, optimizer) for b in plan]
             history.append({"pass": done, "steps": done * len(plan), "l0": float(mask.l0().detach()),
                             "forget_nll": sum(s[0] for s in stats) / len(stats),
                             "kl": sum(s[1] for s in stats) / len(stats)})
@@ -277,7 +279,7 @@ def run(model: nn.Module, inputs: Inputs, cfg: Config) -> Report:
     details = {
         "forget_loss": cfg.forget_loss, "selection": cfg.selection, "layers": list(mask.layers),
         "selected_per_layer": [int(n) for n in selected.sum(1)], "epsilon": _finite(threshold(values, cfg)),
-        "forget_nll": float(sequence_nll(model, inputs.forget, inputs.family.pad_id, inputs.family.batch_size).mean()),
+        "forget_nll": mean_nll(model, inputs.family, inputs.forget),
         "last_pass_forget_nll": history[-1]["forget_nll"], "last_pass_kl": history[-1]["kl"],
         "history": [h for h in history if "reached" in h],  # one entry per stop check
         "ma": [float(m) for m in inputs.family.memorization(model, inputs.forget)],
