@@ -15,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-masked run-causal run-bench run-attacks run-calibrate test deps readme check ui mlflow-ui perf gpu-check clean-cache
+.PHONY: install run run-masked run-causal run-bench run-attacks run-calibrate run-all-methods test deps readme check ui mlflow-ui perf gpu-check clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -53,6 +53,11 @@ run-calibrate: REPORT := reports/calibration.md
 run-masked run-causal run-bench run-attacks run-calibrate: $(STAMP) deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
+
+# every method on every track (presets/all_methods.yaml) in a sibling git worktree sharing the DVC cache: only the
+# stages this project has not run go; the reports land in reports/all_methods/ (tools/all_methods.py)
+run-all-methods: $(STAMP) deps
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.all_methods
 
 # two xdist workers, one module at a time each (tests/test_pipeline.py's tests share one tiny repo); tests/conftest.py
 # puts the longest modules first

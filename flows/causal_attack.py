@@ -20,6 +20,7 @@ from lib.core.params import Count, Natural, load_params
 from lib.data.paraphrase import paraphrased_texts
 from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, encode_all
+from lib.methods import get
 from tasks import load_model_task, use_compute
 from tasks.attacks import attack_task
 from tasks.tracking import MlflowConfig, log_run_task
@@ -28,13 +29,14 @@ ATTACKS = METRICS / "attacks" / "causal"
 REFERENCES = {"original": CAUSAL_FINETUNED, "retrain": CAUSAL_RETRAINED}  # the rows beside the methods
 
 
-def model_path(name: str, params_file: str) -> Path:
-    """Where the model `name` is: a method of causal.pipeline (its unlearned model) or a reference row."""
-    methods = load_params(params_file).get("causal.pipeline", list[str])
+def model_path(name: str) -> Path:
+    """Where the model `name` is: a registered method's unlearned model, or a reference row.
+
+    Not causal.pipeline's check: a stage param that only validates would rerun every attack when a method is
+    added; a method the pipeline did not run has no unlearned model, which `config` reports."""
     if name in REFERENCES:
         return REFERENCES[name]
-    if name not in methods:
-        raise ValueError(f"model {name!r} is not attacked; allowed: {', '.join([*methods, *REFERENCES])}")
+    get(name)  # an unknown name lists the registered methods
     return UNLEARNED / name
 
 
@@ -42,7 +44,7 @@ def config(name: str, params_file: str) -> dict[str, Any]:
     """The stage's params and inputs checked before any work: the `attacks` section, the model's folder, the
     retrained reference (membership and every "recovered" number are read against it)."""
     params = load_params(params_file)
-    path = model_path(name, params_file)
+    path = model_path(name)
     for folder in (path, CAUSAL_FINETUNED, CAUSAL_RETRAINED):
         if not (folder / "model.safetensors").is_file():
             raise MissingInput(f"{folder}/model.safetensors not found; allowed: run the causal track first "

@@ -17,6 +17,7 @@ from lib.attacks.masked import MaskedProbe
 from lib.core.io import MissingInput, write_json
 from lib.core.params import Count, Natural, load_params
 from lib.data.records import PipelineConfig, memorized_records, read_secrets
+from lib.methods import get
 from tasks import load_model_task, use_compute
 from tasks.attacks import attack_task
 from tasks.tracking import MlflowConfig, log_run_task
@@ -34,8 +35,8 @@ def config(name: str, params_file: str) -> dict[str, Any]:
     """The stage's params and inputs checked before any work: `attacks`, the categories, every model folder."""
     params = load_params(params_file)
     pipeline = params.get("pipeline", PipelineConfig)
-    if name != REFERENCE and name not in pipeline.methods:
-        raise ValueError(f"model {name!r} is not attacked; allowed: {', '.join([*pipeline.methods, REFERENCE])}")
+    if name != REFERENCE:
+        get(name)  # an unknown name lists the registered methods; one the pipeline did not run has no model below
     for folder in {model_path(name, c) for c in pipeline.categories} | {FINETUNED, RETRAINED}:
         if not (folder / "model.safetensors").is_file():
             raise MissingInput(f"{folder}/model.safetensors not found; allowed: run the masked track first "
