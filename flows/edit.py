@@ -6,15 +6,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import CORPUS, EDITED, FINETUNED, MEMORIZED, STATS, main
-from lib.core.io import atomic_dir, read_jsonl, write_json
+from lib.core.io import atomic_dir, write_json
 from lib.core.models import save_model
 from lib.core.params import Count, Natural, load_params
-from lib.data.records import PipelineConfig, memorized_records, read_documents
-from lib.families.masked import MaskedRows
-from lib.families.masked_retain import RetainConfig, retain_rows, secret_free
+from lib.data.records import PipelineConfig, memorized_records
+from lib.families.masked_retain import RetainConfig
 from lib.methods import check_track, get, make_config
 from tasks import load_model_task, use_compute
-from tasks.edit import masked_inputs
+from tasks.edit import masked_inputs, masked_retain
 from tasks.unlearn import unlearn_task
 
 
@@ -35,13 +34,6 @@ def config(method: str, params_file: str) -> dict[str, Any]:
             "retain": params.get("retain", RetainConfig)}
 
 
-def retain_set(tokenizer: Any, cfg: dict[str, Any]) -> MaskedRows:
-    """D_r: the first training texts that hold no secret (planted or control), masked at random."""
-    secrets = [r["secret"] for r in read_jsonl(CORPUS / "secrets.jsonl")]
-    texts = secret_free([d.text for d in read_documents(CORPUS / "train.jsonl")], secrets)
-    return retain_rows(tokenizer, texts, cfg["retain"], cfg["max_len"])
-
-
 @flow(name="edit")
 def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Edit a fresh copy of the fine-tuned model per category and save each as a checkpoint."""
@@ -54,7 +46,7 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
             model, tokenizer = load_model_task(str(FINETUNED), "masked")
             records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
             needs = tuple(get(method).needs)
-            retain = retain_set(tokenizer, cfg) if "retain" in needs else None
+            retain = masked_retain(tokenizer, CORPUS, cfg["retain"], cfg["max_len"]) if "retain" in needs else None
             inputs = masked_inputs(tokenizer, records, STATS, cat, cfg["max_len"], cfg["batch_size"], cfg["seed"],
                                    needs, retain)
             outcome = unlearn_task(method, cat, model, inputs, method_cfg)

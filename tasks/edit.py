@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
-from lib.core.io import load_tensors, saved_seconds
-from lib.data.records import SecretRecord
+from lib.core.io import load_tensors, read_jsonl, saved_seconds
+from lib.data.records import SecretRecord, read_documents
 from lib.families.masked import MaskedFamily, MaskedRows, secret_token_rows
+from lib.families.masked_retain import RetainConfig, retain_rows, secret_free
 from lib.methods import Inputs, Stats
 from lib.methods.apneap import counterparts
 
@@ -36,6 +37,13 @@ def counterpart_rows(tokenizer: Any, records: list[SecretRecord], forget: Masked
     if not (torch.equal(rows.positions, forget.positions) and torch.equal(rows.record_index, forget.record_index)):
         raise ValueError("the counterparts' rows do not align with the forget rows; allowed: rows of the same records")
     return rows
+
+
+def masked_retain(tokenizer: Any, corpus: Path, cfg: RetainConfig, max_len: int) -> MaskedRows:
+    """D_r of the masked track: the first training texts that hold no secret (planted or control), masked at random."""
+    secrets = [r["secret"] for r in read_jsonl(corpus / "secrets.jsonl")]
+    texts = secret_free([d.text for d in read_documents(corpus / "train.jsonl")], secrets)
+    return retain_rows(tokenizer, texts, cfg, max_len)
 
 
 def masked_inputs(tokenizer: Any, records: list[SecretRecord], stats_dirs: dict[str, Path], category: str,

@@ -21,12 +21,13 @@ from lib.core.io import file_digest, json_digest, tensors_digest
 from lib.core.metrics import forget_gap
 from lib.core.params import NonEmpty, Params
 from lib.data.records import SecretRecord, memorized_records, read_documents
-from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, secret_token_rows
+from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, MaskedRows, secret_token_rows
+from lib.families.masked_retain import RetainConfig
 from lib.families.memorized import MemorizedConfig
 from lib.methods import Inputs, Stats, get
 from lib.reports.experiments import Spec, forget_split
 from tasks import code_digest, load_model_task, make_token, shared
-from tasks.edit import masked_inputs
+from tasks.edit import counterpart_rows, masked_inputs, masked_retain
 from tasks.experiments import experiment_task
 from tasks.scoring import model_scores
 from tasks.statistics import forget_statistics
@@ -45,6 +46,7 @@ class Settings:
     clustering: ClusterConfig
     ig: IGConfig
     mlflow: MlflowConfig
+    retain: RetainConfig
     model: str
     sections: dict[str, Any]  # methods.<name> of every method a run edits with
 
@@ -56,12 +58,13 @@ class Settings:
         return cls(tuple(categories), seesaw_seed, params.get("memorized", MemorizedConfig),
                    params.get("evaluate", EvaluateConfig), params.get("attribution", AttributionConfig),
                    params.get("clustering", ClusterConfig), params.get("ig", IGConfig),
-                   params.get("mlflow", MlflowConfig), params.get("finetune.model", NonEmpty), sections)
+                   params.get("mlflow", MlflowConfig), params.get("retain", RetainConfig),
+                   params.get("finetune.model", NonEmpty), sections)
 
 
 @dataclass
 class Context:
-    """What every run shares: the base model, its scores before editing, the retrain reference's."""
+    """What every run shares: the base model, its scores before editing, the retrain reference's, the retain rows."""
 
     cfg: Settings
     base: PreTrainedModel
@@ -72,6 +75,7 @@ class Context:
     before: dict[str, tuple[float, dict[str, float]]]
     retrain: dict[str, tuple[float, dict[str, float]]]
     inputs: dict[tuple[str, tuple[str, ...]], Inputs]
+    retain: MaskedRows  # D_r of the methods that read one (params `retain`)
 
 
 def _scores_by_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, digest: str,
@@ -91,7 +95,8 @@ def make_context(cfg: Settings) -> Context:
     texts = [d.text for d in read_documents(CORPUS / "valid.jsonl")][: cfg.evaluate.max_valid_texts]
     return Context(cfg, base, tokenizer, digest, texts, records,
                    {c: _scores_by_id(base, tokenizer, digest, r, cfg, texts) for c, r in records.items()},
-                   {c: _scores_by_id(retrained, tokenizer, r_digest, r, cfg, texts) for c, r in records.items()}, {})
+                   {c: _scores_by_id(retrained, tokenizer, r_digest, r, cfg, texts) for c, r in records.items()}, {},
+                   masked_retain(tokenizer, CORPUS, cfg.retain, cfg.memorized.max_len))
 
 
 def inputs_digest(inputs: Inputs, needs: tuple[str, ...]) -> str:
@@ -104,9 +109,11 @@ def inputs_digest(inputs: Inputs, needs: tuple[str, ...]) -> str:
         tensors["ig_owner"] = stats.ig_owner
     if "clusters" in needs and stats.clusters is not None:
         tensors["labels"] = torch.as_tensor(np.stack(list(stats.clusters.values())))
-    if "forget" in needs:
-        rows = inputs.forget
-        tensors.update(rows=rows.input_ids, positions=rows.positions, index=rows.record_index)
+    for name, prefix in (("forget", ""), ("retain", "retain."), ("neighbours", "neighbours.")):  # forget: the
+        rows = getattr(inputs, name)  # keys of the runs cached before retain and neighbours were inputs here
+        if name in needs and rows is not None:
+            tensors.update({f"{prefix}rows": rows.input_ids, f"{prefix}positions": rows.positions,
+                            f"{prefix}index": rows.record_index})
     records = [r.to_dict() for r in inputs.records] if "records" in needs else []
     return json_digest([tensors_digest(tensors), json_digest(records)])
 
@@ -119,7 +126,8 @@ def subset_inputs(ctx: Context, category: str, forget: list[SecretRecord]) -> In
     stats = forget_statistics(ref, rows, rows.record_index, rows, rows.record_index, cfg.clustering, cfg.ig,
                               cfg.attribution.shard_size, label)
     family = MaskedFamily(ctx.tokenizer, cfg.memorized.batch_size, cfg.memorized.max_len)
-    return Inputs(family=family, forget=rows, records=tuple(forget), stats=stats)
+    return Inputs(family=family, forget=rows, records=tuple(forget), stats=stats, retain=ctx.retain,
+                  neighbours=counterpart_rows(ctx.tokenizer, forget, rows, 0, cfg.memorized.max_len))
 
 
 def inputs_for(ctx: Context, spec: Spec) -> tuple[Inputs, str, list[str]]:
@@ -130,7 +138,7 @@ def inputs_for(ctx: Context, spec: Spec) -> tuple[Inputs, str, list[str]]:
     key = (spec.category, tuple(r.id for r in forget))
     if key not in ctx.inputs:
         ctx.inputs[key] = (masked_inputs(ctx.tokenizer, forget, STATS, spec.category, ctx.cfg.memorized.max_len,
-                                         ctx.cfg.memorized.batch_size, 0)
+                                         ctx.cfg.memorized.batch_size, 0, ("retain", "neighbours"), ctx.retain)
                            if spec.forget_fraction is None else subset_inputs(ctx, spec.category, forget))
     inputs = ctx.inputs[key]
     digest = inputs_digest(inputs, get(spec.method).needs)

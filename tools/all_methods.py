@@ -8,7 +8,11 @@ params are the same) and runs the new methods' stages; then the reports it wrote
 reports/all_methods/ (masked.md, causal.md, bench.md, robustness.md: every model attacked) and its stage times to reports/all_methods/timings.md.
 README's "Every method on every track" blocks are generated from them (`make readme`).
 
-    python -m tools.all_methods [--port 4312]
+    python -m tools.all_methods [--port 4312] [--no-attacks]
+
+--no-attacks leaves out robustness_report (the attack stages: about 20 minutes more on 2 cores).
+The worktree's stages use this project's Prefect task cache (UNLEARN_ROOT), so runs already computed here
+(the experiments stage's) come back cached.
 
 Runs what HEAD holds: commit first. Exit code: dvc repro's (nothing is copied when it fails).
 """
@@ -58,19 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     """Run the preset in the sibling worktree; copy its reports and stage times here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4312, help="the worktree's Prefect server port (default 4312)")
+    parser.add_argument("--no-attacks", action="store_true", help="leave out the attack stages (robustness_report)")
     args = parser.parse_args(argv)
+    targets = [t for t in TARGETS if not (args.no_attacks and t == "robustness_report")]
     dest = ROOT.parent / f"{ROOT.name}-all-methods"
     head = worktree(dest)
     python = sys.executable
-    env = {**os.environ, "PREFECT_HOME": str(dest / ".prefect"), "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PREFECT_HOME": str(dest / ".prefect"), "UNLEARN_ROOT": str(ROOT),
+           "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
     if sh([python, "-m", "flows.preset", PRESET], dest, env):
         return 2
     start, began = datetime.now(timezone.utc), time.perf_counter()
-    code = sh([python, "-m", "tools.with_server", "--port", str(args.port), "--", "dvc", "repro", *TARGETS], dest, env)
+    code = sh([python, "-m", "tools.with_server", "--port", str(args.port), "--", "dvc", "repro", *targets], dest, env)
     if code:
         return code
     OUT.mkdir(parents=True, exist_ok=True)
     for source, name in REPORTS.items():
+        if source == "reports/robustness.md" and args.no_attacks:
+            continue
         text = (dest / source).read_text(encoding="utf-8")
         (OUT / name).write_text(f"<!-- {source} of `make run-all-methods` (presets/{PRESET}.yaml) at {head[:7]} -->\n"
                                 f"{text}", encoding="utf-8")
