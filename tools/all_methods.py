@@ -8,9 +8,11 @@ params are the same) and runs the new methods' stages; then the reports it wrote
 reports/all_methods/ (masked.md, causal.md, bench.md, robustness.md: every model attacked) and its stage times to reports/all_methods/timings.md.
 README's "Every method on every track" blocks are generated from them (`make readme`).
 
-    python -m tools.all_methods [--port 4312] [--no-attacks]
+    python -m tools.all_methods [--port 4312] [--targets report causal_report ...]
 
---no-attacks leaves out robustness_report (the attack stages: about 20 minutes more on 2 cores).
+--targets runs some tracks only (default: all four reports; robustness_report, the attack stages, costs about
+20 minutes more on 2 cores). A worktree left at the same commit by an earlier (interrupted) run is reused as
+it is, so the stages that run already finished there are not run again.
 The worktree's stages use this project's Prefect task cache (UNLEARN_ROOT), so runs already computed here
 (the experiments stage's) come back cached.
 
@@ -29,9 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "all_methods"
-TARGETS = ("report", "causal_report", "bench_report", "robustness_report")
-REPORTS = {"reports/results.md": "masked.md", "reports/causal/results.md": "causal.md",
-           "reports/bench/results.md": "bench.md", "reports/robustness.md": "robustness.md"}
+REPORTS = {"report": ("reports/results.md", "masked.md"), "causal_report": ("reports/causal/results.md", "causal.md"),
+           "bench_report": ("reports/bench/results.md", "bench.md"),
+           "robustness_report": ("reports/robustness.md", "robustness.md")}  # target -> what it writes, copied as
 OUT = ROOT / "reports" / "all_methods"
 
 
@@ -46,6 +48,9 @@ def worktree(dest: Path) -> str:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
     if dest.exists():
+        at = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, capture_output=True, text=True).stdout.strip()
+        if at == head:  # an earlier run's progress (its dvc.lock, outputs) is kept: dvc repro goes on from there
+            return head
         sh(["git", "worktree", "remove", "--force", str(dest)], ROOT)
     if sh(["git", "worktree", "add", "--detach", str(dest), head], ROOT):
         raise RuntimeError(f"git worktree add {dest} failed")
@@ -62,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the preset in the sibling worktree; copy its reports and stage times here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4312, help="the worktree's Prefect server port (default 4312)")
-    parser.add_argument("--no-attacks", action="store_true", help="leave out the attack stages (robustness_report)")
+    parser.add_argument("--targets", nargs="+", choices=list(REPORTS), default=list(REPORTS),
+                        help="the report stages to reproduce (default: all)")
     args = parser.parse_args(argv)
-    targets = [t for t in TARGETS if not (args.no_attacks and t == "robustness_report")]
+    targets = list(args.targets)
     dest = ROOT.parent / f"{ROOT.name}-all-methods"
     head = worktree(dest)
     python = sys.executable
@@ -77,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     OUT.mkdir(parents=True, exist_ok=True)
-    for source, name in REPORTS.items():
-        if source == "reports/robustness.md" and args.no_attacks:
-            continue
+    for source, name in (REPORTS[t] for t in targets):
         text = (dest / source).read_text(encoding="utf-8")
         (OUT / name).write_text(f"<!-- {source} of `make run-all-methods` (presets/{PRESET}.yaml) at {head[:7]} -->\n"
                                 f"{text}", encoding="utf-8")
