@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 import torch
@@ -27,15 +26,7 @@ FAMILY = CausalFamily(SimpleNamespace(pad_token_id=PAD), batch_size=4)
 FORGET = of([[11, 17, 42, 88, 23, 5, 61, 30, 77, 2], [64, 54, 9, 33, 71, 12, 95, 48, 2],
              [37, 81, 26, 58, 14, 99, 45, 70, 2]], [(2, 9), (2, 8), (2, 8)])
 TOTAL = N_LAYERS * D_FF
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest single-threaded on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models run fastest single-threaded
 
 
 @pytest.fixture(scope="module")

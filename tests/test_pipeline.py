@@ -632,7 +632,8 @@ def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -
     snku = json.loads((repo / "data/causal/unlearned/snku/report.json").read_text())
     tried = snku["details"]["history"]["neurons"]
     assert tried[0] == 4 and tried == [min(4 * 2 ** i, 74) for i in range(len(tried))] and snku["strength"] == tried[-1]
-    assert snku["reached"] or tried[-1] == 74  # stops at the first K that meets the rule, else at every neuron
+    # stops at the first K that meets the rule, else at every neuron or where SNKU's filtered clusters run out
+    assert snku["reached"] or tried[-1] == 74 or "exceeds" in snku["details"]["history"]["refused"]
 
 
 def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:

@@ -12,7 +12,9 @@ README's "Every method on every track" blocks are generated from them (`make rea
 
 --targets runs some tracks only (default: all four reports; robustness_report, the attack stages, costs about
 20 minutes more on 2 cores). A worktree left at the same commit by an earlier (interrupted) run is reused as
-it is, so the stages that run already finished there are not run again.
+it is; one left at another commit is recreated with its dvc.lock and the metrics and reports it wrote carried
+over, so DVC reruns only the stages whose code or params changed since (the others' cached outputs are
+checked out from the shared cache).
 The worktree's stages use this project's Prefect task cache (UNLEARN_ROOT), so runs already computed here
 (the experiments stage's) come back cached.
 
@@ -28,6 +30,9 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "all_methods"
@@ -43,6 +48,31 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
     return subprocess.run(cmd, cwd=cwd, env=env).returncode
 
 
+def run_state(dest: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """What an earlier run did: the dvc.lock entries of the stages it ran, and the metrics / reports it wrote (the
+    outputs DVC does not cache), by path."""
+    listed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "-z"], cwd=dest,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    paths = [entry[3:] for entry in listed if len(entry) > 3]
+    files = {rel: (dest / rel).read_bytes() for rel in paths
+             if rel.startswith(("metrics/", "reports/")) and (dest / rel).is_file()}
+    committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=dest, capture_output=True,
+                                              text=True, check=True).stdout)["stages"]
+    ran = yaml.safe_load((dest / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    return {name: entry for name, entry in ran.items() if committed.get(name) != entry}, files
+
+
+def carry(dest: Path, stages: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Put an earlier run's stages into the new worktree's dvc.lock (DVC checks each against the new code and
+    params: a changed stage reruns) and its uncached outputs back in place."""
+    lock = yaml.safe_load((dest / "dvc.lock").read_text(encoding="utf-8"))
+    lock["stages"].update(stages)
+    (dest / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")
+    for rel, data in files.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+
+
 def worktree(dest: Path) -> str:
     """A fresh detached worktree of HEAD at `dest` sharing this project's DVC cache; HEAD's commit."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -51,9 +81,13 @@ def worktree(dest: Path) -> str:
         at = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, capture_output=True, text=True).stdout.strip()
         if at == head:  # an earlier run's progress (its dvc.lock, outputs) is kept: dvc repro goes on from there
             return head
+        stages, files = run_state(dest)
         sh(["git", "worktree", "remove", "--force", str(dest)], ROOT)
+    else:
+        stages, files = {}, {}
     if sh(["git", "worktree", "add", "--detach", str(dest), head], ROOT):
         raise RuntimeError(f"git worktree add {dest} failed")
+    carry(dest, stages, files)
     dvc = str(Path(sys.executable).parent / "dvc")
     for args in (["cache", "dir", "--local", str(ROOT / ".dvc" / "cache")],
                  ["config", "--local", "cache.type", "hardlink,symlink"], ["config", "--local", "core.analytics", "false"]):
