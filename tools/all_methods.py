@@ -58,7 +58,10 @@ def run_state(dest: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
              if rel.startswith(("metrics/", "reports/")) and (dest / rel).is_file()}
     committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=dest, capture_output=True,
                                               text=True, check=True).stdout)["stages"]
-    ran = yaml.safe_load((dest / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    try:
+        ran = yaml.safe_load((dest / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    except (yaml.YAMLError, KeyError, TypeError):  # a run killed while DVC wrote its lock: start over
+        return {}, {}
     return {name: entry for name, entry in ran.items() if committed.get(name) != entry}, files
 
 
