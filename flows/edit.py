@@ -42,16 +42,17 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
     reports = {}
     # one atomic folder for all categories: a category failing late must not leave a mix of old and new edits
     with atomic_dir(EDITED / method) as out:
+        needs, retain = tuple(get(method).needs), None
         for cat, method_cfg in cfg["configs"].items():
             model, tokenizer = load_model_task(str(FINETUNED), "masked")
+            if retain is None and "retain" in needs:  # the same rows for every category: built once
+                retain = masked_retain(tokenizer, CORPUS, cfg["retain"], cfg["max_len"])
             records = memorized_records(MEMORIZED / "memorized.json", CORPUS / "secrets.jsonl", cat)
-            needs = tuple(get(method).needs)
-            retain = masked_retain(tokenizer, CORPUS, cfg["retain"], cfg["max_len"]) if "retain" in needs else None
             inputs = masked_inputs(tokenizer, records, STATS, cat, cfg["max_len"], cfg["batch_size"], cfg["seed"],
                                    needs, retain)
             outcome = unlearn_task(method, cat, model, inputs, method_cfg)
             report = outcome.report
-            upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in get(method).needs)
+            upstream = sum(inputs.stats.seconds.get(n, 0.0) for n in needs)
             save_model(model, tokenizer, out / cat)
             reports[cat] = {"method": method, "category": cat, "neurons": [list(n) for n in report.neurons],
                             "strength": report.strength, "strength_name": report.strength_name,

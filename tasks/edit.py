@@ -49,10 +49,10 @@ def masked_retain(tokenizer: Any, corpus: Path, cfg: RetainConfig, max_len: int)
 def masked_inputs(tokenizer: Any, records: list[SecretRecord], stats_dirs: dict[str, Path], category: str,
                   max_len: int, batch_size: int, seed: int, needs: tuple[str, ...] = (),
                   retain: MaskedRows | None = None) -> Inputs:
-    """A masked-LM track method's inputs: one category's memorized secrets as masked rows, their statistics, and
-    (when the method `needs` them) the retain rows given and the secrets' counterparts as neighbours."""
+    """A masked-LM track method's inputs: one category's memorized secrets as masked rows, their statistics, the
+    retain rows given, and (when the method `needs` them) the secrets' counterparts as neighbours."""
     rows = secret_token_rows(tokenizer, records, max_len)
     near = counterpart_rows(tokenizer, records, rows, seed, max_len) if "neighbours" in needs else None
     return Inputs(family=MaskedFamily(tokenizer, batch_size, max_len), forget=rows, records=tuple(records),
                   stats=load_stats(stats_dirs, category, rows), seed=seed, neighbours=near,
-                  retain=retain if "retain" in needs else None)
+                  retain=retain)
