@@ -33,9 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# one Prefect server for the whole repro (tools/with_server.py): no temporary server per stage. The three tracks'
+# tools/dvc_recover.py first: a copy of dvc.lock, or it put back when a killed run cut DVC's own write of it.
+# One Prefect server for the whole repro (tools/with_server.py): no temporary server per stage. The three tracks'
 # reports and everything they need; the attack stages run with `make run-attacks` (they would exceed the budget)
 run: $(STAMP) deps
+	$(BIN)/python -m tools.dvc_recover
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro report causal_report bench_report
 	@cat reports/results.md
 
@@ -51,6 +53,7 @@ run-attacks: REPORT := reports/robustness.md
 run-calibrate: TRACK := calibration_report
 run-calibrate: REPORT := reports/calibration.md
 run-masked run-causal run-bench run-attacks run-calibrate: $(STAMP) deps
+	$(BIN)/python -m tools.dvc_recover
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.with_server --port $(PREFECT_PORT) -- $(BIN)/dvc repro $(TRACK)
 	@cat $(REPORT)
 

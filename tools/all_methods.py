@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from tools.dvc_recover import recover
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "all_methods"
 REPORTS = {"report": ("reports/results.md", "masked.md"), "causal_report": ("reports/causal/results.md", "causal.md"),
@@ -83,6 +85,7 @@ def worktree(dest: Path) -> str:
     if dest.exists():
         at = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, capture_output=True, text=True).stdout.strip()
         if at == head:  # an earlier run's progress (its dvc.lock, outputs) is kept: dvc repro goes on from there
+            share_cache(dest)
             return head
         stages, files = run_state(dest)
         sh(["git", "worktree", "remove", "--force", str(dest)], ROOT)
@@ -91,13 +94,29 @@ def worktree(dest: Path) -> str:
     if sh(["git", "worktree", "add", "--detach", str(dest), head], ROOT):
         raise RuntimeError(f"git worktree add {dest} failed")
     carry(dest, stages, files)
-    dvc = str(Path(sys.executable).parent / "dvc")
+    share_cache(dest)
+    return head
+
+
+def share_cache(dest: Path) -> None:
+    """Point the worktree's DVC at this project's cache (hard links), check out what this project ran; idempotent:
+    a worktree whose setup was interrupted is completed."""
+    dvc = dvc_executable()
     for args in (["cache", "dir", "--local", str(ROOT / ".dvc" / "cache")],
                  ["config", "--local", "cache.type", "hardlink,symlink"], ["config", "--local", "core.analytics", "false"]):
         if sh([dvc, *args], dest):
             raise RuntimeError(f"dvc {' '.join(args)} failed in {dest}")
-    sh([dvc, "checkout", "--allow-missing", "-q"], dest)  # what this project ran, linked from the cache
-    return head
+    sh([dvc, "checkout", "--allow-missing", "-q"], dest)
+
+
+def dvc_executable() -> str:
+    """The dvc beside this interpreter (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    found = str(beside) if beside.is_file() else shutil.which("dvc")
+    if found is None:
+        raise SystemExit("error: dvc not found beside this python or on PATH; allowed: the project's venv "
+                         "(make run-all-methods)")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
            "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
     if sh([python, "-m", "flows.preset", PRESET], dest, env):
         return 2
+    for line in recover(dest):  # an earlier run killed inside DVC's own write of dvc.lock / rwlock
+        print(f"dvc_recover: {line}", file=sys.stderr)
     start, began = datetime.now(timezone.utc), time.perf_counter()
     code = sh([python, "-m", "tools.with_server", "--port", str(args.port), "--", "dvc", "repro", *targets], dest, env)
     if code:

@@ -1,0 +1,105 @@
+"""Before `dvc repro`: keep a copy of a readable dvc.lock, or put one back when a killed run cut DVC's own writes.
+
+DVC rewrites dvc.lock in place after each stage and its read/write lock (.dvc/tmp/rwlock) in place as each stage
+starts and ends (treeverse/dvc#6097, #7615). A run killed in that moment (SIGKILL, power loss) leaves the file cut
+short, and every later `dvc` command stops on it. Our stages survive a kill (flows.kept_outputs); this settles DVC's
+files, so that rerunning the same command resumes:
+
+- dvc.lock readable (DVC's lock-file schema): copied to .dvc/tmp/unlearn-dvc.lock;
+- dvc.lock unreadable: replaced by that copy (the state before the interrupted repro began: the stages it finished
+  run again, mostly from the Prefect task cache), else by git HEAD's dvc.lock, else removed;
+- .dvc/tmp/rwlock unreadable: removed (it only records which running `dvc` holds which path; once cut short it
+  names none DVC can check, and DVC refuses to start until it is gone).
+
+    python -m tools.dvc_recover [--repo .]
+
+`make run` and the other run targets call it first. One line on stderr per file it replaced; exit code 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+LOCK, COPY, RWLOCK = Path("dvc.lock"), Path(".dvc") / "tmp" / "unlearn-dvc.lock", Path(".dvc") / "tmp" / "rwlock"
+
+
+def lock_readable(data: bytes) -> bool:
+    """Whether `data` is a dvc.lock DVC loads: YAML that passes DVC's own lock-file schema."""
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+    from voluptuous import Invalid
+
+    try:
+        COMPILED_LOCKFILE_SCHEMA(yaml.safe_load(data.decode("utf-8")) or {})
+    except (yaml.YAMLError, UnicodeDecodeError, Invalid):
+        return False
+    return True
+
+
+def rwlock_readable(data: bytes) -> bool:
+    """Whether `data` is a JSON object (what DVC's rwlock must parse to)."""
+    try:
+        return isinstance(json.loads(data.decode("utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def committed_lock(repo: Path) -> bytes | None:
+    """git HEAD's dvc.lock, or None (no git, no commit, not tracked)."""
+    shown = subprocess.run(["git", "show", f"HEAD:{LOCK}"], cwd=repo, capture_output=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def recover(repo: Path) -> list[str]:
+    """Copy or restore dvc.lock, remove an unreadable rwlock; one message per file replaced."""
+    said: list[str] = []
+    lock, copy, rwlock = repo / LOCK, repo / COPY, repo / RWLOCK
+    if lock.is_file():
+        data = lock.read_bytes()
+        if lock_readable(data):
+            if copy.parent.is_dir():
+                write_atomic(copy, data)
+        else:
+            kept = copy.read_bytes() if copy.is_file() else None
+            committed = committed_lock(repo)
+            if kept is not None and lock_readable(kept):
+                write_atomic(lock, kept)
+                said.append(f"{LOCK} was cut short by an interrupted run: restored as it was before that run began "
+                            "(the stages that run finished rerun)")
+            elif committed is not None and lock_readable(committed):
+                write_atomic(lock, committed)
+                said.append(f"{LOCK} was cut short by an interrupted run: restored from git HEAD "
+                            "(the stages run since rerun)")
+            else:
+                lock.unlink()
+                said.append(f"{LOCK} was cut short by an interrupted run and has no readable copy: removed")
+    if rwlock.is_file() and not rwlock_readable(rwlock.read_bytes()):
+        rwlock.unlink()
+        said.append(f"{RWLOCK} was cut short by an interrupted run: removed")
+    return said
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Settle the repo's DVC files; print what was replaced."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: .)")
+    args = parser.parse_args(argv)
+    for line in recover(args.repo):
+        print(f"dvc_recover: {line}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
