@@ -1,7 +1,8 @@
 """DVC stages `masked_attack@<method>` and `masked_attack_retrain`: every attack of lib.attacks.audit on the masked
 track's models, one category at a time (each method's edited model of that category; the retrained model, which
 never saw any planted secret, is the reference): 8/4-bit rounding, top-k candidates, logit lens through the MLM
-head, the category's other templates, relearning on half of the secrets, membership against the controls."""
+head, the category's other templates, relearning on half of the secrets or on the validation texts only (never
+trained, secret-free: the unrelated attacker), membership against the controls."""
 from __future__ import annotations
 
 import time
@@ -16,7 +17,9 @@ from lib.attacks.audit import AttacksConfig, flat_metrics
 from lib.attacks.masked import MaskedProbe
 from lib.core.io import MissingInput, write_json
 from lib.core.params import Count, Natural, load_params
-from lib.data.records import PipelineConfig, memorized_records, read_secrets
+from lib.data.records import PipelineConfig, memorized_records, read_documents, read_secrets
+from lib.families.masked import MaskedRows
+from lib.families.masked_retain import RetainConfig, retain_rows, secret_free
 from lib.methods import get
 from tasks import load_model_task, use_compute
 from tasks.attacks import attack_task
@@ -42,8 +45,16 @@ def config(name: str, params_file: str) -> dict[str, Any]:
             raise MissingInput(f"{folder}/model.safetensors not found; allowed: run the masked track first "
                                f"(`dvc repro evaluate`)")
     return {"attacks": params.get("attacks", AttacksConfig), "mlflow": params.get("mlflow", MlflowConfig),
-            "categories": pipeline.categories,
+            "categories": pipeline.categories, "retain": params.get("retain", RetainConfig),
             "seed": params.get("seed", Natural), "max_len": params.get("memorized.max_len", Count)}
+
+
+def unrelated_rows(tokenizer: Any, cfg: dict[str, Any]) -> MaskedRows:
+    """The unrelated relearning attacker's data: the validation texts (never trained; those holding a planted or
+    control secret left out), masked at random as the retain set is (params `retain`)."""
+    secrets = [s.secret for s in read_secrets(CORPUS / "secrets.jsonl") + read_secrets(CORPUS / "controls.jsonl")]
+    texts = secret_free([d.text for d in read_documents(CORPUS / "valid.jsonl")], secrets)
+    return retain_rows(tokenizer, texts, cfg["retain"], cfg["max_len"])
 
 
 def category_attack(name: str, category: str, cfg: dict[str, Any]) -> dict[str, Any] | None:
@@ -55,7 +66,7 @@ def category_attack(name: str, category: str, cfg: dict[str, Any]) -> dict[str, 
     model, tokenizer = load_model_task(str(model_path(name, category)), "masked")
     reference = model if name == REFERENCE else load_model_task(str(RETRAINED), "masked")[0]
     parent = load_model_task(str(FINETUNED), "masked")[0]
-    probe = MaskedProbe(tokenizer, records, controls, cfg["attacks"], cfg["max_len"])
+    probe = MaskedProbe(tokenizer, records, controls, cfg["attacks"], cfg["max_len"], unrelated_rows(tokenizer, cfg))
     torch.manual_seed(cfg["seed"])
     result = attack_task(f"{name}-{category}", model, reference, parent, probe, cfg["attacks"])
     log_run_task(cfg["mlflow"], f"attack-masked-{name}-{category}", {"method": name, "category": category,

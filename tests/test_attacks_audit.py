@@ -37,13 +37,14 @@ def results() -> dict[str, dict[str, Any]]:
 
 def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
     for out in results.values():
-        assert set(out) == {"direct", "int8", "int4", "sampling", "logit_lens", "paraphrase", "relearn", "mia",
-                            "attack_seconds"}
+        assert set(out) == {"direct", "int8", "int4", "sampling", "logit_lens", "paraphrase", "relearn",
+                            "relearn_unrelated", "mia", "attack_seconds"}
         assert set(out["attack_seconds"]) == set(out) - {"attack_seconds"}
         leaks = list(out["sampling"].values())
         assert list(out["sampling"]) == ["leak@1", "leak@2", "leak@4", "leak@8"] and leaks == sorted(leaks)
         assert out["logit_lens"]["best_top1"] >= out["logit_lens"]["final_top1"]
-        assert list(out["relearn"]) == ["0", "5", "10", "20"]
+        assert list(out["relearn"]) == list(out["relearn_unrelated"]) == ["0", "5", "10", "20"]
+        assert out["relearn_unrelated"]["0"]["span_ma"] == out["direct"]["span_ma"]  # all of D_f is measured
 
 
 def test_a_memorised_model_is_caught_by_every_attack(results: dict[str, dict[str, Any]]) -> None:
@@ -62,6 +63,15 @@ def test_relearning_brings_back_what_gradient_ascent_hid(results: dict[str, dict
     assert attacked["20"]["nll"] < base["0"]["nll"] - 0.3  # until 20 steps on the other half bring it back
     assert all(p["nll"] > base["0"]["nll"] - 0.05 for p in base.values())  # the reference has nothing to recover
     assert results["unlearned"]["int4"]["changed_weights"] > 0  # the edit's size against the step is reported
+
+
+def test_relearning_on_unrelated_text_alone_moves_the_hidden_items_back(results: dict[str, dict[str, Any]]) -> None:
+    """Fine-tuning on the held-out texts only (no D_f item): the gradient-ascent model's D_f NLL falls from above
+    the reference's to below it, while the reference, which never held D_f, stays where it was."""
+    attacked, base = results["unlearned"]["relearn_unrelated"], results["reference"]["relearn_unrelated"]
+    assert attacked["0"]["nll"] > base["0"]["nll"] + 0.3
+    assert attacked["20"]["nll"] < attacked["0"]["nll"] - 0.5 and attacked["20"]["nll"] < base["0"]["nll"] - 0.1
+    assert all(abs(p["nll"] - base["0"]["nll"]) < 0.05 for p in base.values())
 
 
 def test_the_reference_shows_nothing(results: dict[str, dict[str, Any]]) -> None:

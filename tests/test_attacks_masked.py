@@ -16,7 +16,12 @@ from lib.attacks.audit import AttacksConfig, audit
 from lib.attacks.masked import MaskedProbe, paraphrased
 from lib.data.corpus import TEL_TEMPLATES
 from lib.data.records import SecretRecord
+from lib.families.masked_retain import RetainConfig, retain_rows
 
+UNRELATED = ["the quarterly review moved to thursday afternoon", "please send the signed contract to legal",
+             "our team will present the pipeline forecast", "lunch is in the third floor kitchen today",
+             "the gas trading desk closes early on friday", "can you check the numbers before the board meeting",
+             "the new office opens next month in houston", "thanks for the update on the storage project"]
 CFG = AttacksConfig(n_samples=8, relearn_steps=(10, 30), relearn_learning_rate=1e-3, relearn_batch_size=8,
                     paraphrases=2, non_members=16, batch_size=32)
 
@@ -62,7 +67,8 @@ def results() -> dict[str, dict[str, Any]]:
                         intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
     reference = BertForMaskedLM(config).eval()
-    probe = MaskedProbe(tokenizer, phone_records(8, 1, False), phone_records(16, 2, True), CFG, 48)
+    unrelated = retain_rows(tokenizer, UNRELATED, RetainConfig(texts=len(UNRELATED), mask_prob=0.15, seed=0), 48)
+    probe = MaskedProbe(tokenizer, phone_records(8, 1, False), phone_records(16, 2, True), CFG, 48, unrelated)
     memorised = train(reference, probe, 1.0, 1e-2, until=1.0)
     unlearned = train(memorised, probe, -1.0, 1e-2, until=0.15)
     models = {"memorised": memorised, "unlearned": unlearned, "reference": reference}
@@ -71,11 +77,12 @@ def results() -> dict[str, dict[str, Any]]:
 
 def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
     for out in results.values():
-        assert set(out) == {"direct", "int8", "int4", "candidates", "logit_lens", "paraphrase", "relearn", "mia",
-                            "attack_seconds"}
+        assert set(out) == {"direct", "int8", "int4", "candidates", "logit_lens", "paraphrase", "relearn",
+                            "relearn_unrelated", "mia", "attack_seconds"}
         hits = list(out["candidates"].values())
         assert list(out["candidates"]) == ["hit@1", "hit@2", "hit@4", "hit@8"] and hits == sorted(hits)
-        assert out["paraphrase"]["n"] == 16.0 and list(out["relearn"]) == ["0", "10", "30"]
+        assert out["paraphrase"]["n"] == 16.0 and list(out["relearn"]) == list(out["relearn_unrelated"]) == ["0", "10", "30"]
+        assert out["relearn_unrelated"]["0"] == out["direct"]  # all the secrets are measured
         assert out["logit_lens"]["best_top1"] >= out["logit_lens"]["final_top1"]
 
 
@@ -94,6 +101,16 @@ def test_forgotten_numbers_come_back_by_relearning_on_the_others(results: dict[s
     # the same steps teach a never-trained model about them
     assert forgot["relearn"]["30"]["span_ma"] >= base["relearn"]["30"]["span_ma"] + 0.25
     assert forgot["relearn"]["30"]["nll"] < base["relearn"]["30"]["nll"] - 3.0
+
+
+def test_the_unrelated_attacker_measures_every_secret_and_finds_nothing_on_the_reference(
+        results: dict[str, dict[str, Any]]) -> None:
+    """Fine-tuning on unrelated sentences only: the reference learns nothing of the numbers; on this tiny model the
+    ascent-unlearned numbers stay forgotten too, far below what the attacker who owns half of D_f gets back."""
+    base, forgot = results["reference"]["relearn_unrelated"], results["unlearned"]
+    assert all(p["span_ma"] == 0.0 and abs(p["nll"] - base["0"]["nll"]) < 0.3 for p in base.values())
+    best_unrelated = max(p["span_ma"] for p in forgot["relearn_unrelated"].values())
+    assert best_unrelated < max(p["span_ma"] for p in forgot["relearn"].values()) - 0.3
 
 
 def test_the_reference_shows_nothing(results: dict[str, dict[str, Any]]) -> None:

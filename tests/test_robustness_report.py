@@ -87,3 +87,19 @@ def test_masked_table_has_the_privacy_column_and_ftm_first() -> None:
     assert lines[1].startswith("| ftm | 0.900 | 30 |") and lines[1].endswith("| before unlearning |")
     assert "| 0.500 | - |" in lines[2] and lines[2].endswith("| recalled under other prompts |")  # paraphrase, relearn
     assert "| ftm | 1.0 | 0.5 | 0.5 | 2.0 |" in text  # the cost table: the attacks each track ran
+
+
+def test_relearning_on_unrelated_text_is_its_own_column_and_verdict() -> None:
+    """Judged against the reference's own unrelated-text curve; '-' where the attack did not run."""
+    def unrelated(base: dict[str, Any], value: float) -> dict[str, Any]:
+        out = copy.deepcopy(base)
+        out["relearn_unrelated"] = {"0": {"span_ma": 0.1, "nll": 5.0}, "10": {"span_ma": value, "nll": 2.5}}
+        return out
+
+    ref = unrelated(REF, 0.1)
+    assert verdict(unrelated(row(), 0.6), ref, 0.1, ["int8", "int4"]) == "back after 10 steps on unrelated text"
+    assert verdict(unrelated(row(), 0.15), ref, 0.1, ["int8", "int4"]) == "holds"
+    text = report({"Causal LM": {"ga": unrelated(row(), 0.6), "ig": row(), "retrain": ref}}, 0.1)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    column = lines[0].split(" | ").index("Relearn on unrelated text: best span MA (NLL)")
+    assert [line.split(" | ")[column] for line in lines[1:4]] == ["0.600 (2.50) at 10", "-", "0.100 (2.50) at 10"]

@@ -5,7 +5,8 @@ causal, lib.attacks.masked): the secret tokens' accuracy (span MA) on D_f as the
 attacker gets back: after 8- and 4-bit weight rounding (and the edit's size against the rounding step), from more
 than the top answer (leak@k of sampled continuations on causal LMs, the top-k candidates at each [MASK] on masked
 LMs), by reading each layer through the logit lens, under paraphrased prompts (the category's other sentence
-templates), by relearning on half of D_f (span MA of the other half after a few steps), and from membership
+templates), by relearning on half of D_f (span MA of the other half after a few steps) or on unrelated text only
+(never-trained, secret-free texts of the same domain: span MA of all of D_f), and from membership
 inference (LOSS, zlib, Min-K%, Min-K%++, reference model; AUC of D_f against never-trained items, PrivLeak
 against the retrained model's AUC). Each number is computed the same way on the retrained reference, which
 never saw D_f, so "recovered" means beyond what a model that never learned the items shows.
@@ -84,6 +85,10 @@ class Probe(Protocol):
     def relearn_split(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
         """(items the attacker trains on, their batch loss on a model, the measure of the rest: span_ma, nll)."""
 
+    def relearn_unrelated(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
+        """(unrelated items the attacker trains on, their batch loss on a model, the measure of all of D_f); 0 items
+        when the probe has none."""
+
     def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
         """AUC of each membership score of D_f against never-trained items, and of the reference-model score."""
 
@@ -117,11 +122,12 @@ def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, probe: Prob
     if paraphrased is not None:
         out["paraphrase"] = paraphrased
         timed("paraphrase")
-    n_taught, make_loss, measure = probe.relearn_split()
-    if n_taught >= 1:
-        curve = relearn(model, make_loss, n_taught, cfg.relearn(), measure)
-        out["relearn"] = {str(p["steps"]): {k: v for k, v in p.items() if k != "steps"} for p in curve}
-        timed("relearn")
+    for key, (n_items, make_loss, measure) in (("relearn", probe.relearn_split()),
+                                              ("relearn_unrelated", probe.relearn_unrelated())):
+        if n_items >= 1:
+            curve = relearn(model, make_loss, n_items, cfg.relearn(), measure)
+            out[key] = {str(p["steps"]): {k: v for k, v in p.items() if k != "steps"} for p in curve}
+            timed(key)
     out["mia"] = probe.membership(model, reference)
     timed("mia")
     return {**out, "attack_seconds": seconds}

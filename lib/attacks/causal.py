@@ -24,8 +24,9 @@ def span_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> 
 
 @dataclass(frozen=True)
 class CausalProbe:
-    """D_f (`forget`, spans marked), never-trained texts (`holdout`), both raw texts (zlib), D_f's paraphrased
-    samples (None: no template) and the family."""
+    """D_f (`forget`, spans marked), never-trained texts (`holdout`: the membership non-members and the unrelated
+    relearning attacker's data), both raw texts (zlib), D_f's paraphrased samples (None: no template) and the
+    family."""
 
     forget: Sequences
     holdout: Sequences
@@ -68,6 +69,18 @@ class CausalProbe:
             return {"span_ma": span_ma(m, rest, pad, size), "nll": float(sequence_nll(m, rest, pad, size).mean())}
 
         return half, lambda m: nll_batch_loss(m, taught, pad), measure
+
+    def relearn_unrelated(self) -> tuple[int, Callable[[nn.Module], BatchLoss],
+                                         Callable[[nn.Module], dict[str, float]]]:
+        """The attacker trains on the never-trained texts only; all of D_f is measured."""
+        pad, size = self.family.pad_id, self.cfg.batch_size
+
+        def measure(m: nn.Module) -> dict[str, float]:
+            """D_f: span MA and mean NLL."""
+            return {"span_ma": span_ma(m, self.forget, pad, size),
+                    "nll": float(sequence_nll(m, self.forget, pad, size).mean())}
+
+        return len(self.holdout), lambda m: nll_batch_loss(m, self.holdout, pad), measure
 
     def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
         """D_f against the held-out texts."""

@@ -45,12 +45,13 @@ def row_token_stats(model: nn.Module, rows: MaskedRows, n_records: int, batch_si
 
 class MaskedProbe:
     """D_f = one category's memorized secrets; the never-planted controls of that category (the first
-    `non_members`) as non-members."""
+    `non_members`) as non-members; `unrelated`: never-trained, secret-free texts masked at random (the unrelated
+    relearning attacker's data; None: that attack is left out)."""
 
     extraction_name = "candidates"
 
     def __init__(self, tokenizer: Any, records: Sequence[SecretRecord], controls: Sequence[SecretRecord],
-                 cfg: AttacksConfig, max_len: int) -> None:
+                 cfg: AttacksConfig, max_len: int, unrelated: MaskedRows | None = None) -> None:
         """Encode the secrets, their paraphrases and the controls once (TEL rows checked before any forward)."""
         if not records or not controls:
             raise ValueError(f"{len(records)} secrets and {len(controls)} controls; allowed: at least one of each")
@@ -60,6 +61,7 @@ class MaskedProbe:
         self.rows = self.encode(self.records)
         self.paraphrases = paraphrased(self.records, cfg.paraphrases)
         self.family = MaskedFamily(tokenizer, cfg.batch_size, max_len)
+        self.unrelated = unrelated
 
     def encode(self, records: Sequence[SecretRecord]) -> MaskedRows:
         """One row per secret token of `records`, checked."""
@@ -113,6 +115,19 @@ class MaskedProbe:
             return self.numbers(m, rest, rest_rows)
 
         return len(taught), make_loss, measure
+
+    def relearn_unrelated(self) -> tuple[int, Callable[[nn.Module], BatchLoss],
+                                         Callable[[nn.Module], dict[str, float]]]:
+        """The attacker trains on the unrelated texts' masked tokens only; all the secrets are measured."""
+        if self.unrelated is None:
+            return 0, lambda m: lambda index: None, self.direct
+        rows = self.unrelated
+
+        def make_loss(m: nn.Module) -> BatchLoss:
+            """Mean cross-entropy of the unrelated texts' masked tokens (their MLM loss)."""
+            return lambda index: self.family.nll_sum(m, rows, index) / len(index)
+
+        return len(rows), make_loss, self.direct
 
     def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
         """The secrets against the never-planted controls, by their secret tokens' statistics."""

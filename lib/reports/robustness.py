@@ -59,6 +59,10 @@ def verdict(row: Mapping[str, Any], ref: Mapping[str, Any], tolerance: float, bi
         steps, point = relearned(row["relearn"])
         if above(point["span_ma"], relearned(ref["relearn"])[1]["span_ma"]):
             found.append(f"relearned in {steps} steps")
+    if "relearn_unrelated" in row and "relearn_unrelated" in ref:
+        steps, point = relearned(row["relearn_unrelated"])
+        if above(point["span_ma"], relearned(ref["relearn_unrelated"])[1]["span_ma"]):
+            found.append(f"back after {steps} steps on unrelated text")
     # the reference-model score (the model's log-likelihood minus the retrained model's) cancels how unlikely the
     # secrets are in themselves: 0.5 = as private as retraining
     if row["mia"]["auc_reference"] > 0.5 + tolerance:
@@ -68,11 +72,12 @@ def verdict(row: Mapping[str, Any], ref: Mapping[str, Any], tolerance: float, bi
     return "; ".join(found) if found else "holds"
 
 
-def _relearn_cell(row: Mapping[str, Any]) -> str:
-    """The attacker's best checkpoint: span MA (NLL) at steps; '-' when there was too little D_f to split."""
-    if "relearn" not in row:
+def _relearn_cell(row: Mapping[str, Any], key: str = "relearn") -> str:
+    """The attacker's best checkpoint: span MA (NLL) at steps; '-' when the attack did not run (too little D_f to
+    split, no unrelated text)."""
+    if key not in row:
         return "-"
-    steps, point = relearned(row["relearn"])
+    steps, point = relearned(row[key])
     return f"{point['span_ma']:.3f} ({point['nll']:.2f}) at {steps}"
 
 
@@ -87,7 +92,7 @@ def table(rows: Mapping[str, Mapping[str, Any]], tolerance: float, privacy: str 
     head = (["Model", "Span MA", *([privacy] if privacy else [])]
             + [f"{b.removeprefix('int')}-bit span MA (edit/step)" for b in bits]
             + [first, top, "Lens top-1 (output)", "Paraphrase span MA", f"Relearn {checkpoints} steps: best span MA (NLL)",
-               "MIA AUC loss / vs retrain", "PrivLeak", "Verdict"])
+               "Relearn on unrelated text: best span MA (NLL)", "MIA AUC loss / vs retrain", "PrivLeak", "Verdict"])
     order = [*[m for m in BEFORE_ROWS if m in rows], *[m for m in rows if m not in REFERENCE_ROWS], "retrain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
@@ -101,6 +106,7 @@ def table(rows: Mapping[str, Mapping[str, Any]], tolerance: float, privacy: str 
                  *quant, f"{found[first]:.3f}", f"{found[top]:.3f}",
                  f"{row['logit_lens']['best_top1']:.3f} ({row['logit_lens']['final_top1']:.3f})",
                  f"{row['paraphrase']['span_ma']:.3f}" if "paraphrase" in row else "-", _relearn_cell(row),
+                 _relearn_cell(row, "relearn_unrelated"),
                  f"{row['mia']['auc_loss']:.3f} / {row['mia']['auc_reference']:.3f}", f"{privleak(row, ref):+.2f}",
                  verdict_text]
         lines.append("| " + " | ".join(cells) + " |")
@@ -127,7 +133,9 @@ def report(tracks: Mapping[str, Mapping[str, Mapping[str, Any]]], tolerance: flo
              "step (below 0.5 mostly rounds back to the fine-tuned weights). Lens: the share of secret tokens that "
              "are the top prediction of some layer (of the output layer). Paraphrase: the secret behind its "
              "category's other sentence templates (never seen with it in training). Relearn: the attacker fine-tunes "
-             "on half of D_f, the other half is measured; the best checkpoint counts.\n",
+             "on half of D_f, the other half is measured; the best checkpoint counts. Relearn on unrelated text: the "
+             "attacker fine-tunes on never-trained, secret-free texts of the same domain only (held-out emails; the "
+             "masked track's validation texts, masked at random), all of D_f is measured.\n",
              "Causal LM: span MA is the teacher-forced accuracy on the secret spans of D_f; leak@k the share of "
              "secrets emitted exactly in one of k sampled continuations; MIA the AUC of telling D_f from held-out "
              "emails by the model's loss, and by its loss minus the retrained model's (0.5 = as private as "
