@@ -1,5 +1,5 @@
-"""DVC stage `calibration_report`: reports/calibration.md and reports/calibration.png from the calibrate stages'
-metrics (lib.reports.calibration)."""
+"""DVC stage `calibration_report`: reports/calibration.md and reports/calibration.png from the calibrate and
+causal_calibrate stages' metrics (lib.reports.calibration)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +11,7 @@ from lib.core.calibration import CalibrationConfig
 from lib.core.io import atomic_path, read_json, write_text
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig
-from lib.reports.calibration import figure, report
+from lib.reports.calibration import CAUSAL, figure, report
 
 FIGURE = REPORTS / "calibration.png"
 
@@ -20,6 +20,7 @@ def config(params_file: str) -> dict[str, Any]:
     """The calibrated methods and the categories."""
     params = load_params(params_file)
     return {"methods": params.get("calibration", CalibrationConfig).methods,
+            "causal_methods": params.get("causal.calibration", CalibrationConfig).methods,
             "categories": params.get("pipeline", PipelineConfig).categories}
 
 
@@ -28,8 +29,10 @@ def report_flow(params_file: str = "params.yaml") -> str:
     """Write reports/calibration.md and its figure."""
     cfg = config(params_file)
     results = {m: read_json(METRICS / "calibration" / f"{m}.json") for m in cfg["methods"]}
+    for m in cfg["causal_methods"]:  # the causal track's point beside the method's masked categories
+        results.setdefault(m, {"method": m})[CAUSAL] = read_json(METRICS / "calibration" / CAUSAL / f"{m}.json")
     with atomic_path(FIGURE, suffix=".png") as tmp:
-        tmp.write_bytes(figure(results, cfg["categories"]))
+        tmp.write_bytes(figure(results, [*cfg["categories"], CAUSAL]))
     text = report(results, cfg["categories"], FIGURE.name)
     write_text(REPORTS / "calibration.md", text)
     return text

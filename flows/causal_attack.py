@@ -15,7 +15,7 @@ from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_MET
                    UNLEARNED, main)
 from lib.attacks.audit import AttacksConfig, flat_metrics
 from lib.attacks.causal import CausalProbe
-from lib.core.io import MissingInput, read_json, read_jsonl, write_json
+from lib.core.io import read_jsonl, write_json
 from lib.core.params import Count, Natural, load_params
 from lib.data.paraphrase import paraphrased_texts
 from lib.data.records import forget_candidates
@@ -23,6 +23,7 @@ from lib.families.causal import CausalFamily, encode_all
 from lib.methods import get
 from tasks import load_model_task, use_compute
 from tasks.attacks import attack_task
+from tasks.causal_inputs import require_reference
 from tasks.tracking import MlflowConfig, log_run_task
 
 ATTACKS = METRICS / "attacks" / "causal"
@@ -45,13 +46,8 @@ def config(name: str, params_file: str) -> dict[str, Any]:
     retrained reference (membership and every "recovered" number are read against it)."""
     params = load_params(params_file)
     path = model_path(name)
-    for folder in (path, CAUSAL_FINETUNED, CAUSAL_RETRAINED):
-        if not (folder / "model.safetensors").is_file():
-            raise MissingInput(f"{folder}/model.safetensors not found; allowed: run the causal track first "
-                               f"(`dvc repro causal_evaluate`)")
-    if not read_json(CAUSAL_METRICS / "retrain.json").get("trained"):
-        raise ValueError("the attacks need the retrained reference, which this configuration does not train "
-                         "(causal.finetune.epochs: 0); allowed: a fine-tuned causal track")
+    require_reference((path, CAUSAL_FINETUNED, CAUSAL_RETRAINED), CAUSAL_METRICS / "retrain.json", "the attacks",
+                      "causal_evaluate")
     return {"attacks": params.get("attacks", AttacksConfig), "mlflow": params.get("mlflow", MlflowConfig), "path": path, "seed": params.get("seed", Natural),
             "max_len": params.get("causal.data.max_len", Count), "n_valid": params.get("causal.memorized.n_valid", Count),
             "batch_size": params.get("causal.memorized.batch_size", Count)}

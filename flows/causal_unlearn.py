@@ -7,14 +7,12 @@ import torch
 from prefect import flow, get_run_logger
 
 from flows import CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, NEIGHBOURS, UNLEARNED, main
-from lib.core.io import read_json, read_jsonl, write_json
+from lib.core.io import write_json
 from lib.core.params import Count, Natural, load_params
-from lib.data.records import forget_candidates
-from lib.families.causal import CausalFamily, Sequences, encode_all, of
 from lib.core.statistics import NeuronsConfig
-from lib.methods import STATISTICS, Inputs, Stats, check_track, get, make_config
+from lib.methods import check_track, get, make_config
 from tasks import load_model_task, save_model_task, use_compute
-from tasks.statistics import causal_statistics
+from tasks.causal_inputs import causal_inputs
 from tasks.unlearn import unlearn_task
 
 
@@ -35,27 +33,6 @@ def config(method: str, params_file: str) -> dict[str, Any]:
             "method": make_config(method, section, where=f"causal.methods.{method}")}
 
 
-def retain_sequences(tokenizer: Any, max_len: int, n: int) -> Sequences:
-    """D_r: the first `n` background (secret-free) training emails; public text for dumps."""
-    rows = [r for r in read_jsonl(CAUSAL_CORPUS / "train.jsonl") if not r["secret"]]
-    rows = rows or read_jsonl(CAUSAL_CORPUS / "public.jsonl")  # a JSONL / TDEC dump brings no training text
-    return encode_all(tokenizer, [(r["text"], None) for r in rows[:n]], max_len)
-
-
-def causal_inputs(model: Any, tokenizer: Any, cfg: dict[str, Any], needs: tuple[str, ...]) -> Inputs:
-    """D_f, its neighbours, D_r, the Eq. 17 MA threshold and (for a neuron method) D_f's statistics."""
-    candidates = forget_candidates(CAUSAL_CORPUS / "candidates.jsonl", CAUSAL_MEMORIZED / "forget.json")
-    near = [tokenizer(r["text"], add_special_tokens=False)["input_ids"][: cfg["max_len"]]
-            for r in read_jsonl(NEIGHBOURS / "neighbours.jsonl")]
-    family = CausalFamily(tokenizer, cfg["batch_size"])
-    forget = encode_all(tokenizer, [(c.text, c.secret) for c in candidates], cfg["max_len"])
-    stats = causal_statistics(model, CAUSAL_FINETUNED, family, forget, cfg["neurons"], "D_f") \
-        if set(STATISTICS) & set(needs) else Stats()
-    return Inputs(family=family, forget=forget, neighbours=of(near), stats=stats,
-                  retain=retain_sequences(tokenizer, cfg["max_len"], cfg["retain_samples"]),
-                  stop=read_json(CAUSAL_MEMORIZED / "forget.json")["thresholds"]["ma"], seed=cfg["seed"])
-
-
 @flow(name="causal-unlearn")
 def unlearn_flow(method: str, params_file: str = "params.yaml") -> dict:
     """Unlearn D_f from the fine-tuned model with one method and save the edited model."""
@@ -63,7 +40,8 @@ def unlearn_flow(method: str, params_file: str = "params.yaml") -> dict:
     cfg = config(method, params_file)
     model, tokenizer = load_model_task(str(CAUSAL_FINETUNED), "causal")
     torch.manual_seed(cfg["seed"])
-    inputs = causal_inputs(model, tokenizer, cfg, tuple(get(method).needs))
+    inputs = causal_inputs(model, tokenizer, cfg, tuple(get(method).needs), CAUSAL_CORPUS, CAUSAL_MEMORIZED,
+                           NEIGHBOURS, CAUSAL_FINETUNED)
     outcome = unlearn_task(method, "D_f", model, inputs, cfg["method"], k_max=cfg["neurons"].k_max)
     seconds = outcome.seconds
     save_model_task(model, tokenizer, UNLEARNED / method)

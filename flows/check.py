@@ -42,7 +42,7 @@ SECTIONS: dict[str, Any] = {
     "causal.retain_samples": Count, "causal.pipeline": list[str], "benchmarks": BenchConfig,
     "benchmarks.neighbours": NeighbourConfig, "causal.neurons": NeuronsConfig, "benchmarks.neurons": NeuronsConfig,
     "requests": RequestsConfig, "attacks": AttacksConfig,
-    "calibration": CalibrationConfig, "retain": RetainConfig,
+    "calibration": CalibrationConfig, "retain": RetainConfig, "causal.calibration": CalibrationConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}
@@ -90,16 +90,18 @@ def check_params(path: str) -> Params:
     check_budget(params.get("experiments", ExperimentsConfig).budget.methods, params.get("methods"))
     check_requests(params.get("requests", RequestsConfig))
     check_calibration(params.get("calibration", CalibrationConfig), params.get("methods"))
+    check_calibration(params.get("causal.calibration", CalibrationConfig), params.get("causal.methods"), "causal.")
     return params
 
 
-def check_calibration(cfg: CalibrationConfig, sections: dict[str, Any]) -> None:
-    """Each calibrated method has a masked-track section, and its space names numeric fields of its Config."""
+def check_calibration(cfg: CalibrationConfig, sections: dict[str, Any], track: str = "") -> None:
+    """Each calibrated method has a section on its track (`track`: the params prefix), and its space names numeric
+    fields of its Config."""
     for name in cfg.methods:
         if name not in sections:
-            raise ParamsError(f"calibration.methods contains {name!r}; allowed: methods with a section under methods: "
-                              f"{sorted(sections)}")
-        check_space(get(name).Config, cfg.spaces[name], f"calibration.spaces.{name}")
+            raise ParamsError(f"{track}calibration.methods contains {name!r}; allowed: methods with a section under "
+                              f"{track}methods: {sorted(sections)}")
+        check_space(get(name).Config, cfg.spaces[name], f"{track}calibration.spaces.{name}")
 
 
 def check_requests(cfg: RequestsConfig) -> None:

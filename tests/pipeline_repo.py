@@ -83,6 +83,9 @@ def tiny_causal(params: dict[str, Any]) -> dict[str, Any]:
     causal["retain_samples"] = 8
     causal["neurons"].update(ig_max_targets=1, ig={"steps": 2})
     causal["pipeline"] = ["neumuter", "ga", "snku", "ig"]  # SIMU and SP run in tiny_bench; SNKU: the statistics
+    causal["calibration"].update(n_trials=2, methods=["ga"],  # a trial: a few steps of GA on a copy
+                                 spaces={"ga": {"learning_rate": {"low": 1.0e-3, "high": 1.0e-1, "log": True},
+                                                "max_steps": {"low": 1, "high": 4}}})
     return params
 
 

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 METHODS, CATEGORIES = ("ftm", "gare", "depn", "snku", "random"), ("TEL", "NAME", "RANDOM")  # pipeline_repo.tiny_params
 CAUSAL_METHODS = ("neumuter", "ga", "snku", "ig")  # tests/pipeline_repo.tiny_causal
 CALIBRATED = ("depn",)  # tests/pipeline_repo.tiny_params
+CAUSAL_CALIBRATED = ("ga",)  # tests/pipeline_repo.tiny_causal
 CAUSAL_SCALARS = ("ma", "el", "span_ma", "span_el", "mia_distance", "ppl_valid", "ppl_public")
 BENCH_RUNS, BENCH_METHODS = ("tofu_forget01", "lume"), ("ga", "simu", "sp")  # tests/pipeline_repo.tiny_bench
 ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attribution", "clustering", "ig",
@@ -46,7 +47,8 @@ ALL_STAGES = {"data", "finetune", "retrain", "memorized", "activations", "attrib
               *(f"bench_unlearn@{r}-{m}" for r in BENCH_RUNS for m in BENCH_METHODS),
               *(f"causal_attack@{m}" for m in CAUSAL_METHODS), "causal_attack_reference@original",
               "causal_attack_reference@retrain", *(f"masked_attack@{m}" for m in METHODS), "masked_attack_retrain",
-              "robustness_report", *(f"calibrate@{m}" for m in CALIBRATED), "calibration_report"}
+              "robustness_report", *(f"calibrate@{m}" for m in CALIBRATED),
+              *(f"causal_calibrate@{m}" for m in CAUSAL_CALIBRATED), "calibration_report"}
 EXPERIMENTS = {"seeds", "budget", "noise", "decay", "scoring", "seesaw"}
 EXPERIMENT_RUN = re.compile(r"Task run '((?:seeds|budget|noise|decay|scoring|seesaw)-[^']+)' - Finished in state (\w+)")
 SHARED_METRICS = {"valid_ppl", "valid_ppl_before", "privacy", "privacy_before", "time_s",
@@ -707,6 +709,23 @@ def test_calibrated_points_reports_and_trial_runs(pipeline: Pipeline) -> None:
             assert len(children) == 3 and all(r.data.tags["stage"] == "calibrate_trial" for r in children)
             assert f"## {cat}" in report
         assert any(c in result for c in CATEGORIES), method
+    for method in CAUSAL_CALIBRATED:  # the causal track: one search on D_f's MA
+        result = json.loads((repo / f"metrics/calibration/causal/{method}.json").read_text())
+        assert result["gap_before"] == result["ma_before"] - result["ma_retrain"] and result["target"] == 0.1
+        if result["gap_before"] <= 0:  # the tiny fine-tuned model already at the retrained model's MA
+            assert result["trials"] == [] and result["reached"] is None
+            continue
+        assert len(result["trials"]) == 2 and all(1 <= t["values"]["max_steps"] <= 4 for t in result["trials"])
+        assert all(1e-3 <= t["values"]["learning_rate"] <= 1e-1 for t in result["trials"])
+        scored = [t for t in result["trials"] if t["gap_ratio"] is not None]
+        assert all(t["gap_ratio"] >= 0 and t["valid_ppl"] > 1 for t in scored) and result["best"] is not None
+        assert result["reached"] == (result["best"]["gap_ratio"] <= 0.1)
+        parents = [r for r in runs if r.data.tags.get("stage") == "calibrate"
+                   and (r.data.tags["method"], r.data.tags["category"]) == (method, "causal")]
+        assert parents, method
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        assert len(children) == 2 and all(r.data.tags["stage"] == "calibrate_trial" for r in children)
+        assert "## Causal LM (MA of D_f)" in report
 
 
 # --- benchmark track ----------------------------------------------------------------------------

@@ -8,6 +8,10 @@ from typing import Any, Mapping, Sequence
 from lib.reports.masked import PRIVACY_LABEL, _panels, _png, method_label, ordered_methods
 
 
+CAUSAL = "causal"  # the causal track's results, a "category" of their own beside the masked track's
+TRACK_TITLE = {CAUSAL: "Causal LM (MA of D_f)"}
+
+
 def _values(values: Mapping[str, Any]) -> str:
     """The calibrated strength, short: k=123, sigma=0.12."""
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
@@ -22,7 +26,9 @@ def table(results: Mapping[str, Mapping[str, Any]], category: str) -> str:
         row = results[method][category]
         best, trials = row["best"], row["trials"]
         refused = sum(t["refused"] is not None for t in trials)
-        if best is None:
+        if best is None and row.get("reached", False) is None:  # the fine-tuned model was already at the target
+            cells = [method_label(method), "-", "nothing to forget", "-", "-", "0"]
+        elif best is None:
             cells = [method_label(method), "no", "every trial refused", "-", "-", f"{len(trials)} ({refused})"]
         else:
             cells = [method_label(method), "yes" if row["reached"] else "no (nearest)", _values(best["values"]),
@@ -50,7 +56,8 @@ def figure(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str]) 
             target = row["target"]
         if target is not None:
             ax.axvline(target, color="k", linestyle="--", linewidth=1, label="target")
-        ax.set(title=f"{cat} ({PRIVACY_LABEL[cat][1]})", xlabel="forget gap / fine-tuned model's gap",
+        title = f"{cat} ({PRIVACY_LABEL[cat][1]})" if cat in PRIVACY_LABEL else TRACK_TITLE.get(cat, cat)
+        ax.set(title=title, xlabel="forget gap / fine-tuned model's gap",
                ylabel="Validation PPL (log)", yscale="log")  # a destroyed model's PPL is many decades up
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -58,12 +65,13 @@ def figure(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str]) 
 
 
 def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], figure_link: str) -> str:
-    """The Markdown report: how the points were found, then a table per category."""
+    """The Markdown report: how the points were found, then a table per masked category and one for the causal
+    track (results[method]["causal"], when any method has one)."""
     any_row = next((r[c] for r in results.values() for c in categories if c in r), None)
     target = any_row["target"] if any_row else None
-    parts = ["# Methods at equal forgetting (masked track)\n",
+    parts = ["# Methods at equal forgetting\n",
              f"Each method's strength was searched (Optuna TPE, seeded; the space per method in params "
-             f"`calibration.spaces`) for the lowest validation perplexity whose forget gap (the privacy score's "
+             f"`calibration.spaces`) for the lowest validation perplexity whose forget gap (masked track: the privacy score's "
              f"distance to the retrained model's) is at most {target} of the fine-tuned model's gap. Gap ratio: "
              "that fraction at the point (0 = the retrained model's score). Not reached: no trial got there within "
              "the budget; the row shows the trial nearest the target. Refused: values the method rejects (e.g. a K "
@@ -71,4 +79,9 @@ def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], 
     for category in categories:
         if any(category in r for r in results.values()):
             parts.append(f"## {category}\n\n{table(results, category)}")
+    if any(CAUSAL in r for r in results.values()):
+        parts.append(f"## {TRACK_TITLE[CAUSAL]}\n\nThe forget measure is D_f's MA (teacher-forced accuracy, the "
+                     "quantity of the Eq. 17 stop rule), its gap the distance to the retrained model's MA; utility is "
+                     "the held-out emails' perplexity. A trial runs the method at the searched values without the stop "
+                     "rule (params `causal.calibration`).\n\n" + table(results, CAUSAL))
     return "\n".join(parts)
