@@ -29,9 +29,9 @@ def inputs_digest(inputs: Inputs, needs: tuple[str, ...]) -> str:
         stats["ig_owner"] = inputs.stats.ig_owner
     if "clusters" in needs and inputs.stats.clusters:
         stats.update({f"clusters.{layer}": torch.as_tensor(labels) for layer, labels in inputs.stats.clusters.items()})
-    return json_digest([sequences_digest(inputs.forget), tensors_digest(stats),  # type: ignore[arg-type]
-                        sequences_digest(inputs.retain) if "retain" in needs else None,  # type: ignore[arg-type]
-                        sequences_digest(inputs.neighbours) if "neighbours" in needs else None])  # type: ignore[arg-type]
+    read = [inputs.forget, inputs.retain if "retain" in needs else None,
+            inputs.neighbours if "neighbours" in needs else None]
+    return json_digest([tensors_digest(stats), *(sequences_digest(seqs) for seqs in read)])  # type: ignore[arg-type]
 
 
 def trial_token(model_digest: str, method: str, section: dict[str, Any] | None, values: dict[str, Any],

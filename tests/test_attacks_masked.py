@@ -81,7 +81,8 @@ def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
                             "relearn_unrelated", "mia", "attack_seconds"}
         hits = list(out["candidates"].values())
         assert list(out["candidates"]) == ["hit@1", "hit@2", "hit@4", "hit@8"] and hits == sorted(hits)
-        assert out["paraphrase"]["n"] == 16.0 and list(out["relearn"]) == list(out["relearn_unrelated"]) == ["0", "10", "30"]
+        assert out["paraphrase"]["n"] == 16.0
+        assert list(out["relearn"]) == list(out["relearn_unrelated"]) == ["0", "10", "30"]
         assert out["relearn_unrelated"]["0"] == out["direct"]  # all the secrets are measured
         assert out["logit_lens"]["best_top1"] >= out["logit_lens"]["final_top1"]
 

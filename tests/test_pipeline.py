@@ -620,7 +620,8 @@ def test_causal_track_reports_every_method(pipeline: Pipeline) -> None:
         for model in result["models"].values():
             assert all(math.isfinite(model[k]) for k in CAUSAL_SCALARS), model
             assert len(model["mia_distances"]) == 3
-        assert 0.0 <= result["changed_frac"] <= 1.0 and result["time_s"] > 0
+        # time_s >= 0: SNKU's edit on cached statistics can take under the 10 ms the report rounds to
+        assert 0.0 <= result["changed_frac"] <= 1.0 and result["time_s"] >= 0
         label = {"neumuter": "NeuMuter", "ga": "GA", "snku": "SNKU", "ig": "IG"}[name]
         assert f"| {label} |" in report
 

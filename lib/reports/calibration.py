@@ -71,8 +71,9 @@ def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], 
     target = any_row["target"] if any_row else None
     parts = ["# Methods at equal forgetting\n",
              f"Each method's strength was searched (Optuna TPE, seeded; the space per method in params "
-             f"`calibration.spaces`) for the lowest validation perplexity whose forget gap (masked track: the privacy score's "
-             f"distance to the retrained model's) is at most {target} of the fine-tuned model's gap. Gap ratio: "
+             f"`calibration.spaces`) for the lowest validation perplexity whose forget gap (masked track: the "
+             f"privacy score's distance to the retrained model's) is at most {target} of the fine-tuned model's gap. "
+             "Gap ratio: "
              "that fraction at the point (0 = the retrained model's score). Not reached: no trial got there within "
              "the budget; the row shows the trial nearest the target. Refused: values the method rejects (e.g. a K "
              f"above the neurons SNKU's clusters hold).\n\n![frontier]({figure_link})\n"]
