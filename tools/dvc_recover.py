@@ -62,6 +62,22 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def restore_lock(repo: Path) -> str:
+    """Put the first readable of the kept copy and git HEAD's dvc.lock over a cut one (git asked only when the copy
+    will not do), else remove it; what was done."""
+    lock, copy, cut = repo / LOCK, repo / COPY, f"{LOCK} was cut short by an interrupted run"
+    kept = copy.read_bytes() if copy.is_file() else None
+    if kept is not None and lock_readable(kept):
+        write_atomic(lock, kept)
+        return f"{cut}: restored as it was before that run began (the stages that run finished rerun)"
+    committed = committed_lock(repo)
+    if committed is not None and lock_readable(committed):
+        write_atomic(lock, committed)
+        return f"{cut}: restored from git HEAD (the stages run since rerun)"
+    lock.unlink()
+    return f"{cut} and has no readable copy: removed"
+
+
 def recover(repo: Path) -> list[str]:
     """Copy or restore dvc.lock, remove an unreadable rwlock; one message per file replaced."""
     said: list[str] = []
@@ -72,19 +88,7 @@ def recover(repo: Path) -> list[str]:
             if copy.parent.is_dir():
                 write_atomic(copy, data)
         else:
-            kept = copy.read_bytes() if copy.is_file() else None
-            committed = committed_lock(repo)
-            if kept is not None and lock_readable(kept):
-                write_atomic(lock, kept)
-                said.append(f"{LOCK} was cut short by an interrupted run: restored as it was before that run began "
-                            "(the stages that run finished rerun)")
-            elif committed is not None and lock_readable(committed):
-                write_atomic(lock, committed)
-                said.append(f"{LOCK} was cut short by an interrupted run: restored from git HEAD "
-                            "(the stages run since rerun)")
-            else:
-                lock.unlink()
-                said.append(f"{LOCK} was cut short by an interrupted run and has no readable copy: removed")
+            said.append(restore_lock(repo))
     if rwlock.is_file() and not rwlock_readable(rwlock.read_bytes()):
         rwlock.unlink()
         said.append(f"{RWLOCK} was cut short by an interrupted run: removed")
