@@ -1,4 +1,5 @@
-"""Tests for the APNEAP baseline: desensitized counterparts, steering vectors, bias-form patch."""
+"""Tests for the APNEAP baseline: desensitized counterparts (records on masked LMs, span tokens on causal ones),
+steering vectors, bias-form patch (biases a LLaMA takes through its config)."""
 from __future__ import annotations
 
 import copy
@@ -14,9 +15,11 @@ from lib.core.attribution import grad_x_act
 from lib.core.editing import NeuronPatch, apply_edit
 from lib.core.finetune import MlmConfig, train
 from lib.data.records import SecretRecord
+from lib.families.causal import CausalFamily, of
 from lib.families.masked import MaskedFamily, MaskedRows, masked_logits, mlm_batch_loss, secret_token_rows
 from lib.methods import Inputs, Stats, apneap, unlearn
-from tests.tiny_models import D_FF, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama
+from tests.tiny_models import (D_FF, N_LAYERS, VOCAB, save_tiny_bert_checkpoint, tiny_gpt2, tiny_llama,
+                                tiny_word_tokenizer)
 
 SECRET = SecretRecord("TEL-0001", "TEL", "my phone number is ", "4 1 7 2 9 3 8 0 6 5", " .", 4, False)
 OTHER_TEXTS = ["the meeting is on monday at the office .", "please send the report to the team .",
@@ -101,8 +104,8 @@ def test_bias_form_equals_activation_hook(memorized: Memorized) -> None:
     model, tokenizer = memorized
     rows = _rows(tokenizer)
     adapter = FFNAdapter.for_model(model)
-    vectors = apneap.steering_vectors(model, adapter, tokenizer, [SECRET], _top_neurons(model, rows, TOP_K),
-                                      0, max_len=32)
+    vectors = apneap.steering_vectors(model, adapter, apneap.masked_pairs(tokenizer, [SECRET], 0, 32),
+                                      _top_neurons(model, rows, TOP_K))
     patch = apneap.activation_patch(vectors, 10.0)  # (L, d_ff)
     with adapter.patch(lambda layer, x: x + patch[layer].to(x.dtype)):
         hooked = masked_logits(model, rows)
@@ -139,12 +142,13 @@ def test_patch_moves_selected_activations_away_from_the_secret(memorized: Memori
     model, tokenizer = memorized
     adapter = FFNAdapter.for_model(model)
     neurons = _top_neurons(model, _rows(tokenizer), TOP_K)
-    vectors = apneap.steering_vectors(model, adapter, tokenizer, [SECRET], neurons, 0, max_len=32)
+    pairs = apneap.masked_pairs(tokenizer, [SECRET], 0, 32)
+    vectors = apneap.steering_vectors(model, adapter, pairs, neurons)
     patch = apneap.activation_patch(vectors, 10.0)
-    plain = apneap.secret_activations(model, adapter, tokenizer, [SECRET], max_len=32)[0]  # (L, d_ff)
+    plain = apneap.span_activations(model, adapter, pairs.original, pairs.spans, pairs.pad_id)[0]  # (L, d_ff)
     # capture registers after patch, so it records the patched down-projection input
     with adapter.patch(lambda layer, x: x + patch[layer]):
-        patched = apneap.secret_activations(model, adapter, tokenizer, [SECRET], max_len=32)[0]
+        patched = apneap.span_activations(model, adapter, pairs.original, pairs.spans, pairs.pad_id)[0]
     for layer in sorted({layer for layer, _ in neurons}):
         v = vectors[layer]
         assert float(patched[layer] @ v) < float(plain[layer] @ v)
@@ -164,7 +168,7 @@ def test_validation_errors(memorized: Memorized) -> None:
     with pytest.raises(ValueError, match="duplicate"):
         apneap.check_neurons(adapter, ((0, 1), (0, 1)))
     with pytest.raises(ValueError, match="records is empty"):
-        apneap.steering_vectors(model, adapter, tokenizer, [], ((0, 1),), 0)
+        apneap.masked_pairs(tokenizer, [], 0)
     llama = tiny_llama(0)
     before = _snapshot(llama)
     patch = torch.zeros(N_LAYERS, D_FF)
@@ -197,3 +201,98 @@ def test_pipeline_path_steers_depn_neurons_from_precomputed_ig(memorized: Memori
     assert all(torch.equal(v, edited.state_dict()[k]) for k, v in replayed.state_dict().items())
     with pytest.raises(ValueError, match="apneap needs stats.ig"):
         apneap.run(copy.deepcopy(model), _inputs(tokenizer), apneap.Config(k=TOP_K))
+
+
+# ---------------------------------------------------------------- causal LMs
+
+
+def test_causal_counterparts_swap_each_span_token_for_a_neutral_one_of_its_kind() -> None:
+    """On a causal LM the counterpart is the sample with each private-span token swapped one for one (so positions
+    align by construction): digits for digits, a neutral name for a capitalised word, a neutral word otherwise;
+    punctuation and special tokens kept, nothing outside the span touched; a sample without a span is private as a
+    whole (tokens after the first); one seeded draw."""
+    tokenizer = tiny_word_tokenizer()
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    forget = of([ids("w40 w41 John Mary , 7 w42 [EOS]"), ids("w50 w51 3 [EOS]")], [(2, 6), None])
+    pairs = apneap.causal_pairs(tokenizer, forget, placeholder_seed=0)
+    assert pairs.original == forget.ids and pairs.spans == ((2, 6), (1, 4)) and pairs.pad_id == 0
+    first, second = (tokenizer.convert_ids_to_tokens(list(row)) for row in pairs.neutral)
+    assert first[:2] == ["w40", "w41"] and first[6:] == ["w42", "[EOS]"] and first[4] == ","
+    names = {w.capitalize() for w in apneap.NEUTRAL_NAMES}
+    assert first[2] in names - {"John"} and first[3] in names - {"Mary"} and first[5] in set("012345689")
+    assert second[0] == "w50" and second[1] in apneap.NEUTRAL_WORDS and second[2] in set("012456789")
+    assert second[3] == "[EOS]"
+    assert apneap.causal_pairs(tokenizer, forget, 0) == pairs and apneap.causal_pairs(tokenizer, forget, 1) != pairs
+    with pytest.raises(ValueError, match="forget is empty"):
+        apneap.causal_pairs(tokenizer, of([]), 0)
+
+
+def test_llama_takes_zero_ffn_biases_and_stays_an_ordinary_checkpoint(tmp_path) -> None:
+    """LLaMA has no FFN biases; its config's mlp_bias gives them: zero biases change no output, the saved model
+    loads back with transformers as a LLaMA with those biases, and removing them restores the bias-less model."""
+    from transformers import LlamaForCausalLM
+
+    model = tiny_llama(0)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+    before = _snapshot(model)
+    adapter = FFNAdapter.for_model(model)
+    assert adapter.add_ffn_biases() and not adapter.add_ffn_biases()  # the second call finds them in place
+    assert model.config.mlp_bias and set(model.state_dict()) - set(before) == set(adapter.bias_names())
+    assert len(adapter.bias_names()) == 3 * N_LAYERS  # gate, up and down projections of each layer
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, plain, rtol=1e-6, atol=1e-6)
+    adapter.down_proj_bias(1).data[:] = 0.5
+    model.save_pretrained(tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    adapter.remove_ffn_biases()
+    assert not model.config.mlp_bias and model.state_dict().keys() == before.keys()
+
+
+def test_an_architecture_without_ffn_biases_or_a_flag_is_refused_by_name() -> None:
+    """Mistral's MLP has no bias and its config no flag to give one: APNEAP cannot hold its patch there, says so in
+    one line naming the types that can, and leaves the model as it was."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=N_LAYERS,
+                                             num_attention_heads=3, num_key_value_heads=1, intermediate_size=D_FF))
+    before = _snapshot(model)
+    tokenizer = tiny_word_tokenizer()
+    forget = of([tokenizer("w40 w41 John Mary w42", add_special_tokens=False)["input_ids"]], [(2, 4)])
+    inputs = Inputs(family=CausalFamily(tokenizer), forget=forget, seed=0)
+    with pytest.raises(ValueError) as err:
+        apneap.steer(model, inputs, apneap.Config(), ((0, 1),))
+    message = str(err.value)
+    assert "\n" not in message and "'mistral'" in message and "llama" in message
+    assert _snapshot(model).keys() == before.keys() and all(torch.equal(v, before[k]) for k, v in
+                                                            _snapshot(model).items())
+
+
+def test_a_patch_that_gave_biases_is_a_file_that_applies_and_rolls_back_on_the_bias_less_parent(tmp_path) -> None:
+    """The deletion ledger's patch file keeps that the patch gave the FFNs biases: applied to the bias-less parent
+    it adds them and gives the child bit for bit; rolled back it removes them and gives the parent's structure."""
+    from lib.deletion.patch import apply_patch, load_patch, model_digest, save_patch
+
+    parent = tiny_llama(0)
+    child = copy.deepcopy(parent)
+    adapter = FFNAdapter.for_model(child)
+    before = {n: p.detach().clone() for n, p in parent.named_parameters()}
+    adapter.add_ffn_biases()
+    with torch.no_grad():
+        adapter.down_proj_bias(0).add_(0.25)
+    from lib.core.editing import diff_edit
+
+    edit, changed, _total = diff_edit(before, child, "neurons")
+    assert edit.biases_added and changed == adapter.d_model and edit.neurons == ()
+    save_patch(tmp_path / "p.safetensors", edit, model_digest(parent), model_digest(child))
+    loaded, _meta = load_patch(tmp_path / "p.safetensors")
+    assert loaded.biases_added
+    replay = copy.deepcopy(parent)
+    apply_patch(replay, loaded)
+    assert model_digest(replay) == model_digest(child)
+    apply_patch(replay, loaded, rollback=True)
+    assert model_digest(replay) == model_digest(parent) and not replay.config.mlp_bias

@@ -93,13 +93,16 @@ def test_unregistered_pipeline_method(tmp_path: Path) -> None:
     assert all(repr(name) in msg for name in CAUSAL_METHODS)
 
 
-def test_pipeline_method_of_the_wrong_family(tmp_path: Path) -> None:
+def test_apneap_is_a_causal_pipeline_item(tmp_path: Path) -> None:
+    """APNEAP runs on causal LMs too (span tokens swapped for its counterparts): a valid causal and benchmark item,
+    its section checked like any other, a bad value named by key."""
     def mutate(p):
-        p["causal"]["methods"]["apneap"] = {}
+        p["causal"]["methods"]["apneap"] = {"k": 8, "alpha": 0.0}
         p["causal"]["pipeline"] = ["neumuter", "apneap"]
+        p["benchmarks"]["pipeline"] = ["apneap"]
 
     msg = causal_error(tmp_path, mutate)
-    assert "causal.pipeline contains 'apneap'" in msg and "masked" in msg
+    assert "causal.methods.apneap.alpha" in msg, msg
 
 
 def test_neuron_methods_on_the_causal_tracks(tmp_path: Path) -> None:

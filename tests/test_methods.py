@@ -238,16 +238,19 @@ def test_needs_name_real_inputs_and_unread_inputs_are_not_needed() -> None:
         assert outcome.report.method == key
 
 
-def test_unlearn_refuses_a_family_the_method_does_not_declare() -> None:
-    """APNEAP alone is masked-only (its counterparts are records with the secret swapped); every other method runs
-    on both families."""
-    one_family = {name: get(name).families for name in METHODS if len(get(name).families) == 1}
-    assert one_family == {"apneap": ("masked",)}
-    model = tiny_gpt2(0)
-    before = _snapshot(model)
-    with pytest.raises(ValueError, match="method apneap runs on masked LMs, not causal LMs"):
-        unlearn("apneap", model, Inputs(family=CausalFamily(STAND_IN), forget=None), get("apneap").Config())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+def test_every_method_runs_on_both_families_and_a_missing_family_is_refused() -> None:
+    """Every registered method declares both families (issue 14); one that declared fewer is refused by
+    unlearn() with a one-line error naming the families it runs on, before the model changes."""
+    from types import ModuleType
+
+    from lib.methods import FAMILIES, check_family
+
+    assert {name: get(name).families for name in METHODS} == {name: FAMILIES for name in METHODS}
+    masked_only = ModuleType("lib.methods.masked_only")
+    masked_only.families = ("masked",)
+    with pytest.raises(ValueError, match="method masked_only runs on masked LMs, not causal LMs"):
+        check_family(masked_only, "causal")
+    check_family(masked_only, "masked")
 
 
 # ---------------------------------------------------------------- the method contract on a masked LM

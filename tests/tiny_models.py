@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM,
-                          LlamaConfig, LlamaForCausalLM, PreTrainedModel)
+                          LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast)
 
 from lib.families.causal import Sequences, accuracy, pad, token_nll
 
@@ -16,6 +16,20 @@ HIDDEN = 24
 D_FF = 37
 N_LAYERS = 2
 MAX_POS = 64
+
+
+def tiny_word_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the tiny models' 101 ids: 0 [PAD], 1 [BOS], 2 [EOS], 3-12 the digits, then
+    lower-case neutral words, capitalised names, and w<i> for the rest (so any id decodes to a word)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    words = ["[PAD]", "[BOS]", "[EOS]", *"0123456789", "the", "thing", "item", "place", "time", "work", "day", "note",
+             "part", "way", "John", "Mary", "James", "Anna", "David", "Paul", "Peter", "Susan", "Mark", "Linda", ","]
+    words += [f"w{i}" for i in range(len(words), VOCAB)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[PAD]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece()  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]")
 
 
 def _finish(model: PreTrainedModel) -> PreTrainedModel:

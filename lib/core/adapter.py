@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -43,6 +43,11 @@ class FFNSpec:
     attn_in: tuple[str, ...] = ()  # its input projections (Q, K, V or one fused), position-wise
     attn_query: str | None = None  # its query projection, where separate from K and V
     attn_out: str | None = None  # its output projection (position-wise on the per-query outputs)
+    # A config flag that gives the FFN's projections biases (LLaMA's mlp_bias), and those projections inside one
+    # layer: a model without a down-projection bias can take one (zero biases first: the function is unchanged)
+    # and stay an ordinary checkpoint of its architecture. None: the architecture has no such flag.
+    bias_flag: str | None = None
+    bias_modules: tuple[str, ...] = ()
 
 
 def _separate_qkv(attention: str, names: tuple[str, str, str], out: str) -> dict[str, Any]:
@@ -61,6 +66,7 @@ _DEBERTA = FFNSpec(family="masked", layers="encoder.layer", down_proj="output.de
                    ffn_in="intermediate", attention="attention", attn_out="attention.output.dense")
 _GATED = FFNSpec(family="causal", layers="layers", down_proj="mlp.down_proj", neuron_axis=1, ffn_in="mlp",
                  final_norm="norm", **_separate_qkv("self_attn", ("q_proj", "k_proj", "v_proj"), "o_proj"))
+_LLAMA = replace(_GATED, bias_flag="mlp_bias", bias_modules=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
 
 # Keyed by HF `config.model_type`; adding an architecture is a one-line data change.
 ARCHITECTURES: dict[str, FFNSpec] = {
@@ -81,7 +87,7 @@ ARCHITECTURES: dict[str, FFNSpec] = {
     "gpt_neox": FFNSpec(family="causal", layers="layers", down_proj="mlp.dense_4h_to_h", neuron_axis=1,
                         ffn_in="mlp", final_norm="final_layer_norm", attention="attention",
                         attn_in=("attention.query_key_value",), attn_out="attention.dense"),
-    "llama": _GATED,
+    "llama": _LLAMA,
     "olmo": _GATED,
     "olmo2": _GATED,
     "mistral": _GATED,
@@ -314,6 +320,44 @@ class FFNAdapter:
         """The down-projection bias (d_model,) of `layer`, or None if it has none."""
         return getattr(self.down_proj(layer), "bias", None)
 
+    def bias_names(self) -> list[str]:
+        """Parameter names of the biases the architecture's bias flag gives every layer's FFN ([] without a flag)."""
+        return [f"{self._module_name(_resolve(self.block(layer), path))}.bias"
+                for layer in range(self.n_layers) for path in self.spec.bias_modules]
+
+    def add_ffn_biases(self) -> bool:
+        """Give every down-projection a bias: zero biases on the projections the config flag covers, the flag set
+        (the function is unchanged); False when each already has one. ValueError when the architecture has none."""
+        if all(self.down_proj_bias(layer) is not None for layer in range(self.n_layers)):
+            return False
+        model_type = getattr(self.model.config, "model_type", None)
+        if self.spec.bias_flag is None:
+            flagged = sorted(t for t, spec in ARCHITECTURES.items() if spec.bias_flag)
+            raise ValueError(f"model_type {model_type!r} has no FFN down-projection bias and no config flag to give "
+                             f"it one; allowed: models whose down-projection has a bias, or model types "
+                             f"{', '.join(flagged)}")
+        setattr(self.model.config, self.spec.bias_flag, True)
+        for layer in range(self.n_layers):
+            for path in self.spec.bias_modules:
+                module = _resolve(self.block(layer), path)
+                if getattr(module, "bias", None) is None:
+                    weight = module.weight
+                    module.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
+        return True
+
+    def remove_ffn_biases(self) -> None:
+        """Undo add_ffn_biases: the flag's projections lose their biases and the flag is cleared."""
+        if self.spec.bias_flag is None:
+            raise ValueError(f"model_type {getattr(self.model.config, 'model_type', None)!r} has no FFN bias flag")
+        setattr(self.model.config, self.spec.bias_flag, False)
+        for layer in range(self.n_layers):
+            for path in self.spec.bias_modules:
+                _resolve(self.block(layer), path).register_parameter("bias", None)
+
+    def _module_name(self, module: nn.Module) -> str:
+        """The qualified name of one of the model's modules."""
+        return next(name for name, mod in self.model.named_modules() if mod is module)
+
     def get_columns(self, layer: int, neurons: Tensor) -> Tensor:
         """Copy of the output-weight vectors of `neurons` in `layer`: (k, d_model)."""
         weight = self.down_proj(layer).weight
@@ -338,8 +382,7 @@ class FFNAdapter:
 
     def weight_names(self, layer: int) -> list[str]:
         """state_dict names of `layer`'s down-projection weight (and bias if present)."""
-        module = self.down_proj(layer)
-        prefix = next(name for name, mod in self.model.named_modules() if mod is module)
+        prefix = self._module_name(self.down_proj(layer))
         names = [f"{prefix}.weight"]
         return names + ([f"{prefix}.bias"] if self.down_proj_bias(layer) is not None else [])
 

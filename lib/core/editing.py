@@ -151,6 +151,9 @@ class NeuronPatch:
     """A neuron-level edit: per layer, the changed FFN neurons' columns (and bias); nothing else changes."""
 
     layers: tuple[LayerPatch, ...]
+    # the FFNs took the biases their architecture's config flag allows (lib.core.adapter.FFNAdapter.add_ffn_biases):
+    # the input model had none, so its old biases are zeros, and a revert removes them again
+    biases_added: bool = False
 
     @property
     def neurons(self) -> tuple[tuple[int, int], ...]:
@@ -205,6 +208,13 @@ def diff_edit(before: dict[str, Tensor], model: nn.Module, kind: str) -> tuple[E
     if kind not in KINDS:
         raise ValueError(f"edit kind {kind!r} unknown; allowed: {', '.join(KINDS)}")
     after = {name: p.detach() for name, p in model.named_parameters()}
+    added = [name for name in after if name not in before]
+    if added:  # a neuron method gave the FFNs biases (absent = zero): those, and nothing else, may be new
+        allowed_new = set(FFNAdapter.for_model(model).bias_names()) if kind == "neurons" else set()
+        if not set(added) <= allowed_new:
+            raise ValueError(f"an edit added parameters {sorted(set(added) - allowed_new)[:3]}; allowed: the FFN "
+                             "biases its architecture's config flag gives, by a neuron-level edit")
+        before = {**before, **{name: torch.zeros_like(after[name]) for name in added}}
     masks = {name: _differs(before[name], after[name]) for name in before}
     changed, total = sum(int(m.sum()) for m in masks.values()), sum(t.numel() for t in before.values())
     moved = [name for name, m in masks.items() if bool(m.any())]
@@ -216,7 +226,7 @@ def diff_edit(before: dict[str, Tensor], model: nn.Module, kind: str) -> tuple[E
     if stray:
         raise ValueError(f"a neuron-level edit changed {stray[:3]}; allowed: FFN down-projection columns and biases")
     patches = (_layer_patch(adapter, layer, before, after) for layer in range(adapter.n_layers))
-    return NeuronPatch(tuple(p for p in patches if p is not None)), changed, total
+    return NeuronPatch(tuple(p for p in patches if p is not None), biases_added=bool(added)), changed, total
 
 
 def apply_edit(model: nn.Module, edit: Edit, revert: bool = False) -> None:
@@ -228,8 +238,12 @@ def apply_edit(model: nn.Module, edit: Edit, revert: bool = False) -> None:
                 params[name].copy_(value)
             return
         adapter = FFNAdapter.for_model(model)
+        if edit.biases_added and not revert:
+            adapter.add_ffn_biases()
         for patch in edit.layers:
             adapter.set_columns(patch.layer, patch.neurons, patch.old if revert else patch.new)
             bias = patch.old_bias if revert else patch.new_bias
             if bias is not None:
                 adapter.down_proj_bias(patch.layer).copy_(bias)
+        if edit.biases_added and revert:
+            adapter.remove_ffn_biases()

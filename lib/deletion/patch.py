@@ -39,7 +39,8 @@ def _tensors(edit: Edit) -> tuple[dict[str, Tensor], dict[str, str]]:
         tensors.update({f"{p.layer}/neurons": p.neurons, f"{p.layer}/old": p.old, f"{p.layer}/new": p.new})
         if p.old_bias is not None:
             tensors.update({f"{p.layer}/old_bias": p.old_bias, f"{p.layer}/new_bias": p.new_bias})
-    return tensors, {"kind": "neurons", "layers": json.dumps([p.layer for p in edit.layers])}
+    return tensors, {"kind": "neurons", "layers": json.dumps([p.layer for p in edit.layers]),
+                     "biases_added": json.dumps(edit.biases_added)}
 
 
 def save_patch(path: str | Path, edit: Edit, parent: str, child: str) -> str:
@@ -76,7 +77,7 @@ def load_patch(path: str | Path) -> tuple[Edit, dict[str, str]]:
                 layers.append(LayerPatch(layer, get(f"{layer}/neurons"), get(f"{layer}/old"), get(f"{layer}/new"),
                                          get(f"{layer}/old_bias") if bias else None,
                                          get(f"{layer}/new_bias") if bias else None))
-            edit = NeuronPatch(tuple(layers))
+            edit = NeuronPatch(tuple(layers), biases_added=json.loads(meta.get("biases_added", "false")) is True)
     return edit, meta
 
 
@@ -92,8 +93,11 @@ def _holds(model: nn.Module, edit: Edit, which: str) -> bool:
     for p in edit.layers:
         if not torch.equal(adapter.get_columns(p.layer, p.neurons).cpu(), p.old if which == "old" else p.new):
             return False
-        bias = p.old_bias if which == "old" else p.new_bias
-        if bias is not None and not torch.equal(adapter.down_proj_bias(p.layer).detach().cpu(), bias):
+        bias, held = p.old_bias if which == "old" else p.new_bias, adapter.down_proj_bias(p.layer)
+        if held is None and bias is not None:  # a model without FFN biases holds only the zeros a patch gave it
+            if not (which == "old" and edit.biases_added and not bool(bias.any())):
+                return False
+        elif bias is not None and not torch.equal(held.detach().cpu(), bias):
             return False
     return True
 

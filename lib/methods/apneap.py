@@ -1,11 +1,14 @@
 """APNEAP baseline (SNKU paper, Appendix D): steer DEPN-selected FFN neurons away from the secret.
 
 Steps, for privacy neurons selected upstream by attribution (passed in as `neurons`):
-1. Desensitize each secret: same record, the secret replaced by a neutral placeholder with the
-   same number of tokens (digits -> other digits, name words -> neutral names, other words ->
-   neutral words), so original and counterpart align position by position.
-2. Run both plain (unmasked) texts and read the FFN activations (down-projection input) at the
-   secret's token positions. Steering vector, per layer:
+1. Desensitize each secret: same text, the secret replaced by a neutral placeholder with the same number of
+   tokens (digits -> other digits, name words -> neutral names, other words -> neutral words), so original and
+   counterpart align position by position. Masked LMs: the record's secret string is swapped and re-encoded
+   (`masked_pairs`); causal LMs: each token of the sample's private span is swapped for a one-token neutral
+   stand-in of its kind (`causal_pairs`; a sample without a span is private as a whole, as for every causal
+   method's targets).
+2. Run both plain (unmasked) texts and read the FFN activations (down-projection input) at the secret's token
+   positions. Steering vector, per layer:
        V = mean over secrets of mean over positions of (H_original - H_desensitized),
    restricted to the selected neurons (zero elsewhere): the paper's D.2 definition, the
    direction TOWARD the private pattern.
@@ -15,11 +18,13 @@ Steps, for privacy neurons selected upstream by attribution (passed in as `neuro
    defect of the public code). Our form equals the paper's with V_des.
 A position-independent additive patch p (d_ff,) on the down-projection input equals a bias change
 b_new = b + W p of the down-projection, so the edit is stored as biases: the model stays an
-ordinary checkpoint and evaluation needs no hooks.
+ordinary checkpoint and evaluation needs no hooks. A model whose down-projection has no bias takes one where
+its architecture's config allows (LLaMA's mlp_bias: lib.core.adapter.FFNAdapter.add_ffn_biases), else the
+method refuses it by name.
 
 Neurons: DEPN's selection (lib.methods.depn.select_depn at the same K) over the pipeline's IG
-in `inputs.stats`; secrets from `inputs.records`, the tokenizer from the masked family.
-`steer` takes hand-picked neurons instead (tests use it).
+in `inputs.stats`; secrets from `inputs.records` (masked) or the spans of `inputs.forget` (causal), the
+tokenizer from the family. `steer` takes hand-picked neurons instead (tests use it).
 """
 from __future__ import annotations
 
@@ -36,13 +41,14 @@ from transformers import PreTrainedTokenizerBase
 
 from lib.core.adapter import FFNAdapter
 from lib.data.records import CATEGORIES, SecretRecord
+from lib.families.causal import Sequences, target_tokens
 from lib.families.masked import encode_record, scoring_mode, special_ids
 from lib.core.params import Natural, Positive
 from lib.methods import Inputs, Report, depn
 
 label = "APNEAP"  # the name every report prints
-families = ("masked",)  # desensitized counterparts are records with the secret swapped, position by position
-needs = ("ig", "records")
+families = ("masked", "causal")  # counterparts: the secret's tokens swapped for neutral ones, position by position
+needs = ("ig", "forget", "records")
 kind = "neurons"
 
 DIGITS = tuple("0123456789")
@@ -115,7 +121,92 @@ def desensitize(tokenizer: PreTrainedTokenizerBase, record: SecretRecord,
     return dataclasses.replace(record, secret=secret)
 
 
-# ---------------------------------------------------------------- steering vectors
+# ---------------------------------------------------------------- causal LMs: span tokens swapped one for one
+
+
+def _one_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int | None:
+    """The id of `text` when the tokenizer keeps it as one token, else None."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def token_pool(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], space: str) -> tuple[int, ...]:
+    """Ids of the words that stay one token after `space` (the token's own leading space), else without it."""
+    for lead in dict.fromkeys((space, "")):
+        pool = tuple(dict.fromkeys(i for i in (_one_token(tokenizer, lead + w) for w in words) if i is not None))
+        if pool:
+            return pool
+    raise ValueError(f"tokenizer {type(tokenizer).__name__} keeps none of {list(words)} as one token")
+
+
+def neutral_token(tokenizer: PreTrainedTokenizerBase, token: int, rng: random.Random) -> int:
+    """A neutral one-token stand-in for span token `token`: other digits for digits, a neutral name for a
+    capitalised word, a neutral word otherwise; punctuation, spaces and special tokens are kept."""
+    text = tokenizer.decode([token])
+    core = text.strip()
+    if token in tokenizer.all_special_ids or not any(c.isalnum() for c in core):
+        return token  # punctuation and special tokens carry no private content
+    space = text[: len(text) - len(text.lstrip())]
+    if _is_numeric(core):
+        other = _one_token(tokenizer, space + _other_digits(core, rng))
+        if other is not None and other != token:
+            return other
+        words: Sequence[str] = DIGITS
+    elif core[0].isupper():
+        words = [w.capitalize() for w in NEUTRAL_NAMES]
+    else:
+        words = NEUTRAL_WORDS
+    pool = [i for i in token_pool(tokenizer, words, space) if i != token]
+    return rng.choice(pool)
+
+
+# ---------------------------------------------------------------- aligned pairs and steering vectors
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """Original and desensitized token rows and each row's secret span [start, end), the same in both."""
+
+    original: tuple[tuple[int, ...], ...]
+    neutral: tuple[tuple[int, ...], ...]
+    spans: tuple[tuple[int, int], ...]
+    pad_id: int
+
+
+def masked_pairs(tokenizer: PreTrainedTokenizerBase, records: Sequence[SecretRecord], placeholder_seed: int,
+                 max_len: int = 128) -> Aligned:
+    """Masked LMs: each record and its desensitized counterpart, encoded (special tokens included)."""
+    if not records:
+        raise ValueError("records is empty; APNEAP needs at least one secret record")
+    originals = [encode_record(tokenizer, r, max_len) for r in records]
+    neutral = [encode_record(tokenizer, r, max_len) for r in counterparts(tokenizer, records, placeholder_seed, max_len)]
+    return Aligned(tuple(tuple(e.input_ids) for e in originals), tuple(tuple(e.input_ids) for e in neutral),
+                   tuple((e.secret_start, e.secret_start + e.secret_len) for e in originals),
+                   special_ids(tokenizer)[3])
+
+
+def causal_pairs(tokenizer: PreTrainedTokenizerBase, forget: Sequences, placeholder_seed: int) -> Aligned:
+    """Causal LMs: each forget sample and its copy with every span token swapped one for one (one seeded draw in
+    sample order); the span is the sample's private span, or every token after the first without one."""
+    if not len(forget):
+        raise ValueError("forget is empty; APNEAP needs at least one forget sample")
+    rng, neutral, spans = random.Random(placeholder_seed), [], []
+    for i, ids in enumerate(forget.ids):
+        positions = target_tokens(forget, i, "span")
+        row = list(ids)
+        for t in positions:
+            row[t] = neutral_token(tokenizer, ids[t], rng)
+        neutral.append(tuple(row))
+        spans.append((positions[0], positions[-1] + 1))
+    return Aligned(tuple(forget.ids), tuple(neutral), tuple(spans), int(tokenizer.pad_token_id))
+
+
+def pairs_of(inputs: Inputs, placeholder_seed: int) -> Aligned:
+    """The aligned pairs of the inputs' family: records (masked) or the forget samples' spans (causal)."""
+    family = inputs.family
+    if family.name == "causal":
+        return causal_pairs(family.tokenizer, inputs.forget, placeholder_seed)
+    return masked_pairs(family.tokenizer, inputs.records, placeholder_seed, family.max_len)
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -128,22 +219,19 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def secret_activations(model: nn.Module, adapter: FFNAdapter, tokenizer: PreTrainedTokenizerBase,
-                       records: Sequence[SecretRecord], max_len: int = 128) -> Tensor:
-    """Per record, FFN activations averaged over its secret's positions: (N, L, d_ff) float32."""
-    pad_id = special_ids(tokenizer)[3]
-    encoded = [encode_record(tokenizer, r, max_len) for r in records]
+def span_activations(model: nn.Module, adapter: FFNAdapter, rows: Sequence[Sequence[int]],
+                     spans: Sequence[tuple[int, int]], pad_id: int) -> Tensor:
+    """Per row, FFN activations averaged over its span's positions: (N, L, d_ff) float32."""
     device, means = next(model.parameters()).device, []
     encoder = getattr(model, "base_model", model)  # the vocabulary head is not needed
     with scoring_mode(model):
-        for start in range(0, len(encoded), _CHUNK):
-            chunk = encoded[start:start + _CHUNK]
-            ids, mask = _pad([e.input_ids for e in chunk], pad_id)  # (B, T), (B, T)
+        for start in range(0, len(rows), _CHUNK):
+            chunk = range(start, min(start + _CHUNK, len(rows)))
+            ids, mask = _pad([rows[i] for i in chunk], pad_id)  # (B, T), (B, T)
             with adapter.capture() as acts:
                 encoder(input_ids=ids.to(device), attention_mask=mask.to(device))
             stacked = torch.stack([acts[layer] for layer in range(adapter.n_layers)], dim=1)  # (B, L, T, d_ff)
-            means += [stacked[i, :, e.secret_start:e.secret_start + e.secret_len].float().mean(dim=1).cpu()
-                      for i, e in enumerate(chunk)]  # each (L, d_ff)
+            means += [stacked[b, :, spans[i][0]:spans[i][1]].float().mean(dim=1).cpu() for b, i in enumerate(chunk)]
     return torch.stack(means)  # (N, L, d_ff)
 
 
@@ -188,16 +276,12 @@ def counterparts(tokenizer: PreTrainedTokenizerBase, records: Sequence[SecretRec
     return neutral
 
 
-def steering_vectors(model: nn.Module, adapter: FFNAdapter, tokenizer: PreTrainedTokenizerBase,
-                     records: Sequence[SecretRecord], neurons: Sequence[tuple[int, int]],
-                     placeholder_seed: int, max_len: int = 128) -> Tensor:
+def steering_vectors(model: nn.Module, adapter: FFNAdapter, pairs: Aligned,
+                     neurons: Sequence[tuple[int, int]]) -> Tensor:
     """V (L, d_ff): mean of H_original - H_desensitized at the secrets, zero off `neurons`."""
-    if not records:
-        raise ValueError("records is empty; APNEAP needs at least one secret record")
     mask = neuron_mask(adapter, neurons)  # (L, d_ff)
-    neutral_records = counterparts(tokenizer, records, placeholder_seed, max_len)
-    original = secret_activations(model, adapter, tokenizer, records, max_len)  # (N, L, d_ff)
-    neutral = secret_activations(model, adapter, tokenizer, neutral_records, max_len)  # (N, L, d_ff)
+    original = span_activations(model, adapter, pairs.original, pairs.spans, pairs.pad_id)  # (N, L, d_ff)
+    neutral = span_activations(model, adapter, pairs.neutral, pairs.spans, pairs.pad_id)  # (N, L, d_ff)
     return (original - neutral).mean(dim=0) * mask  # (L, d_ff)
 
 
@@ -243,10 +327,9 @@ def steer(model: nn.Module, inputs: Inputs, cfg: Config, pairs: Sequence[tuple[i
     adapter = FFNAdapter.for_model(model)
     start = time.perf_counter()
     pairs = check_neurons(adapter, pairs)
-    tokenizer = inputs.family.tokenizer
-    check_biases(adapter, [layer for layer, _ in pairs])  # fail before the forward passes
-    vectors = steering_vectors(model, adapter, tokenizer, inputs.records, pairs, cfg.placeholder_seed,
-                               inputs.family.max_len)
+    aligned = pairs_of(inputs, cfg.placeholder_seed)  # bad inputs fail before the model changes
+    adapter.add_ffn_biases()  # zero biases where the config allows (LLaMA), to hold the patch; else refused here
+    vectors = steering_vectors(model, adapter, aligned, pairs)
     layers = apply_patch_as_bias(adapter, activation_patch(vectors, cfg.alpha))
     return Report(strength=float(len(pairs)), strength_name="neurons", steps=1,
                   trainable=len(layers) * adapter.d_model, neurons=pairs, edit_seconds=time.perf_counter() - start)
