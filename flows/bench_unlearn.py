@@ -36,7 +36,7 @@ def runs(run: str, method: str) -> list[str]:
 
 def config(run: str, method: str, params_file: str) -> dict[str, Any]:
     """The stage's params: `benchmarks`, the run's suite, the method's Config (bad values fail before any work)."""
-    check_track(method, "benchmarks.pipeline", "causal", statistics=True)  # an unknown name lists the registered methods
+    check_track(method, "benchmarks.pipeline", "causal")  # an unknown name lists the registered methods
     run_suite(run)
     params = load_params(params_file)
     section = params.get(f"benchmarks.methods.{method}")

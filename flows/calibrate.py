@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import METRICS, main
-from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search
+from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search, study_record
 from lib.core.io import write_json
 from lib.core.metrics import forget_gap
 from lib.core.params import Natural, load_params
@@ -78,15 +78,10 @@ def study(ctx: Context, method: str, category: str, cal: CalibrationConfig, seed
 
 def log_study(ctx: Context, method: str, category: str, result: dict[str, Any]) -> None:
     """The search as an MLflow run (the calibrated point's numbers) with one child run per trial."""
-    best = result["best"] or {}
-    metrics = {"reached": float(result["reached"]), "n_trials": float(len(result["trials"])),
-               "valid_ppl_before": result["valid_ppl_before"], "gap_before": result["gap_before"],
-               **{k: best[k] for k in ("valid_ppl", "gap_ratio") if best.get(k) is not None}}
-    children = [(f"trial-{t['number']}", t["values"], {k: t[k] for k in ("valid_ppl", "gap_ratio") if t[k] is not None})
-                for t in result["trials"]]
     log_study_task(ctx.cfg.mlflow, f"calibrate-{method}-{category}",
                    {"method": method, "category": category, "stage": "calibrate", "privacy_metric": result["metric"]},
-                   {**best.get("values", {}), "target": result["target"], "model": ctx.cfg.model}, metrics, children)
+                   {**(result["best"] or {}).get("values", {}), "target": result["target"], "model": ctx.cfg.model},
+                   *study_record(result))
 
 
 @flow(name="calibrate")

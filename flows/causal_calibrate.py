@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, METRICS,
                    NEIGHBOURS, main)
-from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search
+from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search, study_record
 from lib.core.io import file_digest, read_jsonl, write_json
 from lib.core.params import Count, Natural, NonEmpty, ParamsError, load_params
 from lib.core.statistics import NeuronsConfig
@@ -43,7 +43,7 @@ def config(method: str, params_file: str) -> dict[str, Any]:
     cal = params.get("causal.calibration", CalibrationConfig)
     if method not in cal.methods:
         raise ParamsError(f"method {method!r} is not calibrated on the causal track; allowed: {', '.join(cal.methods)}")
-    check_track(method, "causal.calibration.methods", "causal", statistics=True)
+    check_track(method, "causal.calibration.methods", "causal")
     section = params.get(f"causal.methods.{method}")
     check_space(get(method).Config, cal.spaces[method], f"causal.calibration.spaces.{method}")
     make_config(method, section, where=f"causal.methods.{method}")
@@ -60,15 +60,10 @@ def config(method: str, params_file: str) -> dict[str, Any]:
 
 def log_study(cfg: dict[str, Any], method: str, result: dict[str, Any]) -> None:
     """The search as an MLflow run (the calibrated point's numbers) with one child run per trial."""
-    best = result["best"] or {}
-    metrics = {"reached": float(result["reached"]), "n_trials": float(len(result["trials"])),
-               "valid_ppl_before": result["valid_ppl_before"], "gap_before": result["gap_before"],
-               **{k: best[k] for k in ("valid_ppl", "gap_ratio") if best.get(k) is not None}}
-    children = [(f"trial-{t['number']}", t["values"], {k: t[k] for k in ("valid_ppl", "gap_ratio") if t[k] is not None})
-                for t in result["trials"]]
     log_study_task(cfg["mlflow"], f"causal-calibrate-{method}",
                    {"method": method, "category": "causal", "stage": "calibrate", "track": "causal"},  # the view
-                   {**best.get("values", {}), "target": result["target"], "model": cfg["model"]}, metrics, children)
+                   {**(result["best"] or {}).get("values", {}), "target": result["target"], "model": cfg["model"]},
+                   *study_record(result))
 
 
 @flow(name="causal-calibrate")

@@ -23,7 +23,7 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, the method's Config built (a bad value fails before any work)."""
-    check_track(method, "causal.pipeline", "causal", statistics=True)  # an unknown name lists the registered methods
+    check_track(method, "causal.pipeline", "causal")  # an unknown name lists the registered methods
     params = load_params(params_file)
     section = params.get(f"causal.methods.{method}")
     return {"seed": params.get("seed", Natural), "max_len": params.get("causal.data.max_len", Count),

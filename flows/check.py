@@ -70,7 +70,7 @@ def _methods(params: Params, key: str, categories: tuple[str, ...]) -> None:
         if name not in sections:
             raise ParamsError(f"{pipeline_key} contains {name!r}; allowed: methods with a section under {key}: "
                               f"{sorted(sections)}")
-        check_track(name, pipeline_key, family, statistics=True)
+        check_track(name, pipeline_key, family)
 
 
 def check_params(path: str) -> Params:

@@ -24,7 +24,7 @@ def runs(method: str) -> list[str]:
 
 def config(method: str, params_file: str) -> dict[str, Any]:
     """The stage's params, each category's method Config built (so a bad value fails before any work)."""
-    check_track(method, "pipeline.methods", "masked", statistics=True)  # an unknown name lists the methods
+    check_track(method, "pipeline.methods", "masked")  # an unknown name lists the methods
     params = load_params(params_file)
     pipeline = params.get("pipeline", PipelineConfig)
     section = params.get(f"methods.{method}")
@@ -60,7 +60,9 @@ def edit_flow(method: str, params_file: str = "params.yaml") -> dict:
                             "upstream_seconds": upstream, "changed": outcome.changed, "total": outcome.total,
                             "fraction_weights_edited": outcome.changed / outcome.total, "details": report.details}
             write_json(out / cat / "edit_report.json", reports[cat])
-            get_run_logger().info("%s %s: %d neurons edited", method, cat, len(report.neurons))
+            edited = (f"{len(report.neurons)} neurons edited" if get(method).kind == "neurons"
+                      else f"{outcome.changed / outcome.total:.2%} of the weights changed")  # a weight-space method
+            get_run_logger().info("%s %s: %s", method, cat, edited)
     return reports
 
 

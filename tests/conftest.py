@@ -54,10 +54,11 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 # the longest modules, first: `make test` (xdist, --dist loadscope, no reordering) hands one module at a time to
-# whichever worker is nearly idle, so test_pipeline.py (one shared tiny repo, ~10 min) starts at once on one worker
-# and the other worker starts the UI run, then takes everything else (not --dist loadgroup: under pytest 9.2,
-# xdist 3.8 tags grouped node ids through an attribute pytest no longer reads, so groups are split)
-FIRST = ("tests/test_pipeline.py", "tests/test_serve.py")
+# whichever worker is nearly idle, so test_pipeline.py (one shared tiny repo, the longest) starts at once on one
+# worker and the other worker starts the UI run, then the benchmark track's repo (test_pipeline_bench.py), then
+# everything else (not --dist loadgroup: under pytest 9.2, xdist 3.8 tags grouped node ids through an attribute
+# pytest no longer reads, so groups are split)
+FIRST = ("tests/test_pipeline.py", "tests/test_serve.py", "tests/test_pipeline_bench.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

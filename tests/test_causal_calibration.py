@@ -11,8 +11,8 @@ import torch
 from flows.check import check_calibration
 from lib.core.calibration import CalibrationConfig, Range
 from lib.core.params import ParamsError
-from lib.families.causal import CausalFamily, of
-from lib.families.causal_trial import gap_ratio, mean_ma, trial
+from lib.families.causal import CausalFamily, mean_ma, of
+from lib.families.causal_trial import gap_ratio, trial
 from lib.methods import Inputs, make_config
 from lib.reports.calibration import report
 from tasks.causal_runs import inputs_digest

@@ -7,9 +7,9 @@ files, so that rerunning the same command resumes:
 
 - dvc.lock whole (DVC's lock-file schema, and no stage of the copy that dvc.yaml still defines missing): copied
   to .dvc/tmp/unlearn-dvc.lock;
-- dvc.lock cut (DVC opens it with "w", so a kill can leave it empty, or cut at a line end, where it still parses but
-  has lost the stages after the cut): replaced by that copy (the state before the interrupted repro began: the stages it finished
-  run again, mostly from the Prefect task cache), else by git HEAD's dvc.lock, else removed;
+- dvc.lock cut (DVC opens it with "w", so a kill can leave it empty, or cut at a line end, where it still parses
+  but has lost the stages after the cut): replaced by that copy (the state before the interrupted repro began: the
+  stages it finished run again, mostly from the Prefect task cache), else by git HEAD's dvc.lock, else removed;
 - .dvc/tmp/rwlock unreadable: removed (it only records which running `dvc` holds which path; once cut short it
   names none DVC can check, and DVC refuses to start until it is gone).
 

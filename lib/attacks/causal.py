@@ -1,7 +1,6 @@
 """The attacks' probe on causal LMs (lib.attacks.audit): D_f's secret spans read by teacher forcing and sampling."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -11,15 +10,12 @@ from lib.attacks import mia, sampling
 from lib.attacks.audit import AttacksConfig, ks, mia_aucs
 from lib.core.adapter import TargetRows
 from lib.core.finetune import BatchLoss
-from lib.families.causal import CausalFamily, Sequences, accuracy, nll_batch_loss, sequence_nll
+from lib.families.causal import CausalFamily, Sequences, mean_ma, nll_batch_loss, sequence_nll
 
 
 def span_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> float:
     """Mean teacher-forced accuracy over the secret spans (sequences without a span left out)."""
-    values = [v for v in accuracy(model, seqs, pad_id, batch_size, span=True).tolist() if not math.isnan(v)]
-    if not values:
-        raise ValueError("no sequence has a secret span; allowed: D_f rows with their secret marked")
-    return sum(values) / len(values)
+    return mean_ma(model, seqs, pad_id, batch_size, span=True)
 
 
 @dataclass(frozen=True)

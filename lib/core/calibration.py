@@ -132,3 +132,14 @@ def frontier(trials: list[Trial]) -> list[Trial]:
         if not out or t.valid_ppl < out[-1].valid_ppl:
             out.append(t)
     return out
+
+
+def study_record(result: dict[str, Any]) -> tuple[dict[str, float], list[tuple[str, dict[str, Any], dict[str, float]]]]:
+    """A search result's tracking record: the calibrated point's metrics, and (name, values, metrics) per trial."""
+    best = result["best"] or {}
+    metrics = {"reached": float(result["reached"]), "n_trials": float(len(result["trials"])),
+               "valid_ppl_before": result["valid_ppl_before"], "gap_before": result["gap_before"],
+               **{k: best[k] for k in ("valid_ppl", "gap_ratio") if best.get(k) is not None}}
+    trials = [(f"trial-{t['number']}", t["values"], {k: t[k] for k in ("valid_ppl", "gap_ratio") if t[k] is not None})
+              for t in result["trials"]]
+    return metrics, trials

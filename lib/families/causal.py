@@ -123,6 +123,16 @@ def accuracy(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 1
     return torch.cat(out)
 
 
+def mean_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int = 16, span: bool = False) -> float:
+    """Mean teacher-forced accuracy over the sequences (over their secret spans when `span`; sequences without one
+    left out)."""
+    values = [v for v in accuracy(model, seqs, pad_id, batch_size, span=span).tolist() if not math.isnan(v)]
+    if not values:
+        raise ValueError(f"no sequence {'has a secret span' if span else 'to score'}; allowed: sequences with at least "
+                         "one scored token (and their secret span marked)")
+    return sum(values) / len(values)
+
+
 # ---------------------------------------------------------------- token windows
 
 def _char_span(text: str, secret: str | None) -> tuple[int, int] | None:

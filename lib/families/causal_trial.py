@@ -12,17 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from lib.families.causal import Sequences, accuracy, perplexity
+from lib.families.causal import Sequences, mean_ma, perplexity
 from lib.methods import Inputs, unlearn
-
-
-def mean_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int, span: bool = False) -> float:
-    """Mean teacher-forced accuracy over the sequences (over their secret spans when `span`; sequences without one
-    left out)."""
-    values = [v for v in accuracy(model, seqs, pad_id, batch_size, span=span).tolist() if not math.isnan(v)]
-    if not values:
-        raise ValueError("no sequence to score; allowed: D_f with at least one sample (and one secret span)")
-    return sum(values) / len(values)
 
 
 def scores(model: nn.Module, forget: Sequences, valid: Sequences, pad_id: int, batch_size: int) -> dict[str, float]:

@@ -172,21 +172,18 @@ def make_config(name: str, section: Mapping[str, Any] | None = None, category: s
     return build(get(name).Config, values, where)
 
 
-STATISTICS = ("attribution", "activations", "clusters", "ig")  # Stats the masked track's stages compute
+STATISTICS = ("attribution", "activations", "clusters", "ig")  # Stats the tracks' stages compute for neuron methods
 
 
-def check_track(name: str, where: str, family: str, statistics: bool) -> None:
-    """A track's pipeline (params key `where`) lists a method of its family whose statistics it computes."""
+def check_track(name: str, where: str, family: str) -> None:
+    """A track's pipeline (params key `where`) lists a method of its family (every track computes the statistics a
+    neuron method reads)."""
     from lib.core.params import ParamsError
 
     method = get(name)
     if family not in method.families:
         raise ParamsError(f"{where} contains {name!r}, which runs on {', '.join(method.families)} LMs only; "
                           f"this track is {family}")
-    needed = [n for n in STATISTICS if n in method.needs]
-    if needed and not statistics:
-        raise ParamsError(f"{where} contains {name!r}, which needs precomputed {', '.join(needed)}; allowed on this "
-                          f"track: methods that need none of {list(STATISTICS)}")
 
 
 def check_family(method: ModuleType, family: str) -> None:

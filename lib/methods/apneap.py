@@ -179,7 +179,8 @@ def masked_pairs(tokenizer: PreTrainedTokenizerBase, records: Sequence[SecretRec
     if not records:
         raise ValueError("records is empty; APNEAP needs at least one secret record")
     originals = [encode_record(tokenizer, r, max_len) for r in records]
-    neutral = [encode_record(tokenizer, r, max_len) for r in counterparts(tokenizer, records, placeholder_seed, max_len)]
+    swapped = counterparts(tokenizer, records, placeholder_seed, max_len)
+    neutral = [encode_record(tokenizer, r, max_len) for r in swapped]
     return Aligned(tuple(tuple(e.input_ids) for e in originals), tuple(tuple(e.input_ids) for e in neutral),
                    tuple((e.secret_start, e.secret_start + e.secret_len) for e in originals),
                    special_ids(tokenizer)[3])
