@@ -146,9 +146,17 @@ def mlflow_runs(repo: Path) -> list[Any]:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+def written_forms(secret: str) -> set[str]:
+    """The secret as it stands in plain text and inside a JSON string (quotes escaped; non-ASCII as is, or \\u)."""
+    return {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+
+
 def leaked_in(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
-    """'<where>: <record id>' for each secret found in a text (the secret itself is never shown)."""
-    return [f"{where}: {rid}" for where, text in texts.items() for rid, s in secrets.items() if s in text]
+    """'<where>: <record id>' for each secret found in a text, in any of its written forms (the secret itself is
+    never shown)."""
+    forms = {rid: written_forms(s) for rid, s in secrets.items()}
+    return [f"{where}: {rid}" for where, text in texts.items() for rid in secrets
+            if any(form in text for form in forms[rid])]
 
 
 def produced_texts(pipeline: Pipeline) -> dict[str, str]:
