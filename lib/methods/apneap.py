@@ -157,7 +157,7 @@ def neutral_token(tokenizer: PreTrainedTokenizerBase, token: int, rng: random.Ra
     else:
         words = NEUTRAL_WORDS
     pool = [i for i in token_pool(tokenizer, words, space) if i != token]
-    return rng.choice(pool)
+    return rng.choice(pool) if pool else token  # the token is the pool's only word: neutral already
 
 
 # ---------------------------------------------------------------- aligned pairs and steering vectors
