@@ -208,9 +208,10 @@ def diff_edit(before: dict[str, Tensor], model: nn.Module, kind: str) -> tuple[E
     if kind not in KINDS:
         raise ValueError(f"edit kind {kind!r} unknown; allowed: {', '.join(KINDS)}")
     after = {name: p.detach() for name, p in model.named_parameters()}
+    adapter = FFNAdapter.for_model(model) if kind == "neurons" else None
     added = [name for name in after if name not in before]
     if added:  # a neuron method gave the FFNs biases (absent = zero): those, and nothing else, may be new
-        allowed_new = set(FFNAdapter.for_model(model).bias_names()) if kind == "neurons" else set()
+        allowed_new = set(adapter.bias_names()) if adapter is not None else set()
         if not set(added) <= allowed_new:
             raise ValueError(f"an edit added parameters {sorted(set(added) - allowed_new)[:3]}; allowed: the FFN "
                              "biases its architecture's config flag gives, by a neuron-level edit")
@@ -220,7 +221,6 @@ def diff_edit(before: dict[str, Tensor], model: nn.Module, kind: str) -> tuple[E
     moved = [name for name, m in masks.items() if bool(m.any())]
     if kind == "weights":
         return WeightDelta({n: before[n] for n in moved}, {n: after[n].clone() for n in moved}), changed, total
-    adapter = FFNAdapter.for_model(model)
     allowed = {name for layer in range(adapter.n_layers) for name in adapter.weight_names(layer)}
     stray = [name for name in moved if name not in allowed]
     if stray:

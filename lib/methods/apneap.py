@@ -29,6 +29,7 @@ tokenizer from the family. `steer` takes hand-picked neurons instead (tests use 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 import time
@@ -130,7 +131,8 @@ def _one_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int | None:
     return int(ids[0]) if len(ids) == 1 else None
 
 
-def token_pool(tokenizer: PreTrainedTokenizerBase, words: Sequence[str], space: str) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=64)  # asked for every span token of every K the stop rule tries: the same few pools
+def token_pool(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...], space: str) -> tuple[int, ...]:
     """Ids of the words that stay one token after `space` (the token's own leading space), else without it."""
     for lead in dict.fromkeys((space, "")):
         pool = tuple(dict.fromkeys(i for i in (_one_token(tokenizer, lead + w) for w in words) if i is not None))
@@ -151,9 +153,9 @@ def neutral_token(tokenizer: PreTrainedTokenizerBase, token: int, rng: random.Ra
         other = _one_token(tokenizer, space + _other_digits(core, rng))
         if other is not None and other != token:
             return other
-        words: Sequence[str] = DIGITS
+        words: tuple[str, ...] = DIGITS
     elif core[0].isupper():
-        words = [w.capitalize() for w in NEUTRAL_NAMES]
+        words = tuple(w.capitalize() for w in NEUTRAL_NAMES)
     else:
         words = NEUTRAL_WORDS
     pool = [i for i in token_pool(tokenizer, words, space) if i != token]
