@@ -9,7 +9,6 @@ fine-tuned model without the Eq. 17 stop rule (lib.families.causal_trial), conte
 the saved view "Methods at equal forgetting" lists both tracks' searches)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -17,16 +16,15 @@ from prefect import flow, get_run_logger
 
 from flows import (CAUSAL_CORPUS, CAUSAL_FINETUNED, CAUSAL_MEMORIZED, CAUSAL_METRICS, CAUSAL_RETRAINED, METRICS,
                    NEIGHBOURS, main)
-from lib.core.calibration import CalibrationConfig, calibrated, check_space, frontier, search, study_record
+from lib.core.calibration import CalibrationConfig, check_space, study_record
 from lib.core.io import file_digest, read_jsonl, write_json
 from lib.core.params import Count, Natural, NonEmpty, ParamsError, load_params
 from lib.core.statistics import NeuronsConfig
 from lib.families.causal import encode_all
-from lib.families.causal_trial import gap_ratio, scores
 from lib.methods import check_track, get, make_config
 from tasks import load_model_task, use_compute
 from tasks.causal_inputs import causal_inputs, require_reference
-from tasks.causal_runs import trial_task, trial_token
+from tasks.causal_runs import calibrate
 from tasks.tracking import MlflowConfig, log_study_task
 
 CALIBRATION = METRICS / "calibration" / "causal"
@@ -77,37 +75,16 @@ def calibrate_flow(method: str, params_file: str = "params.yaml") -> dict[str, A
     inputs = causal_inputs(model, tokenizer, cfg, tuple(get(method).needs), CAUSAL_CORPUS, CAUSAL_MEMORIZED,
                            NEIGHBOURS, CAUSAL_FINETUNED)
     held = [(r["text"], None) for r in read_jsonl(CAUSAL_CORPUS / "valid.jsonl")[: cfg["n_valid"]]]
-    valid, pad, size = encode_all(tokenizer, held, cfg["max_len"]), tokenizer.pad_token_id, cfg["batch_size"]
-    before = scores(model, inputs.forget, valid, pad, size)
-    retrained = scores(load_model_task(str(CAUSAL_RETRAINED), "causal")[0], inputs.forget, valid, pad, size)
-    out: dict[str, Any] = {"method": method, "metric": "ma", "ma_before": before["ma"], "ma_retrain": retrained["ma"],
-                           "valid_ppl_before": before["valid_ppl"], "retrain_valid_ppl": retrained["valid_ppl"],
-                           "gap_before": before["ma"] - retrained["ma"], "target": cal.target}
-    if out["gap_before"] <= 0:  # the fine-tuned model is no more accurate on D_f than retraining: nothing to forget
-        write_json(CALIBRATION / f"{method}.json", {**out, "reached": None, "best": None, "frontier": [], "trials": []})
-        return out
-    digest = file_digest(CAUSAL_FINETUNED / "model.safetensors")
-
-    def evaluate(values: dict[str, Any]) -> tuple[float, float]:
-        """One cached trial: (held-out PPL, gap ratio); ValueError when the method refuses the values."""
-        make_config(method, cfg["section"], None, values)  # a refused value fails here, before the task
-        token = trial_token(digest, method, cfg["section"], values, inputs, valid, size)
-        state = trial_task(model, method, cfg["section"], values, inputs, valid, size,
-                           label=f"{method}-" + "-".join(f"{k}={v:.3g}" for k, v in values.items()),
-                           cache_token=token, return_state=True)
-        if state.is_failed():  # e.g. SNKU's clusters hold fewer neurons than a K tried
-            raise ValueError(str(state.message).removeprefix("Task run encountered an exception "))
-        record = state.result()
-        return record["valid_ppl"], gap_ratio(record["ma"], before["ma"], retrained["ma"])
-
-    trials = search(get(method).Config, cal.spaces[method], evaluate, cal)
-    best, reached = calibrated(trials, cal.target)
-    out.update(reached=reached, best=dataclasses.asdict(best) if best else None,
-               frontier=[t.number for t in frontier(trials)], trials=[dataclasses.asdict(t) for t in trials])
+    valid = encode_all(tokenizer, held, cfg["max_len"])
+    reference = load_model_task(str(CAUSAL_RETRAINED), "causal")[0]
+    out = calibrate(model, reference, method, cfg["section"], inputs, valid, cfg["batch_size"], cal,
+                    file_digest(CAUSAL_FINETUNED / "model.safetensors"))
     write_json(CALIBRATION / f"{method}.json", out)
+    if out["reached"] is None:  # nothing to forget: no search ran
+        return out
     log_study(cfg, method, out)
-    get_run_logger().info("%s: %s after %d trials: %s", method, "reached" if reached else "not reached", len(trials),
-                          out["best"])
+    get_run_logger().info("%s: %s after %d trials: %s", method, "reached" if out["reached"] else "not reached",
+                          len(out["trials"]), out["best"])
     return out
 
 

@@ -43,6 +43,7 @@ SECTIONS: dict[str, Any] = {
     "benchmarks.neighbours": NeighbourConfig, "causal.neurons": NeuronsConfig, "benchmarks.neurons": NeuronsConfig,
     "requests": RequestsConfig, "attacks": AttacksConfig,
     "calibration": CalibrationConfig, "retain": RetainConfig, "causal.calibration": CalibrationConfig,
+    "benchmarks.calibration": CalibrationConfig,
 }
 TRACK_METHODS = {"methods": ("pipeline.methods", "masked"), "causal.methods": ("causal.pipeline", "causal"),
                  "benchmarks.methods": ("benchmarks.pipeline", "causal")}
@@ -91,6 +92,12 @@ def check_params(path: str) -> Params:
     check_requests(params.get("requests", RequestsConfig))
     check_calibration(params.get("calibration", CalibrationConfig), params.get("methods"))
     check_calibration(params.get("causal.calibration", CalibrationConfig), params.get("causal.methods"), "causal.")
+    check_calibration(params.get("benchmarks.calibration", CalibrationConfig), params.get("benchmarks.methods"),
+                      "benchmarks.")
+    for run in params.get("attacks", AttacksConfig).bench_runs:
+        if run not in bench.runs:
+            raise ParamsError(f"attacks.bench_runs contains {run!r}, which benchmarks.runs does not list; allowed: "
+                              f"{', '.join(bench.runs)}")
     return params
 
 

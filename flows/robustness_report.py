@@ -1,5 +1,5 @@
 """DVC stage `robustness_report`: reports/robustness.md from the attack stages' metrics of the causal and masked
-tracks (lib.reports.robustness)."""
+tracks and of the benchmark runs in attacks.bench_runs (lib.reports.robustness)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,13 +15,16 @@ from lib.data.records import PipelineConfig
 from lib.families.masked import PRIVACY_METRIC
 from lib.reports.robustness import report
 
-CAUSAL, MASKED = METRICS / "attacks" / "causal", METRICS / "attacks" / "masked"
+CAUSAL, MASKED, BENCH = (METRICS / "attacks" / track for track in ("causal", "masked", "bench"))
+BENCH_TITLES = {"lume": "LUME"}  # a run's section title (TOFU runs are not attacked: lib.bench.suites.attackable)
 PRIVACY_NAME = {"exposure": "Exposure", "mrr": "MRR", "random_ppl": "Pseudo-PPL"}
 
 
-def tracks(causal: list[str], masked_models: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """The attacked models of each track (files of models no longer in the params are left out) with its
-    retrained row: {title: {model: numbers}}, and the masked tables' privacy score names (a table per category)."""
+def tracks(causal: list[str], masked_models: list[str], bench: dict[str, list[str]] | None = None
+           ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The attacked models of each track and benchmark run (`bench`: run -> methods; files of models no longer in
+    the params are left out) with its retrained row: {title: {model: numbers}}, and the masked tables' privacy score
+    names (a table per category)."""
     def read(folder: Path, names: list[str]) -> dict[str, Any]:
         """The metrics of the models `names` that were attacked."""
         return {name: read_json(folder / f"{name}.json") for name in names if (folder / f"{name}.json").is_file()}
@@ -33,21 +36,26 @@ def tracks(causal: list[str], masked_models: list[str]) -> tuple[dict[str, dict[
         title = f"Masked LM: {category}"
         out[title] = {name: rows[category] for name, rows in masked.items() if category in rows}
         privacy[title] = PRIVACY_NAME[metric]
+    for run, methods in (bench or {}).items():
+        out[f"Benchmark: {BENCH_TITLES.get(run, run)}"] = read(BENCH / run, ["original", *methods, "retrain"])
     return {title: rows for title, rows in out.items() if "retrain" in rows}, privacy
 
 
 def config(params_file: str) -> dict[str, Any]:
-    """The `attacks` section (its tolerance decides the verdicts) and the methods of both tracks."""
+    """The `attacks` section (its tolerance decides the verdicts, its bench_runs the benchmark runs) and the methods
+    of every track."""
     params = load_params(params_file)
     return {"attacks": params.get("attacks", AttacksConfig), "causal": params.get("causal.pipeline", list[str]),
-            "masked": params.get("pipeline", PipelineConfig).methods}
+            "masked": params.get("pipeline", PipelineConfig).methods,
+            "bench": params.get("benchmarks.pipeline", list[str])}
 
 
 @flow(name="robustness-report")
 def report_flow(params_file: str = "params.yaml") -> str:
     """Write reports/robustness.md."""
     cfg = config(params_file)
-    rows, privacy = tracks(cfg["causal"], list(cfg["masked"]))
+    bench = {run: list(cfg["bench"]) for run in cfg["attacks"].bench_runs}
+    rows, privacy = tracks(cfg["causal"], list(cfg["masked"]), bench)
     text = report(rows, cfg["attacks"].tolerance, privacy)
     write_text(REPORTS / "robustness.md", text)
     return text

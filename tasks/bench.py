@@ -49,3 +49,4 @@ def train_pairs(base: Path, pairs_file: Path, cfg: Any, out_dir: Path) -> dict[s
                      desc="causal-lm")
     save_model_task(model, tokenizer, out_dir)
     return log.metrics(len(seqs))
+

@@ -54,9 +54,11 @@ class Pipeline:
         return result, set(STAGE_LINE.findall(result.stdout))
 
 
-def start_pipeline(dest: Path, prefect_api_url: str, *targets: str) -> Pipeline:
-    """A tiny git+DVC repo at `dest` after one cold `dvc repro <targets>` against the session's Prefect server."""
-    repo = make_repo(dest)
+def start_pipeline(dest: Path, prefect_api_url: str, *targets: str,
+                   overrides: dict[str, Any] | None = None) -> Pipeline:
+    """A tiny git+DVC repo at `dest` (its tiny params with `overrides`) after one cold `dvc repro <targets>` against
+    the session's Prefect server."""
+    repo = make_repo(dest, overrides)
     env = {"PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(repo / ".prefect"),
            "UNLEARN_PARAMS": "params.yaml", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false"}

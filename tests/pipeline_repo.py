@@ -59,6 +59,11 @@ def tiny_bench(params: dict[str, Any]) -> dict[str, Any]:
     m = bench["methods"] = yaml.safe_load(yaml.safe_dump(params["causal"]["methods"]))  # the merged, shrunk copy
     m["simu"].update(steps=2, max_targets=2, max_epochs=2, learning_rate=1.0e-2)
     m["sp"].update(max_tokens=2000, max_steps=3, ffn_fraction=0.1)
+    # no benchmark calibration here (calibration_report in tests/test_pipeline.py would pull the benchmark track in);
+    # tests/test_pipeline_bench.py lists GA
+    bench["calibration"].update(n_trials=2, methods=[],
+                                spaces={"ga": {"learning_rate": {"low": 1.0e-3, "high": 1.0e-1, "log": True},
+                                               "max_steps": {"low": 1, "high": 4}}})
     return params
 
 
@@ -95,8 +100,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, check=check)
 
 
-def make_repo(dest: Path) -> Path:
-    """Copy the project into `dest`, add a tiny model and tiny params, commit it."""
+def make_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Copy the project into `dest`, add a tiny model and tiny params (dotted keys of `overrides` set on them),
+    commit it."""
     from tests.tiny_models import save_tiny_bert_checkpoint, save_tiny_causal_checkpoint
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -108,6 +114,8 @@ def make_repo(dest: Path) -> Path:
     save_tiny_causal_checkpoint(dest / "tiny_causal")
     params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for dotted, value in (overrides or {}).items():
+        set_param(dest, dotted, value)
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)

@@ -41,3 +41,13 @@ def test_rows_say_reached_nearest_or_refused() -> None:
 
 def test_figure_renders() -> None:
     assert figure(RESULTS, ["TEL", "NAME"]).startswith(b"\x89PNG")
+
+
+def test_a_benchmark_run_gets_its_own_section_and_panel() -> None:
+    """A run's results (key bench:<run>) come after the masked categories and the causal track, titled by run."""
+    results = {m: {**rows, "bench:lume": rows["TEL"], "causal": rows["TEL"]} for m, rows in RESULTS.items()}
+    text = report(results, ["TEL"], "calibration.png")
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == ["## TEL", "## Causal LM (MA of D_f)", "## Benchmark LUME (MA of D_f)"]
+    assert "retain pairs (D_r" in text.split("## Benchmark LUME")[1]
+    assert figure(results, ["TEL", "causal", "bench:lume"])[:8] == b"\x89PNG\r\n\x1a\n"

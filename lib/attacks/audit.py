@@ -22,6 +22,7 @@ from torch import nn
 
 from lib.attacks import logit_lens, mia, quantize, sampling
 from lib.attacks.relearn import RelearnConfig, relearn
+from lib.bench.suites import attackable
 from lib.core.adapter import TargetRows
 from lib.core.finetune import BatchLoss
 from lib.core.params import Count, Natural, Positive, PositiveFraction, check_ranges
@@ -46,12 +47,18 @@ class AttacksConfig:
     tolerance: PositiveFraction = 0.1  # a share or MA above the retrained model's by more than this is "recovered"
     batch_size: Count = 16
     seed: Natural = 0
+    bench_runs: tuple[str, ...] = ()  # benchmark runs whose models are attacked (bench_attack stages); () = none
 
     def __post_init__(self) -> None:
-        """Every field within its range; at least one bit width."""
+        """Every field within its range; at least one bit width; benchmark runs the attacks can read."""
         check_ranges(self)
         if not self.bits or any(b < 2 for b in self.bits):
             raise ValueError(f"bits={list(self.bits)} invalid; allowed: one or more integers >= 2")
+        for run in self.bench_runs:
+            try:
+                attackable(run)
+            except ValueError as err:
+                raise ValueError(f"bench_runs contains {run!r}: {err}") from None
 
     def sampling(self) -> sampling.SamplingConfig:
         """The sampler's settings."""

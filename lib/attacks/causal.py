@@ -1,4 +1,5 @@
-"""The attacks' probe on causal LMs (lib.attacks.audit): D_f's secret spans read by teacher forcing and sampling."""
+"""The attacks' probe on causal LMs (lib.attacks.audit): D_f's secret spans read by teacher forcing and sampling.
+(the causal track's; a benchmark run's comes from lib.bench.probe)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ def span_ma(model: nn.Module, seqs: Sequences, pad_id: int, batch_size: int) -> 
 class CausalProbe:
     """D_f (`forget`, spans marked), never-trained texts (`holdout`: the membership non-members and the unrelated
     relearning attacker's data), both raw texts (zlib), D_f's paraphrased samples (None: no template) and the
-    family."""
+    family; `secret_tokens` caps what the extraction attack looks for and the logit lens reads at each span's first
+    tokens (None: the whole span)."""
 
     forget: Sequences
     holdout: Sequences
@@ -31,22 +33,34 @@ class CausalProbe:
     family: CausalFamily
     cfg: AttacksConfig
     extraction_name: str = "sampling"
+    secret_tokens: int | None = None
 
     def direct(self, model: nn.Module) -> dict[str, float]:
         """Span MA on D_f."""
         return {"span_ma": span_ma(model, self.forget, self.family.pad_id, self.cfg.batch_size)}
 
     def extraction(self, model: nn.Module) -> dict[str, float]:
-        """leak@k of the secret spans from k sampled continuations of the text before each one."""
-        rows = [i for i, span in enumerate(self.forget.spans) if span is not None]
-        prefixes = [self.forget.ids[i][:self.forget.spans[i][0]] for i in rows]  # type: ignore[index]
-        secrets = [self.forget.ids[i][self.forget.spans[i][0]:self.forget.spans[i][1]] for i in rows]  # type: ignore[index]
+        """leak@k of the secret spans (their first secret_tokens) from k sampled continuations of the text before
+        each one."""
+        forget = self.capped()
+        marked = [(ids, span) for ids, span in zip(forget.ids, forget.spans) if span is not None]
+        prefixes = [ids[:start] for ids, (start, _) in marked]
+        secrets = [ids[start:end] for ids, (start, end) in marked]
         counts = sampling.hits(model, prefixes, secrets, self.cfg.sampling())
         return {f"leak@{k}": v for k, v in sampling.leak_at_k(counts, self.cfg.n_samples, ks(self.cfg.n_samples)).items()}
 
     def lens_rows(self) -> TargetRows:
-        """Every secret token of D_f."""
-        return self.family.target_rows(self.forget, "span")
+        """Every secret token of D_f (the first secret_tokens of each span when capped: a row per token, and a long
+        answer has a hundred)."""
+        return self.family.target_rows(self.capped(), "span")
+
+    def capped(self) -> Sequences:
+        """D_f with each span cut to its first secret_tokens (as it is when uncapped)."""
+        if self.secret_tokens is None:
+            return self.forget
+        cap = self.secret_tokens
+        return Sequences(self.forget.ids, tuple(None if span is None else (span[0], min(span[1], span[0] + cap))
+                                                for span in self.forget.spans))
 
     def paraphrase(self, model: nn.Module) -> dict[str, float] | None:
         """Span MA of the secrets inside the category's other sentence templates."""
@@ -83,3 +97,4 @@ class CausalProbe:
         stats = {name: [mia.token_stats(m, s, self.family.pad_id, self.cfg.batch_size)
                         for s in (self.forget, self.holdout)] for name, m in (("model", model), ("reference", reference))}
         return mia_aucs(stats, self.texts, self.cfg.min_k)
+

@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from lib.bench.qa import answer_logprob, eos_id, greedy_answers
+from lib.bench.suites import AttackPairs
 from lib.bench.text import exact_match, rouge_l_recall
 from lib.core.finetune import TrainConfig
 from lib.core.io import InputError, json_kind, read_jsonl_lines
@@ -387,6 +388,14 @@ def build_files(cfg: Config, data_root: str | None, runs: Sequence[str]) -> tupl
     stats = {"lume_forget_members": len(forget.members), "lume_forget_non_members": len(forget.non_members),
              "lume_retain_members": len(retain.members), "lume_retain_non_members": len(retain.non_members)}
     return files, stats
+
+
+def attack_pairs(sets: Mapping[str, Subset]) -> AttackPairs:
+    """The attacks' pairs: the forget members (D_f) and the forget split's held-out rows (never trained, the MIA's
+    non-members); LUME asks nothing twice, so no paraphrase."""
+    forget, _ = _sets(sets)
+    return AttackPairs(forget=tuple((prompt(r), r["output"]) for r in forget.members),
+                       held_out=tuple((prompt(r), r["output"]) for r in forget.non_members))
 
 
 def sets_from_json(raw: Mapping[str, Any]) -> dict[str, Subset]:

@@ -5,7 +5,8 @@ A suite is a module `lib/bench/<name>.py` with
 - `build_files(cfg, data_root, runs)`: what the bench_data stage writes for the suite and each of its runs;
 - `sets_from_json(raw)`, `evaluate(model, tokenizer, sets, cfg, batch_size)`: its scores of one model;
 - `with_reference(scores, reference)`: scores completed against the run's reference model (TOFU's forget
-  quality), `flat(scores)`: the scalars MLflow and the report show.
+  quality), `flat(scores)`: the scalars MLflow and the report show;
+- optionally `attack_pairs(sets)`: the AttackPairs the attack stages read (a suite without it is not attacked).
 A run is one scored forget set: `tofu_forget01` / `_05` / `_10` (TOFU's forget split) or `lume`.
 """
 from __future__ import annotations
@@ -45,6 +46,32 @@ def run_suite(run: str) -> tuple[str, str | None]:
 
 
 @dataclass(frozen=True)
+class AttackPairs:
+    """What the attacks read on one run, as (prompt, answer) pairs: D_f, pairs of the same kind the model never
+    trained on (membership non-members; the unrelated-text relearning attacker's data), and D_f's facts asked
+    another way (the paraphrase attack; None when the suite has none)."""
+
+    forget: tuple[tuple[str, str], ...]
+    held_out: tuple[tuple[str, str], ...]
+    paraphrased: tuple[tuple[str, str], ...] | None = None
+
+
+def attackable(run: str) -> ModuleType:
+    """The suite module of a run the attacks can read; ValueError naming the suites they can when they cannot."""
+    module = suite(run_suite(run)[0])
+    if not hasattr(module, "attack_pairs"):
+        able = [name for name in SUITES if hasattr(suite(name), "attack_pairs")]
+        raise ValueError(f"benchmark run {run!r} cannot be attacked: its suite holds no never-trained rows of D_f's "
+                         f"kind (membership non-members); allowed: runs of the suites {', '.join(able)}")
+    return module
+
+
+def attack_pairs(run: str, sets: Any) -> AttackPairs:
+    """The run's AttackPairs from its evaluation sets."""
+    return attackable(run).attack_pairs(sets)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One scored run: the suite whose fine-tuned model it unlearns from."""
 
@@ -53,8 +80,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """The `benchmarks` section; `tofu`, `lume`, `neighbours`, `neurons` and `methods` are validated by their own
-    schemas."""
+    """The `benchmarks` section; `tofu`, `lume`, `neighbours`, `neurons`, `calibration` and `methods` are validated
+    by their own schemas."""
 
     data_root: NonEmpty | None  # folder with tofu/ and lume/ copies of the hub datasets; null: the hub
     suites: tuple[str, ...]  # suites whose model is fine-tuned
@@ -66,6 +93,7 @@ class BenchConfig:
     neighbours: dict[str, Any]
     methods: dict[str, Any]
     neurons: dict[str, Any] = field(default_factory=dict)  # lib.core.statistics.NeuronsConfig (its defaults)
+    calibration: dict[str, Any] = field(default_factory=dict)  # lib.core.calibration.CalibrationConfig
 
     def __post_init__(self) -> None:
         """Known suites and runs, each run's suite fine-tuned; a positive batch size."""

@@ -9,7 +9,22 @@ from lib.reports.masked import PRIVACY_LABEL, _panels, _png, method_label, order
 
 
 CAUSAL = "causal"  # the causal track's results, a "category" of their own beside the masked track's
+BENCH = "bench:"  # a benchmark run's results: "bench:lume", "bench:tofu_forget01"
 TRACK_TITLE = {CAUSAL: "Causal LM (MA of D_f)"}
+RUN_TITLE = {"lume": "LUME"}
+
+
+def bench_key(run: str) -> str:
+    """The results key of a benchmark run."""
+    return f"{BENCH}{run}"
+
+
+def title(key: str) -> str:
+    """A section's and a panel's title: the causal track, a benchmark run, or the masked category itself."""
+    if key.startswith(BENCH):
+        run = key.removeprefix(BENCH)
+        return f"Benchmark {RUN_TITLE.get(run, run)} (MA of D_f)"
+    return TRACK_TITLE.get(key, key)
 
 
 def _values(values: Mapping[str, Any]) -> str:
@@ -56,17 +71,17 @@ def figure(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str]) 
             target = row["target"]
         if target is not None:
             ax.axvline(target, color="k", linestyle="--", linewidth=1, label="target")
-        title = f"{cat} ({PRIVACY_LABEL[cat][1]})" if cat in PRIVACY_LABEL else TRACK_TITLE.get(cat, cat)
-        ax.set(title=title, xlabel="forget gap / fine-tuned model's gap",
-               ylabel="Validation PPL (log)", yscale="log")  # a destroyed model's PPL is many decades up
+        # log scale: a destroyed model's PPL is many decades up
+        ax.set(title=f"{cat} ({PRIVACY_LABEL[cat][1]})" if cat in PRIVACY_LABEL else title(cat),
+               xlabel="forget gap / fine-tuned model's gap", ylabel="Validation PPL (log)", yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig)
 
 
 def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], figure_link: str) -> str:
-    """The Markdown report: how the points were found, then a table per masked category and one for the causal
-    track (results[method]["causal"], when any method has one)."""
+    """The Markdown report: how the points were found, then a table per masked category, one for the causal track
+    (results[method]["causal"], when any method has one) and one per benchmark run (results[method]["bench:<run>"])."""
     any_row = next((r[c] for r in results.values() for c in categories if c in r), None)
     target = any_row["target"] if any_row else None
     parts = ["# Methods at equal forgetting\n",
@@ -85,4 +100,10 @@ def report(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str], 
                      "quantity of the Eq. 17 stop rule), its gap the distance to the retrained model's MA; utility is "
                      "the held-out emails' perplexity. A trial runs the method at the searched values without the stop "
                      "rule (params `causal.calibration`).\n\n" + table(results, CAUSAL))
+    for key in sorted({k for r in results.values() for k in r if k.startswith(BENCH)}):
+        parts.append(f"## {title(key)}\n\nThe forget measure is D_f's MA (the teacher-forced accuracy of its answers), "
+                     "its gap the distance to the MA of the run's reference model (trained without D_f); utility is "
+                     "the perplexity of the run's retain pairs (D_r, the side the benchmark scores utility on). A trial "
+                     "runs the method at the searched values without the stop rule (params "
+                     "`benchmarks.calibration`).\n\n" + table(results, key))
     return "\n".join(parts)

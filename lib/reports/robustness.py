@@ -13,6 +13,14 @@ from typing import Any, Mapping
 BEFORE_ROWS = ("original", "ftm")  # the fine-tuned model before unlearning (the masked track calls it ftm)
 REFERENCE_ROWS = (*BEFORE_ROWS, "retrain")
 EXTRACTION = {"sampling": "leaks when sampled", "candidates": "in the top-k candidates"}
+BENCH_PREFIX = "Benchmark: "  # the sections of benchmark runs
+BENCH_NOTE = ("Benchmark (LUME): the secret spans are the answers to D_f's prompts (a document's continuation, a "
+              "question's answer), span MA their teacher-forced accuracy; leak@k the share of answers whose first "
+              "tokens (as many as a sample holds; a short answer with its end of text) one of k sampled continuations "
+              "of the prompt emits; the never-trained texts are the forget split's held-out rows (the membership "
+              "non-members, the unrelated-text attacker's data); the retrained row is the run's reference model, "
+              "trained without D_f; no paraphrase (LUME asks nothing twice). A method's model is unlearned again "
+              "by the attack stage (the track keeps no edited weights).\n")
 
 
 def extraction(row: Mapping[str, Any]) -> tuple[str, Mapping[str, float]]:
@@ -146,6 +154,8 @@ def report(tracks: Mapping[str, Mapping[str, Mapping[str, Any]]], tolerance: flo
              "secret's tokens that are the top prediction at their [MASK]; hit@k the share of secrets whose every "
              "token ranks within the top k candidates; MIA the AUC of telling the secrets from never-planted controls "
              "of the same format and templates by their tokens' scores, so the plain loss AUC is meaningful here.\n"]
+    if any(title.startswith(BENCH_PREFIX) for title in tracks):
+        parts.append(BENCH_NOTE)
     for track, rows in tracks.items():
         parts.append(f"## {track}\n\n{table(rows, tolerance, (privacy or {}).get(track))}")
         parts.append(f"### {track}: seconds per attack\n\n{cost(rows)}")
