@@ -48,9 +48,9 @@ def config(run: str, name: str, params_file: str) -> dict[str, Any]:
         check_track(name, "benchmarks.pipeline", "causal")  # an unknown name lists the registered methods
     bench = params.get("benchmarks", BenchConfig)
     require_run(bench, run, (bench_finetuned(run_suite(run)[0]), bench_reference_model(run)))
-    common = {"attacks": params.get("attacks", AttacksConfig), "bench": bench, "suite": suite_config(params, run),
-              "mlflow": params.get("mlflow", MlflowConfig)}
-    return {**common, **(method_config(params, run, name) if name not in REFERENCES else {})}
+    read = method_config(params, run, name) if name not in REFERENCES else {
+        "bench": bench, "suite": suite_config(params, run), "mlflow": params.get("mlflow", MlflowConfig)}
+    return {"attacks": params.get("attacks", AttacksConfig), **read}
 
 
 def unlearned(run: str, name: str, cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from prefect import flow, get_run_logger
 
 from flows import BENCH_SETS, METRICS, bench_finetuned, bench_prepared, bench_reference_model, main
@@ -21,7 +20,7 @@ from lib.core.io import file_digest, write_json
 from lib.core.params import ParamsError, load_params
 from lib.methods import check_track, get
 from tasks import load_model_task, use_compute
-from tasks.bench_methods import bench_inputs, method_config, require_run
+from tasks.bench_methods import method_config, require_run, run_inputs
 from tasks.causal_runs import calibrate
 from tasks.tracking import log_study_task
 
@@ -53,10 +52,7 @@ def calibrate_flow(run: str, method: str, params_file: str = "params.yaml") -> d
     use_compute(params_file)
     cfg = config(run, method, params_file)
     finetuned = bench_finetuned(run_suite(run)[0])
-    model, tokenizer = load_model_task(str(finetuned), "causal")
-    torch.manual_seed(cfg["seed"])
-    inputs = bench_inputs(model, tokenizer, run, cfg, tuple(get(method).needs), BENCH_SETS, bench_prepared(run),
-                          finetuned)
+    model, _, inputs = run_inputs(run, method, cfg, BENCH_SETS, bench_prepared(run), finetuned)
     reference = load_model_task(str(bench_reference_model(run)), "causal")[0]
     out = calibrate(model, reference, method, cfg["section"], inputs, inputs.retain, cfg["bench"].batch_size,
                     cfg["calibration"], file_digest(finetuned / "model.safetensors"))

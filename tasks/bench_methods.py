@@ -61,11 +61,19 @@ def bench_inputs(model: Any, tokenizer: Any, run: str, cfg: dict[str, Any], need
                   stop=read_json(prepared / "thresholds.json")["ma"], seed=cfg["seed"])
 
 
-def unlearn_run(run: str, method: str, cfg: dict[str, Any], sets_dir: Path, prepared: Path,
-                finetuned: Path) -> tuple[PreTrainedModel, Any, Outcome]:
-    """The run's fine-tuned model (saved in `finetuned`) unlearned by `method` here, seeded: (model, tokenizer,
-    outcome); the same code, inputs and seed give the same model in every stage that calls it."""
+def run_inputs(run: str, method: str, cfg: dict[str, Any], sets_dir: Path, prepared: Path,
+               finetuned: Path) -> tuple[PreTrainedModel, Any, Inputs]:
+    """The run's fine-tuned model (saved in `finetuned`), its tokenizer and what `method` reads of the run, seeded
+    as every stage that unlearns on the run seeds it."""
     model, tokenizer = load_model_task(str(finetuned), "causal")
     torch.manual_seed(cfg["seed"])
-    inputs = bench_inputs(model, tokenizer, run, cfg, tuple(get(method).needs), sets_dir, prepared, finetuned)
+    return model, tokenizer, bench_inputs(model, tokenizer, run, cfg, tuple(get(method).needs), sets_dir, prepared,
+                                          finetuned)
+
+
+def unlearn_run(run: str, method: str, cfg: dict[str, Any], sets_dir: Path, prepared: Path,
+                finetuned: Path) -> tuple[PreTrainedModel, Any, Outcome]:
+    """The run's fine-tuned model unlearned by `method` here: (model, tokenizer, outcome); the same code, inputs and
+    seed give the same model in every stage that calls it."""
+    model, tokenizer, inputs = run_inputs(run, method, cfg, sets_dir, prepared, finetuned)
     return model, tokenizer, unlearn_task(method, run, model, inputs, cfg["method"], k_max=cfg["neurons"].k_max)

@@ -24,7 +24,7 @@ def pairs_probe(tokenizer: Any, pairs: AttackPairs, family: CausalFamily, max_le
     if not pairs.forget or not pairs.held_out:
         raise ValueError(f"{len(pairs.forget)} forget and {len(pairs.held_out)} held-out pairs; the attacks need at "
                          "least one of each")
-    texts = tuple([f"{p} {a}" for p, a in rows] for rows in (pairs.forget, pairs.held_out))
-    return CausalProbe(encoded(pairs.forget), encoded(pairs.held_out), (texts[0], texts[1]),
+    texts = ([f"{p} {a}" for p, a in pairs.forget], [f"{p} {a}" for p, a in pairs.held_out])
+    return CausalProbe(encoded(pairs.forget), encoded(pairs.held_out), texts,
                        encoded(pairs.paraphrased) if pairs.paraphrased else None, family, cfg,
                        secret_tokens=cfg.max_new)
