@@ -95,6 +95,7 @@ perf: $(STAMP)
 	$(BIN)/python perf/pruning_stats.py
 	$(BIN)/python perf/extraction.py
 	$(BIN)/python perf/answer_stop.py
+	$(BIN)/python perf/attacks.py
 	$(BIN)/python perf/ray_scaling.py
 
 # on a machine with one GPU (<= 10 min): the stages' compute on cuda float32 / bfloat16 against the CPU

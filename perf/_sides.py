@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 
 def rss_mb() -> float:
@@ -30,3 +31,16 @@ def run_sides(script: str, sides: tuple[str, ...], argv: list[str]) -> tuple[dic
         stats = {side: spawn(script, side, Path(tmp) / f"{side}.pt", argv) for side in sides}
         # weights_only: the files are tensors this run's children just wrote
         return stats, {side: torch.load(Path(tmp) / f"{side}.pt", weights_only=True) for side in sides}
+
+
+def causal_model(path: str | None, seed: int, **shape: Any) -> nn.Module:
+    """The local checkpoint at `path` (AutoModelForCausalLM), or a seeded random LLaMA-style model of `shape`
+    (LlamaConfig fields), in eval mode."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if path:
+        return AutoModelForCausalLM.from_pretrained(path).eval()
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**shape)).eval()

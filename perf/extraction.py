@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
+
+from _sides import causal_model  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 
 from lib.families.causal import of  # noqa: E402
 from lib.families.memorization import (_el_requests, greedy_continuations, ngram_overlap,  # noqa: E402
@@ -35,13 +35,8 @@ from lib.families.memorization import (_el_requests, greedy_continuations, ngram
 
 def build_model(path: str | None, seed: int) -> nn.Module:
     """The local checkpoint at `path`, or a seeded random LLaMA-style model."""
-    hf_logging.set_verbosity_error()
-    if path:
-        return AutoModelForCausalLM.from_pretrained(path).eval()
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=347, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval()
+    return causal_model(path, seed, vocab_size=1000, hidden_size=128, intermediate_size=347, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
 
 
 def make_rows(model: nn.Module, args: argparse.Namespace) -> list[list[int]]:

@@ -25,10 +25,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
+
+from _sides import causal_model  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 
 from lib.families.causal import batches  # noqa: E402
 from lib.families.memorization import _left_pad, greedy_continuations  # noqa: E402
@@ -36,13 +36,8 @@ from lib.families.memorization import _left_pad, greedy_continuations  # noqa: E
 
 def build_model(path: str | None, seed: int) -> nn.Module:
     """The local checkpoint at `path`, or a seeded random LLaMA-style model."""
-    hf_logging.set_verbosity_error()
-    if path:
-        return AutoModelForCausalLM.from_pretrained(path).eval()
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=8000, hidden_size=256, intermediate_size=683, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
-    return LlamaForCausalLM(cfg).eval()
+    return causal_model(path, seed, vocab_size=8000, hidden_size=256, intermediate_size=683, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
 
 
 def kept_batch(model: nn.Module, prefixes: Sequence[Sequence[int]], steps: int) -> list[list[int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.all_methods import carry, dvc_executable, run_state
+from tools.all_methods import DEFAULT, REPORTS, carry, copy_reports, dvc_executable, run_state
 
 
 def git(repo: Path, *args: str) -> None:
@@ -73,3 +73,19 @@ def test_a_lock_cut_short_by_a_kill_starts_over(project: Path, tmp_path: Path) -
 def test_dvc_is_found_beside_the_interpreter() -> None:
     """The venv's dvc, not whatever PATH holds first."""
     assert Path(dvc_executable()) == Path(sys.executable).parent / "dvc"
+
+
+def test_the_reports_and_figures_of_the_targets_run_are_copied_with_their_origin(tmp_path: Path) -> None:
+    """Each target's report comes headed by the commit that made it, with its figure; a target not run is not
+    copied; the calibration searches run only when named (GPU-sized)."""
+    dest, out = tmp_path / "worktree", tmp_path / "out"
+    for source, _ in REPORTS.values():
+        (dest / source).parent.mkdir(parents=True, exist_ok=True)
+        (dest / source).write_text(f"# {source}\n")
+    (dest / "reports" / "calibration.png").write_bytes(b"png")
+    copied = copy_reports(dest, ["causal_report", "calibration_report"], "abcdef0123", out)
+    assert sorted(p.name for p in copied) == ["calibration.md", "calibration.png", "causal.md"]  # no causal figure
+    text = (out / "calibration.md").read_text()
+    assert text.startswith("<!-- reports/calibration.md of `make run-all-methods`") and "at abcdef0" in text
+    assert text.endswith("# reports/calibration.md\n") and (out / "calibration.png").read_bytes() == b"png"
+    assert "calibration_report" in REPORTS and "calibration_report" not in DEFAULT

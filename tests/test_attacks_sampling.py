@@ -8,7 +8,7 @@ import torch
 
 from lib.attacks.sampling import SamplingConfig, hits, leak_at_k
 from lib.families.causal import of
-from tests.tiny_models import memorise_ffn, tiny_llama
+from tests.tiny_models import memorise_ffn, tiny_gpt2, tiny_llama
 
 
 def test_leak_at_k_estimator() -> None:
@@ -37,3 +37,25 @@ def test_sampling_finds_memorised_secrets_and_nothing_in_an_unedited_model() -> 
     softened = hits(memorised, prefixes, secrets, cfg)
     leak = leak_at_k(softened, 16, [1, 16])
     assert 0 < sum(softened) < sum(found) and leak[16] > 2 * leak[1], (softened, leak)
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_prefixes_of_unequal_length_share_a_batch_and_read_as_they_would_alone(build) -> None:
+    """Left padding with positions counted over real tokens: near-greedy sampling (temperature 1e-4) of prefixes of
+    2 to 12 tokens in one batch continues each as greedy decoding of that prefix alone does, whatever the number
+    of rows per batch (GPT-2's absolute positions shifted by the padding, or a pad token read, would change it)."""
+    model = build(seed=3).eval()
+    rows = torch.randint(3, 90, (5, 12), generator=torch.Generator().manual_seed(2)).tolist()
+    prefixes = [row[:n] for row, n in zip(rows, (2, 12, 6, 3, 9))]
+    greedy = []
+    with torch.no_grad():
+        for prefix in prefixes:
+            ids = torch.tensor([prefix])
+            for _ in range(5):
+                ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            greedy.append(ids[0, len(prefix):].tolist())
+    for batch_size in (3, 10):
+        cfg = SamplingConfig(n_samples=2, max_new=5, temperature=1e-4, top_p=0.95, batch_size=batch_size, seed=0)
+        assert hits(model, prefixes, greedy, cfg) == [2] * 5, batch_size
+    with pytest.raises(ValueError, match="5 prefixes for 4 secrets"):
+        hits(model, prefixes, greedy[:4], cfg)

@@ -51,3 +51,11 @@ def test_a_benchmark_run_gets_its_own_section_and_panel() -> None:
     assert sections == ["## TEL", "## Causal LM (MA of D_f)", "## Benchmark LUME (MA of D_f)"]
     assert "retain pairs (D_r" in text.split("## Benchmark LUME")[1]
     assert figure(results, ["TEL", "causal", "bench:lume"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_method_of_a_crowded_figure_keeps_a_colour_of_its_own() -> None:
+    """Up to 10 series take matplotlib's cycle; the 18 methods of presets/all_methods.yaml take 18 distinct colours."""
+    from lib.reports.masked import series_color
+
+    assert [series_color(i, 6) for i in range(3)] == ["C0", "C1", "C2"]
+    assert len({tuple(series_color(i, 18)) for i in range(18)}) == 18

@@ -241,6 +241,41 @@ def test_merge_replaces_benchmark_runs_whole() -> None:
     assert merge(base_, {"benchmarks": {"runs": runs}}) == {"benchmarks": {"runs": runs, "batch_size": 16}}
 
 
+def test_merge_replaces_calibration_spaces_whole() -> None:
+    """A track's calibration spaces are keyed by method: a preset gives the whole mapping, new methods allowed."""
+    base_ = {"causal": {"calibration": {"spaces": {"ga": {"max_steps": {"low": 1, "high": 10}}}, "n_trials": 6}}}
+    spaces = {"sga": {"max_steps": {"low": 1, "high": 20}}}
+    merged = merge(base_, {"causal": {"calibration": {"spaces": spaces}}})
+    assert merged["causal"]["calibration"] == {"spaces": spaces, "n_trials": 6}
+
+
+def test_all_methods_preset_calibrates_every_method_on_every_track(tmp_path: Path) -> None:
+    """presets/all_methods.yaml searches every method a track runs (the fine-tuned model's row, ftm, has no strength)
+    and no corner of a space is a value the method refuses, so no trial is lost to a bound."""
+    import itertools
+
+    from lib.core.calibration import CalibrationConfig, is_integer
+
+    merged = merge(base(), yaml.safe_load((ROOT / "presets" / "all_methods.yaml").read_text(encoding="utf-8")))
+    params = check_params(str(dump(tmp_path, merged)))
+    categories = params.get("pipeline", PipelineConfig).categories
+    for prefix, pipeline, cats in (("", "pipeline.methods", categories), ("causal.", "causal.pipeline", [None]),
+                                   ("benchmarks.", "benchmarks.pipeline", [None])):
+        cal = params.get(f"{prefix}calibration", CalibrationConfig)
+        assert set(cal.methods) == set(params.get(pipeline)) - {"ftm"}, prefix
+        for method in cal.methods:
+            space, config = cal.spaces[method], get(method).Config
+            for corner in itertools.product(*((r.low, r.high) for r in space.values())):
+                values = {n: int(v) if is_integer(config, n) else v for n, v in zip(space, corner)}
+                for category in cats:
+                    make_config(method, params.get(f"{prefix}methods.{method}"), category, values)
+    default = load_params(ROOT / "params.yaml")
+    for prefix in ("", "causal.", "benchmarks."):  # the default's searches keep their spaces (and cached trials)
+        kept = default.get(f"{prefix}calibration", CalibrationConfig)
+        assert {m: kept.spaces[m] for m in kept.methods} == {
+            m: params.get(f"{prefix}calibration", CalibrationConfig).spaces[m] for m in kept.methods}, prefix
+
+
 def test_full_preset_is_valid(tmp_path: Path) -> None:
     from lib.bench.suites import BenchConfig, suite
 

@@ -10,8 +10,9 @@ README's "Every method on every track" blocks are generated from them (`make rea
 
     python -m tools.all_methods [--port 4312] [--targets report causal_report ...]
 
---targets runs some tracks only (default: all four reports; robustness_report, the attack stages, costs about
-20 minutes more on 2 cores). A worktree left at the same commit by an earlier (interrupted) run is reused as
+--targets runs some tracks only (default: the four tracks' reports; robustness_report, the attack stages, costs
+about 20 minutes more on 2 cores). calibration_report (every method's seeded search for its point at equal
+forgetting on every track: reports/all_methods/calibration.md and .png) runs only when named: it is GPU-sized. A worktree left at the same commit by an earlier (interrupted) run is reused as
 it is; one left at another commit is recreated with its dvc.lock and the metrics and reports it wrote carried
 over, so DVC reruns only the stages whose code or params changed since (the others' cached outputs are
 checked out from the shared cache).
@@ -40,7 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESET = "all_methods"
 REPORTS = {"report": ("reports/results.md", "masked.md"), "causal_report": ("reports/causal/results.md", "causal.md"),
            "bench_report": ("reports/bench/results.md", "bench.md"),
-           "robustness_report": ("reports/robustness.md", "robustness.md")}  # target -> what it writes, copied as
+           "robustness_report": ("reports/robustness.md", "robustness.md"),
+           "calibration_report": ("reports/calibration.md", "calibration.md")}  # target -> what it writes, copied as
+FIGURES = {"causal_report": ("reports/causal/mia.png", "causal_mia.png"),
+           "calibration_report": ("reports/calibration.png", "calibration.png")}
+DEFAULT = ("report", "causal_report", "bench_report", "robustness_report")  # calibration only when named: GPU-sized
 OUT = ROOT / "reports" / "all_methods"
 
 
@@ -119,12 +124,28 @@ def dvc_executable() -> str:
     return found
 
 
+def copy_reports(dest: Path, targets: list[str], head: str, out: Path) -> list[Path]:
+    """Copy the reports (each headed by where it came from) and figures the targets wrote in `dest` into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for target in targets:
+        source, name = REPORTS[target]
+        text = (dest / source).read_text(encoding="utf-8")
+        (out / name).write_text(f"<!-- {source} of `make run-all-methods` (presets/{PRESET}.yaml) at {head[:7]} -->\n"
+                                f"{text}", encoding="utf-8")
+        copied.append(out / name)
+        figure, as_name = FIGURES.get(target, ("", ""))
+        if figure and (dest / figure).is_file():
+            copied.append(Path(shutil.copy2(dest / figure, out / as_name)))
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the preset in the sibling worktree; copy its reports and stage times here."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4312, help="the worktree's Prefect server port (default 4312)")
-    parser.add_argument("--targets", nargs="+", choices=list(REPORTS), default=list(REPORTS),
-                        help="the report stages to reproduce (default: all)")
+    parser.add_argument("--targets", nargs="+", choices=list(REPORTS), default=list(DEFAULT),
+                        help=f"the report stages to reproduce (default: {' '.join(DEFAULT)})")
     args = parser.parse_args(argv)
     targets = list(args.targets)
     dest = ROOT.parent / f"{ROOT.name}-all-methods"
@@ -140,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     code = sh([python, "-m", "tools.with_server", "--port", str(args.port), "--", "dvc", "repro", *targets], dest, env)
     if code:
         return code
-    OUT.mkdir(parents=True, exist_ok=True)
-    for source, name in (REPORTS[t] for t in targets):
-        text = (dest / source).read_text(encoding="utf-8")
-        (OUT / name).write_text(f"<!-- {source} of `make run-all-methods` (presets/{PRESET}.yaml) at {head[:7]} -->\n"
-                                f"{text}", encoding="utf-8")
-    figures = dest / "reports" / "causal" / "mia.png"
-    if figures.is_file():
-        shutil.copy2(figures, OUT / "causal_mia.png")
+    copy_reports(dest, targets, head, OUT)
     title = f"make run-all-methods at {head[:7]}, {start:%Y-%m-%d} (stages the project had not run)"
     return sh([python, "-m", "tools.timings", "--since", start.strftime("%Y-%m-%dT%H:%M:%S"), "--title", title,
                "--wall", f"{time.perf_counter() - began:.0f}", "--out", str(OUT / "timings.md")], dest, env)

@@ -63,7 +63,7 @@ class AttacksConfig:
     def sampling(self) -> sampling.SamplingConfig:
         """The sampler's settings."""
         return sampling.SamplingConfig(n_samples=self.n_samples, max_new=self.max_new, temperature=self.temperature,
-                                       top_p=self.top_p, batch_size=self.n_samples, seed=self.seed)
+                                       top_p=self.top_p, seed=self.seed)  # 64 rows a forward, across prefixes
 
     def relearn(self) -> RelearnConfig:
         """The relearning attacker's budget."""

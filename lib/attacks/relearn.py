@@ -36,6 +36,15 @@ class RelearnConfig:
             raise ValueError(f"steps={list(self.steps)} invalid; allowed: increasing integers >= 1")
 
 
+def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """AdamW without decay, fused where torch has a fused kernel for the parameters' device (CPU, CUDA): the step
+    over every weight of a 135M model is several times faster than the per-tensor loop (perf/attacks.py)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices  # torch's own list
+
+    fused = all(p.device.type in _get_fused_kernels_supported_devices() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
+
+
 def relearn(model: nn.Module, make_loss: Callable[[nn.Module], BatchLoss], n_items: int, cfg: RelearnConfig,
             measure: Callable[[nn.Module], dict[str, Any]]) -> list[dict[str, Any]]:
     """Train a copy on the attacker's n_items (make_loss(copy) gives their batch loss) and measure(copy) at step 0
@@ -44,7 +53,7 @@ def relearn(model: nn.Module, make_loss: Callable[[nn.Module], BatchLoss], n_ite
         raise ValueError("relearning needs at least one item")
     attacker = copy.deepcopy(model)
     batch_loss, params = make_loss(attacker), floating_parameters(attacker)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    optimizer = adamw(params, cfg.learning_rate)
     attacker.eval()  # dropout off: the attack is measured, not regularised
     out = [{"steps": 0, **measure(attacker)}]
     batches = cycling_batches(n_items, cfg.batch_size, cfg.seed)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.params import Count, Natural, Positive, PositiveFraction, check_ranges
+from lib.families.memorization import _forward_kwargs, _left_pad
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SamplingConfig:
     max_new: Count = 16
     temperature: Positive = 1.0
     top_p: PositiveFraction = 0.95
-    batch_size: Count = 64
+    batch_size: Count = 64  # rows per forward, across prefixes
     seed: Natural = 0
 
     def __post_init__(self) -> None:
@@ -50,35 +51,44 @@ def _next_token(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator)
     return index.gather(-1, choice).squeeze(-1)
 
 
-def sample(model: nn.Module, prefix: Sequence[int], cfg: SamplingConfig, generator: torch.Generator) -> list[list[int]]:
-    """cfg.n_samples sampled continuations of one prefix (token ids), with a KV cache."""
-    device = next(model.parameters()).device
-    out: list[list[int]] = []
+def continue_rows(model: nn.Module, rows: Sequence[Sequence[int]], cfg: SamplingConfig, generator: torch.Generator
+                  ) -> list[list[int]]:
+    """cfg.max_new sampled tokens after each row (token ids), all rows in one left-padded batch with a KV cache:
+    positions count real tokens only, so a row reads as it would alone."""
+    # the greedy decoder's padding (pad id 0: never read) and its prefill that projects the last position only
+    ids, mask, position = _left_pad(rows, 0, next(model.parameters()).device)
+    tokens: list[Tensor] = []
     with torch.no_grad():
-        for start in range(0, cfg.n_samples, cfg.batch_size):
-            rows = min(cfg.batch_size, cfg.n_samples - start)
-            ids = torch.tensor([list(prefix)] * rows, dtype=torch.long, device=device)
-            result = model(input_ids=ids, use_cache=True)
-            tokens = []
-            for _ in range(cfg.max_new):
-                token = _next_token(result.logits[:, -1], cfg, generator)
-                tokens.append(token)
-                result = model(input_ids=token.unsqueeze(-1), past_key_values=result.past_key_values, use_cache=True)
-            out += torch.stack(tokens, dim=1).tolist()
-    return out
+        result = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True,
+                       **_forward_kwargs(model))
+        while True:
+            tokens.append(_next_token(result.logits[:, -1], cfg, generator))
+            if len(tokens) == cfg.max_new:  # no forward for a token nobody reads
+                break
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            position = position[:, -1:] + 1
+            result = model(input_ids=tokens[-1].unsqueeze(-1), attention_mask=mask, position_ids=position,
+                           past_key_values=result.past_key_values, use_cache=True)
+    return torch.stack(tokens, dim=1).tolist()
 
 
 def hits(model: nn.Module, prefixes: Sequence[Sequence[int]], secrets: Sequence[Sequence[int]],
          cfg: SamplingConfig) -> list[int]:
-    """Per secret, how many of cfg.n_samples continuations of its prefix hold it."""
+    """Per secret, how many of cfg.n_samples continuations of its prefix hold it; the n_samples rows of every
+    prefix are sampled cfg.batch_size rows at a time (prefixes of unequal length share a batch)."""
+    if len(prefixes) != len(secrets):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(secrets)} secrets; allowed: one prefix per secret")
     generator = torch.Generator().manual_seed(cfg.seed)
+    rows = [prefix for prefix in prefixes for _ in range(cfg.n_samples)]
     was_training = model.training
     model.eval()
     try:
-        return [sum(_contains(row, secret) for row in sample(model, prefix, cfg, generator))
-                for prefix, secret in zip(prefixes, secrets, strict=True)]
+        sampled = [out for start in range(0, len(rows), cfg.batch_size)
+                   for out in continue_rows(model, rows[start:start + cfg.batch_size], cfg, generator)]
     finally:
         model.train(was_training)
+    return [sum(_contains(row, secret) for row in sampled[i * cfg.n_samples:(i + 1) * cfg.n_samples])
+            for i, secret in enumerate(secrets)]
 
 
 def leak_at_k(counts: Sequence[int], n: int, ks: Sequence[int]) -> dict[int, float]:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 # mappings whose keys are names the user chooses (a preset replaces them whole, new names allowed)
-REPLACED = ("benchmarks.runs",)
+REPLACED = ("benchmarks.runs", "calibration.spaces", "causal.calibration.spaces", "benchmarks.calibration.spaces")
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from lib.reports.masked import PRIVACY_LABEL, _panels, _png, method_label, ordered_methods
+from lib.reports.masked import PRIVACY_LABEL, _panels, _png, method_label, ordered_methods, series_color
 
 
 CAUSAL = "causal"  # the causal track's results, a "category" of their own beside the masked track's
@@ -59,14 +59,15 @@ def figure(results: Mapping[str, Mapping[str, Any]], categories: Sequence[str]) 
     fig, axes = _panels(len(cats), "Methods at equal forgetting: every calibration trial, and each frontier")
     for ax, cat in zip(axes, cats):
         target = None
-        for i, method in enumerate(ordered_methods(m for m in results if cat in results[m])):
-            row = results[method][cat]
+        methods = ordered_methods(m for m in results if cat in results[m])
+        for i, method in enumerate(methods):
+            row, color = results[method][cat], series_color(i, len(methods))
             scored = [t for t in row["trials"] if t["gap_ratio"] is not None]
             by_number = {t["number"]: t for t in scored}
             front = [by_number[n] for n in row["frontier"]]
             ax.scatter([t["gap_ratio"] for t in scored], [t["valid_ppl"] for t in scored], s=14, alpha=0.5,
-                       color=f"C{i}")
-            ax.plot([t["gap_ratio"] for t in front], [t["valid_ppl"] for t in front], marker="o", color=f"C{i}",
+                       color=color)
+            ax.plot([t["gap_ratio"] for t in front], [t["valid_ppl"] for t in front], marker="o", color=color,
                     label=method_label(method))
             target = row["target"]
         if target is not None:

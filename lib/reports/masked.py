@@ -471,14 +471,15 @@ def line_figure(frame: pl.DataFrame, x: str, xlabel: str, privacy_label: str, ti
     stats = summarize(frame.filter(pl.col(x).is_not_null()), ["method", x], ["privacy", "valid_ppl"]).sort(x)
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2)
-    for i, m in enumerate(ordered_methods(stats["method"].to_list())):
-        part = stats.filter(pl.col("method") == m)
+    methods = ordered_methods(stats["method"].to_list())
+    for i, m in enumerate(methods):
+        part, color = stats.filter(pl.col("method") == m), series_color(i, len(methods))
         for ax, metric in zip(axes, ("privacy", "valid_ppl")):
             ax.errorbar(part[x].to_list(), part[f"{metric}_mean"].to_list(), yerr=_std(part, metric), marker="o",
-                        capsize=3, color=f"C{i}", label=method_label(m))
+                        capsize=3, color=color, label=method_label(m))
             points = _paper_points(paper or {}, m, metric)
             if points:
-                ax.scatter(list(points), list(points.values()), marker="x", s=60, color=f"C{i}",
+                ax.scatter(list(points), list(points.values()), marker="x", s=60, color=color,
                            label=f"{method_label(m)} (paper)")
     for ax, ylabel in zip(axes, (privacy_label, "Validation PPL")):
         ax.set(xlabel=xlabel, ylabel=ylabel)
@@ -486,6 +487,16 @@ def line_figure(frame: pl.DataFrame, x: str, xlabel: str, privacy_label: str, ti
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _png(fig)
+
+
+def series_color(i: int, n: int) -> Any:
+    """The colour of series i of n: matplotlib's 10-colour cycle, or tab20's 20 when there are more (every method's
+    line stays distinguishable)."""
+    if n <= 10:
+        return f"C{i}"
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](i % 20)
 
 
 def _panels(n: int, title: str) -> tuple[Figure, list[Any]]:
