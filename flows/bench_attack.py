@@ -18,9 +18,9 @@ from flows import (BENCH_METRICS, BENCH_SETS, METRICS, bench_finetuned, bench_pr
                    main)
 from lib.attacks.audit import AttacksConfig, flat_metrics
 from lib.bench.probe import pairs_probe
-from lib.bench.suites import BenchConfig, attack_pairs, attackable, run_suite
+from lib.bench.suites import BenchConfig, attack_pairs, attack_ready, attackable, run_suite
 from lib.core.io import read_json, write_json
-from lib.core.params import load_params
+from lib.core.params import ParamsError, load_params
 from lib.families.causal import CausalFamily
 from lib.methods import check_track, get
 from tasks import load_model_task, use_compute
@@ -46,10 +46,14 @@ def config(run: str, name: str, params_file: str) -> dict[str, Any]:
     params = load_params(params_file)
     if name not in REFERENCES:
         check_track(name, "benchmarks.pipeline", "causal")  # an unknown name lists the registered methods
-    bench = params.get("benchmarks", BenchConfig)
+    bench, suite_cfg = params.get("benchmarks", BenchConfig), suite_config(params, run)
+    try:
+        attack_ready(run, suite_cfg)
+    except ValueError as err:
+        raise ParamsError(f"benchmark run {run!r} cannot be attacked: {err}") from None
     require_run(bench, run, (bench_finetuned(run_suite(run)[0]), bench_reference_model(run)))
     read = method_config(params, run, name) if name not in REFERENCES else {
-        "bench": bench, "suite": suite_config(params, run), "mlflow": params.get("mlflow", MlflowConfig)}
+        "bench": bench, "suite": suite_cfg, "mlflow": params.get("mlflow", MlflowConfig)}
     return {"attacks": params.get("attacks", AttacksConfig), **read}
 
 

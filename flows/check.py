@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from lib.attacks.audit import AttacksConfig
 from lib.core.calibration import CalibrationConfig, check_space
-from lib.bench.suites import SUITES, BenchConfig, suite
+from lib.bench.suites import SUITES, BenchConfig, attack_ready, run_suite, suite
 from lib.core.attribution import AttributionConfig
 from lib.core.clustering import ClusterConfig
 from lib.core.finetune import FinetuneConfig, TrainConfig
@@ -98,6 +98,11 @@ def check_params(path: str) -> Params:
         if run not in bench.runs:
             raise ParamsError(f"attacks.bench_runs contains {run!r}, which benchmarks.runs does not list; allowed: "
                               f"{', '.join(bench.runs)}")
+        name = run_suite(run)[0]
+        try:
+            attack_ready(run, params.get(f"benchmarks.{name}", suite(name).Config))
+        except ValueError as err:
+            raise ParamsError(f"attacks.bench_runs contains {run!r}: {err}") from None
     return params
 
 

@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows import METRICS, REPORTS, main
 from lib.attacks.audit import AttacksConfig
+from lib.bench.tofu import FORGET_SPLITS
 from lib.core.io import read_json, write_text
 from lib.core.params import load_params
 from lib.data.records import PipelineConfig
@@ -16,7 +17,7 @@ from lib.families.masked import PRIVACY_METRIC
 from lib.reports.robustness import report
 
 CAUSAL, MASKED, BENCH = (METRICS / "attacks" / track for track in ("causal", "masked", "bench"))
-BENCH_TITLES = {"lume": "LUME"}  # a run's section title (TOFU runs are not attacked: lib.bench.suites.attackable)
+BENCH_TITLES = {"lume": "LUME", **{f"tofu_{split}": f"TOFU {split}" for split in FORGET_SPLITS}}  # section titles
 PRIVACY_NAME = {"exposure": "Exposure", "mrr": "MRR", "random_ppl": "Pseudo-PPL"}
 
 

@@ -14,10 +14,10 @@ from flows.check import check_params
 
 from lib.attacks.audit import AttacksConfig, audit
 from lib.attacks.causal import CausalProbe
-from lib.bench import lume
+from lib.bench import lume, tofu
 from lib.bench.probe import pairs_probe
 from lib.bench.suites import AttackPairs, attack_pairs, attackable
-from lib.core.params import ParamsError, load_params
+from lib.core.params import ParamsError
 from lib.families.causal import CausalFamily
 from tests.tiny_models import memorise_ffn, tiny_llama, tiny_word_tokenizer
 
@@ -44,10 +44,8 @@ def test_lume_attack_pairs_are_the_forget_members_and_its_held_out_rows() -> Non
     assert pairs.paraphrased is None  # the retain rows are never read
 
 
-def test_a_suite_without_never_trained_rows_of_its_kind_is_refused_by_name() -> None:
-    assert attackable("lume") is lume
-    with pytest.raises(ValueError, match=r"'tofu_forget01' cannot be attacked.*allowed: runs of the suites lume"):
-        attackable("tofu_forget01")
+def test_every_suite_offers_its_pairs_and_an_unknown_run_is_refused_by_name() -> None:
+    assert attackable("lume") is lume and attackable("tofu_forget01") is tofu
     with pytest.raises(ValueError, match="benchmark run 'nope' unknown"):
         attackable("nope")
 
@@ -102,42 +100,47 @@ def test_a_pairs_probe_needs_both_sides() -> None:
 
 
 def test_params_name_a_run_the_attacks_cannot_read_or_the_track_does_not_run(tmp_path: Path) -> None:
-    """attacks.bench_runs: a TOFU run is refused by its section (every stage that reads it, flows.check); a run
-    benchmarks.runs does not list by flows.check; both in one line."""
+    """attacks.bench_runs: a TOFU run whose fine-tuning takes every author (no non-member left) is refused by
+    flows.check and by the stage; a run benchmarks.runs does not list by flows.check; both in one line; a TOFU
+    run with authors left out is accepted."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for runs, message in ((["tofu_forget01"], "attacks: bench_runs contains 'tofu_forget01': benchmark run "
-                                              "'tofu_forget01' cannot be attacked"),
-                          (["lume", "tofu_forget05"], "bench_runs contains 'tofu_forget05'"),
-                          (["lume"], None)):
-        base["attacks"]["bench_runs"] = runs
-        base["benchmarks"]["runs"] = {"tofu_forget01": {"suite": "tofu"}}
-        base["benchmarks"]["suites"] = ["tofu"]
-        path = tmp_path / "params.yaml"
+    base["benchmarks"]["runs"] = {"tofu_forget01": {"suite": "tofu"}}
+    base["benchmarks"]["suites"] = ["tofu"]
+    path = tmp_path / "params.yaml"
+    for runs, authors, message in ((["tofu_forget01"], None, "attacks.bench_runs contains 'tofu_forget01': no "
+                                    "never-trained authors are left"), (["lume"], 2, "attacks.bench_runs contains "
+                                    "'lume', which benchmarks.runs does not list; allowed: tofu_forget01")):
+        base["attacks"]["bench_runs"], base["benchmarks"]["tofu"]["n_retain_authors"] = runs, authors
         path.write_text(yaml.safe_dump(base))
         with pytest.raises(ParamsError) as err:
             check_params(str(path))
-        assert "\n" not in str(err.value)
-        if message is None:  # a run the attacks can read, which the track does not run
-            assert str(err.value) == ("attacks.bench_runs contains 'lume', which benchmarks.runs does not list; "
-                                      "allowed: tofu_forget01")
-        else:
-            assert message in str(err.value) and "allowed: runs of the suites lume" in str(err.value)
-            with pytest.raises(ParamsError, match="cannot be attacked"):  # the stages' own loading
-                load_params(str(path)).get("attacks", AttacksConfig)
+        assert "\n" not in str(err.value) and str(err.value).startswith(message), str(err.value)
+    base["attacks"]["bench_runs"] = ["tofu_forget01"]
+    path.write_text(yaml.safe_dump(base))
+    assert check_params(str(path)).get("attacks", AttacksConfig).bench_runs == ("tofu_forget01",)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["tofu_forget01", "ga"], "benchmark run 'tofu_forget01' cannot be attacked"),
-    (["lume", "ga"], "data/bench/lume/finetuned/model.safetensors not found; allowed: run the benchmark track first"),
+TOFU_RUN = {"runs": {"tofu_forget01": {"suite": "tofu"}, "lume": {"suite": "lume"}}, "suites": ["tofu", "lume"]}
+
+
+@pytest.mark.parametrize("args, bench, needle", [
+    (["tofu_forget01", "ga"], {}, "benchmark run 'tofu_forget01' is not in benchmarks.runs; allowed: lume"),
+    (["tofu_forget01", "ga"], {**TOFU_RUN, "tofu": {"n_retain_authors": None}},
+     "benchmark run 'tofu_forget01' cannot be attacked: no never-trained authors"),
+    (["lume", "ga"], {}, "data/bench/lume/finetuned/model.safetensors not found; allowed: run the benchmark track "
+                         "first"),
 ])
-def test_the_attack_stage_stops_in_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
-    """A run the attacks cannot read, or a run not prepared: exit code 2, one `error:` line, nothing written."""
+def test_the_attack_stage_stops_in_one_line(tmp_path: Path, args: list[str], bench: dict, needle: str) -> None:
+    """A run the project does not run, a TOFU run with no author left out, or a run not prepared: exit code 2, one
+    `error:` line, nothing written."""
     import os
-    import shutil
     import subprocess
     import sys
 
-    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    from lib.core.presets import merge
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(base, {"benchmarks": bench})))
     env = {**os.environ, "UNLEARN_PARAMS": str(tmp_path / "params.yaml"), "PREFECT_HOME": str(tmp_path / "pf"),
            "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "flows.bench_attack", *args], cwd=tmp_path, env=env,

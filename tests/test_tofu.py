@@ -152,6 +152,32 @@ def test_subsets_on_shared_files(shared):
 
 
 @needs_shared
+def test_the_attacks_read_never_seen_authors_as_non_members_and_tofus_paraphrased_questions(shared):
+    """Held out: as many QA as the forget split, of the retain authors after the fine-tuned ones (never trained
+    on); the paraphrase attack asks D_f's paraphrased questions for the same answers; fine-tuning every author
+    leaves no non-member, refused in one line by the params check and by the pairs."""
+    from lib.bench.suites import attack_pairs
+
+    sets = build_sets(shared, ["forget01", "forget05"], n_retain_authors=5)
+    assert _questions(sets.holdout) == _questions(shared["retain90"][100:300])  # the largest split's 200 QA
+    assert not set(_questions(sets.holdout)) & set(_questions(sets.finetune))
+    split = sets.for_split("forget01")
+    assert _questions(split.holdout) == _questions(shared["retain90"][100:140])
+    pairs = attack_pairs("tofu_forget01", split)
+    assert pairs.forget[0] == (tofu.tofu_prompt(shared["forget01"][0]["question"]), shared["forget01"][0]["answer"])
+    assert len(pairs.forget) == len(pairs.held_out) == len(pairs.paraphrased) == 40
+    assert pairs.paraphrased[0] == (tofu.tofu_prompt(shared["forget01"][0]["paraphrased_question"]),
+                                    shared["forget01"][0]["answer"])
+    everyone = build_sets(shared, ["forget01"]).for_split("forget01")
+    assert everyone.holdout == []
+    with pytest.raises(ValueError, match="no never-trained authors.*allowed: n_retain_authors below 180"):
+        attack_pairs("tofu_forget01", everyone)
+    with pytest.raises(ValueError, match="n_retain_authors: null"):
+        tofu.check_attackable(tofu.Config())
+    tofu.check_attackable(tofu.Config(n_retain_authors=179))
+
+
+@needs_shared
 def test_reference_for_forget01_is_retain99_with_all_authors(shared):
     sets = build_sets(shared, ["forget01", "forget10"])
     assert _answers(sets.finetune) == _answers(shared["retain90"] + shared["forget10"])

@@ -6,7 +6,8 @@ A suite is a module `lib/bench/<name>.py` with
 - `sets_from_json(raw)`, `evaluate(model, tokenizer, sets, cfg, batch_size)`: its scores of one model;
 - `with_reference(scores, reference)`: scores completed against the run's reference model (TOFU's forget
   quality), `flat(scores)`: the scalars MLflow and the report show;
-- optionally `attack_pairs(sets)`: the AttackPairs the attack stages read (a suite without it is not attacked).
+- optionally `attack_pairs(sets)`: the AttackPairs the attack stages read (a suite without it is not attacked), and
+  `check_attackable(cfg)`: a ValueError when its Config leaves no never-trained rows.
 A run is one scored forget set: `tofu_forget01` / `_05` / `_10` (TOFU's forget split) or `lume`.
 """
 from __future__ import annotations
@@ -64,6 +65,14 @@ def attackable(run: str) -> ModuleType:
         raise ValueError(f"benchmark run {run!r} cannot be attacked: its suite holds no never-trained rows of D_f's "
                          f"kind (membership non-members); allowed: runs of the suites {', '.join(able)}")
     return module
+
+
+def attack_ready(run: str, suite_cfg: Any) -> None:
+    """ValueError when the run's suite, as configured (`suite_cfg`: its Config), leaves no never-trained rows for
+    the attacks (a suite's optional `check_attackable`)."""
+    check = getattr(attackable(run), "check_attackable", None)
+    if check is not None:
+        check(suite_cfg)
 
 
 def attack_pairs(run: str, sets: Any) -> AttackPairs:

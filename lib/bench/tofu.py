@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from scipy.stats import ks_2samp
 
+from lib.bench.suites import AttackPairs
 from lib.bench.text import rouge_l_recall
 from lib.core.finetune import TrainConfig
 from lib.core.io import InputError, json_kind, parse_json, parse_jsonl, read_utf8
@@ -127,6 +128,7 @@ class EvalSets:
     retain: list[dict]
     real_authors: list[dict]
     world_facts: list[dict]
+    holdout: list[dict] = field(default_factory=list)  # never-fine-tuned authors' QA: the attacks' non-members
 
 
 @dataclass(frozen=True)
@@ -141,12 +143,14 @@ class TofuSets:
     world_facts: list[dict]
     n_retain_authors: int = 0
     forget_splits: tuple[str, ...] = field(default_factory=tuple)
+    holdout: list[dict] = field(default_factory=list)
 
     def for_split(self, split: str) -> EvalSets:
-        """The evaluation sets of one requested forget split."""
+        """The evaluation sets of one requested forget split (as many held-out QA as it has forget QA)."""
         if split not in self.forget:
             raise ValueError(f"forget split {split!r} was not requested; allowed: {', '.join(self.forget)}")
-        return EvalSets(self.forget[split], self.retain_eval, self.real_authors, self.world_facts)
+        return EvalSets(self.forget[split], self.retain_eval, self.real_authors, self.world_facts,
+                        self.holdout[:len(self.forget[split])])
 
 
 def _qa(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -188,7 +192,9 @@ def build_sets(splits: Mapping[str, list[dict]], forget_splits: Sequence[str] = 
 
     Fine-tuning = the first n_retain_authors authors of retain90 (None = all) + the largest requested forget split,
     in TOFU's order; reference[s] = fine-tuning minus split s (s is a suffix, cut by position); retain-eval = the
-    retain_perturbed rows whose question is fine-tuned on, capped at n_retain_eval (None = all).
+    retain_perturbed rows whose question is fine-tuned on, capped at n_retain_eval (None = all); holdout = as many
+    QA as the largest forget split of the retain90 authors after the fine-tuned ones (none when all are), QA of
+    fictitious authors the model never saw.
     """
     _check_forget_splits(forget_splits)
     for name, value in (("n_retain_authors", n_retain_authors), ("n_retain_eval", n_retain_eval),
@@ -202,8 +208,10 @@ def build_sets(splits: Mapping[str, list[dict]], forget_splits: Sequence[str] = 
                          f"{qa_per_author} (whole authors)")
     if n_retain_authors is not None and n_retain_authors > available:
         raise ValueError(f"n_retain_authors={n_retain_authors} invalid; allowed: None or 1..{available}")
-    retain = retain[: (available if n_retain_authors is None else n_retain_authors) * qa_per_author]
+    kept = (available if n_retain_authors is None else n_retain_authors) * qa_per_author
+    retain = retain[:kept]
     forget_all = _largest_forget(splits, forget_splits)
+    holdout = _qa(splits["retain90"][kept:kept + len(forget_all)])
     finetune = _qa(retain) + _qa(forget_all)
     reference = {s: finetune[: len(finetune) - len(splits[s])] for s in forget_splits}
     seen = {r["question"] for r in finetune}
@@ -214,7 +222,7 @@ def build_sets(splits: Mapping[str, list[dict]], forget_splits: Sequence[str] = 
     return TofuSets(finetune, reference, {s: list(splits[s]) for s in forget_splits}, retain_eval,
                     list(splits["real_authors_perturbed"][:n_real_authors]),
                     list(splits["world_facts_perturbed"][:n_world_facts]),
-                    len(retain) // qa_per_author, tuple(forget_splits))
+                    len(retain) // qa_per_author, tuple(forget_splits), holdout)
 
 
 def load_sets(data_root: str | Path | None, forget_splits: Sequence[str] = ("forget01",),
@@ -396,6 +404,28 @@ def build_files(cfg: Config, data_root: str | None, runs: Sequence[str]) -> tupl
     stats = {"tofu_train": len(sets.finetune), "tofu_retain_authors": sets.n_retain_authors,
              **{f"{run}_forget": len(sets.forget[s]) for run, s in zip(runs, splits)}}
     return files, stats
+
+
+NO_HOLDOUT = ("no never-trained authors are left to serve as non-members (benchmarks.tofu.n_retain_authors: null "
+              "fine-tunes all 180 of retain90); allowed: n_retain_authors below 180")
+
+
+def check_attackable(cfg: Config) -> None:
+    """ValueError when the fine-tuning takes every retain author: no QA is left that the model never saw."""
+    if cfg.n_retain_authors is None:
+        raise ValueError(NO_HOLDOUT)
+
+
+def attack_pairs(sets: EvalSets) -> AttackPairs:
+    """The attacks' pairs: D_f's QA, QA of authors the model never saw (the membership non-members, the
+    unrelated-text attacker's data) and D_f's questions as TOFU paraphrases them (the paraphrase attack)."""
+    if not sets.holdout:
+        raise ValueError(NO_HOLDOUT)
+    paraphrased = tuple((tofu_prompt(r["paraphrased_question"]), r["answer"]) for r in sets.forget
+                        if r.get("paraphrased_question"))
+    return AttackPairs(forget=tuple((tofu_prompt(r["question"]), r["answer"]) for r in sets.forget),
+                       held_out=tuple((tofu_prompt(r["question"]), r["answer"]) for r in sets.holdout),
+                       paraphrased=paraphrased or None)
 
 
 def sets_from_json(raw: dict[str, Any]) -> EvalSets:

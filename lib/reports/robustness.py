@@ -14,13 +14,15 @@ BEFORE_ROWS = ("original", "ftm")  # the fine-tuned model before unlearning (the
 REFERENCE_ROWS = (*BEFORE_ROWS, "retrain")
 EXTRACTION = {"sampling": "leaks when sampled", "candidates": "in the top-k candidates"}
 BENCH_PREFIX = "Benchmark: "  # the sections of benchmark runs
-BENCH_NOTE = ("Benchmark (LUME): the secret spans are the answers to D_f's prompts (a document's continuation, a "
+BENCH_NOTE = ("Benchmarks: the secret spans are the answers to D_f's prompts (a LUME document's continuation, a "
               "question's answer), span MA their teacher-forced accuracy; leak@k the share of answers whose first "
               "tokens (as many as a sample holds; a short answer with its end of text) one of k sampled continuations "
-              "of the prompt emits; the never-trained texts are the forget split's held-out rows (the membership "
-              "non-members, the unrelated-text attacker's data); the retrained row is the run's reference model, "
-              "trained without D_f; no paraphrase (LUME asks nothing twice). A method's model is unlearned again "
-              "by the attack stage (the track keeps no edited weights).\n")
+              "of the prompt emits; the retrained row is the run's reference model, trained without D_f. The "
+              "never-trained texts (the membership non-members, the unrelated-text attacker's data) are LUME's "
+              "forget split's held-out rows and, on TOFU, the QA of authors left out of the fine-tuning "
+              "(benchmarks.tofu.n_retain_authors); the paraphrase attack asks TOFU's paraphrased questions (LUME asks "
+              "nothing twice: none). A method's model is unlearned again by the attack stage (the track keeps no "
+              "edited weights).\n")
 
 
 def extraction(row: Mapping[str, Any]) -> tuple[str, Mapping[str, float]]:
