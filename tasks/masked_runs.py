@@ -24,7 +24,7 @@ from lib.data.records import SecretRecord, memorized_records, read_documents
 from lib.families.masked import PRIVACY_METRIC, EvaluateConfig, MaskedFamily, MaskedRows, secret_token_rows
 from lib.families.masked_retain import RetainConfig
 from lib.families.memorized import MemorizedConfig
-from lib.methods import Inputs, Stats, get
+from lib.methods import Inputs, get
 from lib.reports.experiments import Spec, forget_split
 from tasks import code_digest, load_model_task, make_token, shared
 from tasks.edit import counterpart_rows, masked_inputs, masked_retain

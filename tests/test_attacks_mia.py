@@ -32,7 +32,7 @@ def test_every_score_finds_the_memorised_texts_of_a_tiny_model() -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     rows = torch.randint(3, 90, (12, 10), generator=generator).tolist()
-    members, non_members = of(rows[:6]), of(rows[6:])
+    members = of(rows[:6])  # the other 6 rows are the non-members
     original = tiny_llama(seed=0).eval()
     model = memorise_ffn(tiny_llama(seed=0), members).eval()
     texts = [" ".join(map(str, r)) for r in rows]
