@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -44,3 +46,15 @@ def causal_model(path: str | None, seed: int, **shape: Any) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(path).eval()
     torch.manual_seed(seed)
     return LlamaForCausalLM(LlamaConfig(**shape)).eval()
+
+
+def time_sides(pair: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run each side of `pair` `repeats` times, alternating so drift hits both: (median seconds, last result) by side."""
+    times: dict[str, list[float]] = {side: [] for side in pair}
+    outs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for side, run in pair.items():
+            start = time.perf_counter()
+            outs[side] = run()
+            times[side].append(time.perf_counter() - start)
+    return {side: statistics.median(t) for side, t in times.items()}, outs

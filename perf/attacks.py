@@ -15,9 +15,7 @@ local checkpoint folder, e.g. data/causal/finetuned. Prints each side's median a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import causal_model  # noqa: E402  (perf/ is sys.path[0] when run as a script)
+from _sides import causal_model, time_sides  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 
 from lib.attacks.relearn import adamw  # noqa: E402
 from lib.attacks.sampling import SamplingConfig, _next_token, hits  # noqa: E402
@@ -93,13 +91,7 @@ def main() -> None:
           f"prefixes x {args.samples} samples x {args.max_new} tokens; relearning {args.steps} steps of "
           f"{args.batch} x 64 tokens")
     for name, pair in sides.items():
-        times: dict[str, list[float]] = {side: [] for side in pair}
-        for _ in range(args.repeats):
-            for side, run in pair.items():
-                start = time.perf_counter()
-                run()
-                times[side].append(time.perf_counter() - start)
-        med = {side: statistics.median(t) for side, t in times.items()}
+        med, _ = time_sides(pair, args.repeats)
         print(f"{name:9s} before {med['before']:6.2f} s, after {med['after']:6.2f} s, "
               f"ratio before / after {med['before'] / med['after']:.2f}x")
 

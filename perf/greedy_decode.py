@@ -17,9 +17,7 @@ tokens, row-steps decoded, each side's median wall time and the ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-from _sides import causal_model  # noqa: E402  (perf/ is sys.path[0] when run as a script)
+from _sides import causal_model, time_sides  # noqa: E402  (perf/ is sys.path[0] when run as a script)
 
 from lib.families.causal import batches  # noqa: E402
 from lib.families.memorization import _left_pad, greedy_continuations  # noqa: E402
@@ -86,18 +84,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = build_model(args.model, args.seed)
     prefixes, lengths = workload(model.config.vocab_size, args)
-    times: dict[str, list[float]] = {"kept": [], "leaving": []}
-    outs: dict[str, list[list[int]]] = {}
-    for _ in range(args.repeats):
-        for side in times:
-            start = time.perf_counter()
-            outs[side] = (kept(model, prefixes, lengths, args.batch) if side == "kept" else
-                          greedy_continuations(model, prefixes, lengths, 0, args.batch))
-            times[side].append(time.perf_counter() - start)
+    med, outs = time_sides({"kept": lambda: kept(model, prefixes, lengths, args.batch),
+                            "leaving": lambda: greedy_continuations(model, prefixes, lengths, 0, args.batch)},
+                           args.repeats)
     order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), lengths[i]))
     padded = sum(len(c) * max(lengths[order[i]] for i in c) for c in batches(len(order), args.batch))
     equal = sum(a == b for a, b in zip(outs["kept"], outs["leaving"]))
-    med = {side: statistics.median(t) for side, t in times.items()}
     print(f"{args.samples} samples x {args.length} tokens, {len(prefixes)} decodes in batches of {args.batch}, "
           f"threads {args.threads}, {args.repeats} repeats")
     print(f"same tokens: {equal}/{len(prefixes)}; row-steps decoded: kept {padded}, leaving {sum(lengths)}")
