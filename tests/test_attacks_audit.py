@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lib.attacks.audit import AttacksConfig, audit, privacy_leak
-from lib.attacks.causal import CausalProbe
-from lib.families.causal import CausalFamily, of
+from lib.attacks.causal import CausalProbe, span_ma, span_ma_nll
+from lib.families.causal import CausalFamily, of, sequence_nll
 from tests.test_attacks_relearn import gradient_ascent
 from tests.tiny_models import memorise_ffn, tiny_llama
 
@@ -87,3 +87,16 @@ def test_attacks_config_checks() -> None:
         AttacksConfig(bits=(8, 1))
     with pytest.raises(ValueError, match="increasing integers"):
         AttacksConfig(relearn_steps=(30, 10)).relearn()
+
+
+def test_one_forward_measures_as_the_two_separate_ones() -> None:
+    """span_ma_nll gives span_ma's and sequence_nll's values (rows of odd lengths, one without a span, batches of 3)."""
+    gen = torch.Generator().manual_seed(7)
+    rows = [torch.randint(3, 90, (n,), generator=gen).tolist() for n in (9, 12, 7, 11, 10)]
+    seqs = of(rows, [(4, 8), (6, 11), None, (2, 5), (5, 9)])
+    model = tiny_llama(seed=3).eval()
+    got = span_ma_nll(model, seqs, 0, 3)
+    assert got["span_ma"] == pytest.approx(span_ma(model, seqs, 0, 3), abs=1e-6)
+    assert got["nll"] == pytest.approx(float(sequence_nll(model, seqs, 0, 3).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="secret span"):
+        span_ma_nll(model, of(rows[:2], [None, None]), 0, 3)

@@ -37,8 +37,8 @@ class RelearnConfig:
 
 
 def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """AdamW without decay, fused where torch has a fused kernel for the parameters' device (CPU, CUDA): the step
-    over every weight of a 135M model is several times faster than the per-tensor loop (perf/attacks.py)."""
+    """AdamW without decay, fused where torch has a fused kernel for the parameters' device (CPU, CUDA): a relearning
+    step on every weight of a 135M model takes about 0.55 s less than with the per-tensor loop (perf/attacks.py)."""
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices  # torch's own list
 
     fused = all(p.device.type in _get_fused_kernels_supported_devices() for p in params)
