@@ -24,7 +24,7 @@ from lib.core.params import ParamsError, load_params
 from lib.families.causal import CausalFamily
 from lib.methods import check_track, get
 from tasks import load_model_task, use_compute
-from tasks.attacks import attack_task
+from tasks.attacks import attack_task, reference_stats
 from tasks.bench import eval_sets, suite_config
 from tasks.bench_methods import method_config, require_run, unlearn_run
 from tasks.tracking import MlflowConfig, log_run_task
@@ -42,7 +42,7 @@ def runs(run: str, name: str) -> list[str]:
 def config(run: str, name: str, params_file: str) -> dict[str, Any]:
     """The stage's params and inputs checked before any work: the `attacks` section, the run (prepared, its suite
     attackable), the method's Config for a method's model."""
-    attackable(run)  # the command line's run (attacks.bench_runs is checked with its section)
+    attackable(run)  # the command line's run (benchmarks.attack_runs is checked with its section)
     params = load_params(params_file)
     if name not in REFERENCES:
         check_track(name, "benchmarks.pipeline", "causal")  # an unknown name lists the registered methods
@@ -85,7 +85,8 @@ def attack_flow(run: str, name: str, params_file: str = "params.yaml") -> dict[s
     probe = pairs_probe(tokenizer, attack_pairs(run, eval_sets(BENCH_SETS, run)),
                         CausalFamily(tokenizer, cfg["bench"].batch_size), cfg["suite"].max_len, cfg["attacks"])
     torch.manual_seed(cfg["attacks"].seed)
-    result = attack_task(f"{run}-{name}", model, reference, parent, probe, cfg["attacks"])
+    stats = reference_stats(reference, bench_reference_model(run), probe, run)
+    result = attack_task(f"{run}-{name}", model, stats, parent, probe, cfg["attacks"])
     out = {"model": name, "run": run, "n_forget": len(probe.forget), "n_holdout": len(probe.holdout), **result,
            **({"unlearning": unlearning} if unlearning else {}), "seconds": round(time.perf_counter() - started, 1)}
     write_json(ATTACKS / run / f"{name}.json", out)

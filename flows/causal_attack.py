@@ -22,7 +22,7 @@ from lib.data.records import forget_candidates
 from lib.families.causal import CausalFamily, encode_all
 from lib.methods import get
 from tasks import load_model_task, use_compute
-from tasks.attacks import attack_task
+from tasks.attacks import attack_task, reference_stats
 from tasks.causal_inputs import require_reference
 from tasks.tracking import MlflowConfig, log_run_task
 
@@ -73,7 +73,8 @@ def attack_flow(name: str, params_file: str = "params.yaml") -> dict[str, Any]:
                         encode_all(tokenizer, rewritten, cfg["max_len"]) if rewritten else None,
                         CausalFamily(tokenizer, cfg["batch_size"]), cfg["attacks"])
     torch.manual_seed(cfg["seed"])
-    result = attack_task(name, model, reference, parent, probe, cfg["attacks"])
+    result = attack_task(name, model, reference_stats(reference, CAUSAL_RETRAINED, probe, name), parent, probe,
+                         cfg["attacks"])
     out = {"model": name, "n_forget": len(forget), "n_holdout": len(holdout), **result,
            "seconds": round(time.perf_counter() - started, 1)}
     write_json(ATTACKS / f"{name}.json", out)

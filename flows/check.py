@@ -94,15 +94,12 @@ def check_params(path: str) -> Params:
     check_calibration(params.get("causal.calibration", CalibrationConfig), params.get("causal.methods"), "causal.")
     check_calibration(params.get("benchmarks.calibration", CalibrationConfig), params.get("benchmarks.methods"),
                       "benchmarks.")
-    for run in params.get("attacks", AttacksConfig).bench_runs:
-        if run not in bench.runs:
-            raise ParamsError(f"attacks.bench_runs contains {run!r}, which benchmarks.runs does not list; allowed: "
-                              f"{', '.join(bench.runs)}")
+    for run in bench.attack_runs:
         name = run_suite(run)[0]
         try:
             attack_ready(run, params.get(f"benchmarks.{name}", suite(name).Config))
         except ValueError as err:
-            raise ParamsError(f"attacks.bench_runs contains {run!r}: {err}") from None
+            raise ParamsError(f"benchmarks.attack_runs contains {run!r}: {err}") from None
     return params
 
 

@@ -22,7 +22,7 @@ from lib.families.masked import MaskedRows
 from lib.families.masked_retain import RetainConfig, retain_rows, secret_free
 from lib.methods import get
 from tasks import load_model_task, use_compute
-from tasks.attacks import attack_task
+from tasks.attacks import attack_task, reference_stats
 from tasks.tracking import MlflowConfig, log_run_task
 
 ATTACKS = METRICS / "attacks" / "masked"
@@ -68,7 +68,8 @@ def category_attack(name: str, category: str, cfg: dict[str, Any]) -> dict[str, 
     parent = load_model_task(str(FINETUNED), "masked")[0]
     probe = MaskedProbe(tokenizer, records, controls, cfg["attacks"], cfg["max_len"], unrelated_rows(tokenizer, cfg))
     torch.manual_seed(cfg["seed"])
-    result = attack_task(f"{name}-{category}", model, reference, parent, probe, cfg["attacks"])
+    result = attack_task(f"{name}-{category}", model, reference_stats(reference, RETRAINED, probe, category), parent,
+                         probe, cfg["attacks"])
     log_run_task(cfg["mlflow"], f"attack-masked-{name}-{category}", {"method": name, "category": category,
                                                                        "stage": "attack", "track": "masked"},
                  {**vars(cfg["attacks"]), "n_forget": len(records)}, flat_metrics(result))

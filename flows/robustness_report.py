@@ -1,5 +1,5 @@
 """DVC stage `robustness_report`: reports/robustness.md from the attack stages' metrics of the causal and masked
-tracks and of the benchmark runs in attacks.bench_runs (lib.reports.robustness)."""
+tracks and of the benchmark runs in benchmarks.attack_runs (lib.reports.robustness)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows import METRICS, REPORTS, main
 from lib.attacks.audit import AttacksConfig
+from lib.bench.suites import BenchConfig
 from lib.bench.tofu import FORGET_SPLITS
 from lib.core.io import read_json, write_text
 from lib.core.params import load_params
@@ -43,19 +44,20 @@ def tracks(causal: list[str], masked_models: list[str], bench: dict[str, list[st
 
 
 def config(params_file: str) -> dict[str, Any]:
-    """The `attacks` section (its tolerance decides the verdicts, its bench_runs the benchmark runs) and the methods
-    of every track."""
+    """The `attacks` section (its tolerance decides the verdicts), the attacked benchmark runs and the methods of
+    every track."""
     params = load_params(params_file)
     return {"attacks": params.get("attacks", AttacksConfig), "causal": params.get("causal.pipeline", list[str]),
             "masked": params.get("pipeline", PipelineConfig).methods,
-            "bench": params.get("benchmarks.pipeline", list[str])}
+            "bench": params.get("benchmarks.pipeline", list[str]),
+            "bench_runs": params.get("benchmarks", BenchConfig).attack_runs}
 
 
 @flow(name="robustness-report")
 def report_flow(params_file: str = "params.yaml") -> str:
     """Write reports/robustness.md."""
     cfg = config(params_file)
-    bench = {run: list(cfg["bench"]) for run in cfg["attacks"].bench_runs}
+    bench = {run: list(cfg["bench"]) for run in cfg["bench_runs"]}
     rows, privacy = tracks(cfg["causal"], list(cfg["masked"]), bench)
     text = report(rows, cfg["attacks"].tolerance, privacy)
     write_text(REPORTS / "robustness.md", text)

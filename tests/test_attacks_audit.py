@@ -10,6 +10,7 @@ import torch
 
 from lib.attacks.audit import AttacksConfig, audit, privacy_leak
 from lib.attacks.causal import CausalProbe, span_ma, span_ma_nll
+from lib.attacks.relearn import RelearnConfig, relearn
 from lib.families.causal import CausalFamily, of, sequence_nll
 from tests.test_attacks_relearn import gradient_ascent
 from tests.tiny_models import memorise_ffn, tiny_llama
@@ -19,8 +20,8 @@ CFG = AttacksConfig(n_samples=8, max_new=4, relearn_steps=(5, 10, 20), relearn_l
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, dict[str, Any]]:
-    """The audit of the memorised, the unlearned and the reference model (D_f: 8 texts, secret = last 4 tokens)."""
+def setup() -> tuple[CausalProbe, dict[str, torch.nn.Module]]:
+    """The probe, and the memorised, the unlearned and the reference model (D_f: 8 texts, secret = last 4 tokens)."""
     rows = torch.randint(3, 90, (8, 10), generator=torch.Generator().manual_seed(2)).tolist()
     other = torch.randint(3, 90, (8, 10), generator=torch.Generator().manual_seed(5)).tolist()
     forget, holdout = of(rows, [(6, 10)] * 8), of(other, [(6, 10)] * 8)
@@ -32,7 +33,15 @@ def results() -> dict[str, dict[str, Any]]:
     family = CausalFamily(tokenizer=SimpleNamespace(pad_token_id=0))
     paraphrased = of([r[:3] + r[4:] for r in rows], [(5, 9)] * 8)  # one token of each prefix left out
     probe = CausalProbe(forget, holdout, texts, paraphrased, family, CFG)
-    return {name: audit(model, models["reference"], memorised, probe, CFG) for name, model in models.items()}
+    return probe, models
+
+
+@pytest.fixture(scope="module")
+def results(setup: tuple[CausalProbe, dict[str, torch.nn.Module]]) -> dict[str, dict[str, Any]]:
+    """The audit of each model."""
+    probe, models = setup
+    reference = probe.membership_stats(models["reference"])
+    return {name: audit(model, reference, models["memorised"], probe, CFG) for name, model in models.items()}
 
 
 def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
@@ -44,7 +53,7 @@ def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:
         assert list(out["sampling"]) == ["leak@1", "leak@2", "leak@4", "leak@8"] and leaks == sorted(leaks)
         assert out["logit_lens"]["best_top1"] >= out["logit_lens"]["final_top1"]
         assert list(out["relearn"]) == list(out["relearn_unrelated"]) == ["0", "5", "10", "20"]
-        assert out["relearn_unrelated"]["0"]["span_ma"] == out["direct"]["span_ma"]  # all of D_f is measured
+        assert out["relearn_unrelated"]["0"] == out["direct"]  # all of D_f is measured: direct's numbers reused
 
 
 def test_a_memorised_model_is_caught_by_every_attack(results: dict[str, dict[str, Any]]) -> None:
@@ -100,3 +109,14 @@ def test_one_forward_measures_as_the_two_separate_ones() -> None:
     assert got["nll"] == pytest.approx(float(sequence_nll(model, seqs, 0, 3).mean()), rel=1e-5)
     with pytest.raises(ValueError, match="secret span"):
         span_ma_nll(model, of(rows[:2], [None, None]), 0, 3)
+
+
+def test_the_reused_step_0_is_what_measuring_the_attackers_copy_gives(
+        setup: tuple[CausalProbe, dict[str, torch.nn.Module]], results: dict[str, dict[str, Any]]) -> None:
+    """The audit passes direct's numbers as relearning's step 0 on unrelated text; measuring the attacker's copy
+    before its first step, as relearn does without them, gives the same numbers."""
+    probe, model = setup[0], setup[1]["unlearned"]
+    n_items, make_loss, measure = probe.relearn_unrelated()
+    first = relearn(model, make_loss, n_items, RelearnConfig(steps=(1,)), measure)[0]
+    assert first["span_ma"] == pytest.approx(results["unlearned"]["direct"]["span_ma"], abs=1e-6)
+    assert first["nll"] == pytest.approx(results["unlearned"]["direct"]["nll"], rel=1e-5)

@@ -72,7 +72,7 @@ def results() -> dict[str, dict[str, Any]]:
     memorised = train(reference, probe, 1.0, 1e-2, until=1.0)
     unlearned = train(memorised, probe, -1.0, 1e-2, until=0.15)
     models = {"memorised": memorised, "unlearned": unlearned, "reference": reference}
-    return {name: audit(model, reference, memorised, probe, CFG) for name, model in models.items()}
+    return {name: audit(model, probe.membership_stats(reference), memorised, probe, CFG) for name, model in models.items()}
 
 
 def test_every_attack_reports(results: dict[str, dict[str, Any]]) -> None:

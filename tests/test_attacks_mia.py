@@ -52,3 +52,18 @@ def test_every_score_finds_the_memorised_texts_of_a_tiny_model() -> None:
     # the unedited model saw neither set: its LOSS AUC is far from the memorised model's
     assert aucs["original", "loss"] < 0.9
     assert mia.priv_leak(aucs["memorised", "loss"], aucs["original", "loss"]) > 0.1
+
+
+def test_statistics_survive_a_safetensors_file(tmp_path) -> None:
+    """pack / unpack (the retrained reference's statistics, kept in .cache/store for every attack stage): the same
+    tensors back, side by side, a side of no texts included."""
+    from lib.core.io import load_tensors, save_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    sides = [[TokenStats(*torch.randn(3, n, generator=gen)) for n in (4, 1, 7)], [TokenStats(*torch.randn(3, 2))], []]
+    save_tensors(tmp_path / "s.safetensors", mia.pack(sides))
+    back = mia.unpack(load_tensors(tmp_path / "s.safetensors"))
+    assert [len(side) for side in back] == [3, 1, 0]
+    for side, got in zip(sides, back):
+        for a, b in zip(side, got, strict=True):
+            assert torch.equal(a.logp, b.logp) and torch.equal(a.mu, b.mu) and torch.equal(a.sigma, b.sigma)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.attacks.sampling import SamplingConfig, hits, leak_at_k
+from lib.attacks.sampling import SamplingConfig, continue_rows, hits, leak_at_k, row_groups
 from lib.families.causal import of
 from tests.tiny_models import memorise_ffn, tiny_gpt2, tiny_llama
 
@@ -59,3 +59,25 @@ def test_prefixes_of_unequal_length_share_a_batch_and_read_as_they_would_alone(b
         assert hits(model, prefixes, greedy, cfg) == [2] * 5, batch_size
     with pytest.raises(ValueError, match="5 prefixes for 4 secrets"):
         hits(model, prefixes, greedy[:4], cfg)
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_a_prompt_read_once_samples_as_its_copies_read_one_by_one(build) -> None:
+    """continue_rows with copies: each prompt is read once and its cache copied to its samples; the same generator
+    then draws the same tokens as with every copy a row of its own (prompts of unequal length, left-padded)."""
+    model = build(seed=5).eval()
+    gen = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(3, 90, (n,), generator=gen).tolist() for n in (4, 9, 6)]
+    cfg = SamplingConfig(n_samples=3, max_new=5, temperature=1.0, top_p=0.95, seed=0)
+    copied = continue_rows(model, prompts, [3, 1, 2], cfg, torch.Generator().manual_seed(0))
+    each = continue_rows(model, [prompts[0]] * 3 + [prompts[1]] + [prompts[2]] * 2, [1] * 6, cfg,
+                         torch.Generator().manual_seed(0))
+    assert copied == each and len(copied) == 6 and all(len(row) == 5 for row in copied)
+
+
+@pytest.mark.parametrize(("n", "samples", "batch"), [(3, 5, 4), (4, 8, 64), (2, 8, 3), (5, 1, 2)])
+def test_row_groups_cover_every_sample_once_in_order(n: int, samples: int, batch: int) -> None:
+    groups = row_groups(n, samples, batch)
+    assert all(0 < sum(rows for _, rows in group) <= batch for group in groups)
+    flat = [p for group in groups for p, rows in group for _ in range(rows)]
+    assert flat == [p for p in range(n) for _ in range(samples)]

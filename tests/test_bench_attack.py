@@ -16,7 +16,7 @@ from lib.attacks.audit import AttacksConfig, audit
 from lib.attacks.causal import CausalProbe
 from lib.bench import lume, tofu
 from lib.bench.probe import pairs_probe
-from lib.bench.suites import AttackPairs, attack_pairs, attackable
+from lib.bench.suites import AttackPairs, BenchConfig, attack_pairs, attackable
 from lib.core.params import ParamsError
 from lib.families.causal import CausalFamily
 from tests.tiny_models import memorise_ffn, tiny_llama, tiny_word_tokenizer
@@ -62,7 +62,7 @@ def audited() -> dict[str, Any]:
     memorised = memorise_ffn(tiny_llama(seed=0), probe.forget, nll=0.1, steps=600)
     reference = tiny_llama(seed=0).eval()
     return {"probe": probe, "memorised": memorised,
-            "results": {name: audit(m, reference, memorised, probe, CFG)
+            "results": {name: audit(m, probe.membership_stats(reference), memorised, probe, CFG)
                         for name, m in (("memorised", memorised), ("reference", reference))}}
 
 
@@ -100,24 +100,24 @@ def test_a_pairs_probe_needs_both_sides() -> None:
 
 
 def test_params_name_a_run_the_attacks_cannot_read_or_the_track_does_not_run(tmp_path: Path) -> None:
-    """attacks.bench_runs: a TOFU run whose fine-tuning takes every author (no non-member left) is refused by
+    """benchmarks.attack_runs: a TOFU run whose fine-tuning takes every author (no non-member left) is refused by
     flows.check and by the stage; a run benchmarks.runs does not list by flows.check; both in one line; a TOFU
     run with authors left out is accepted."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     base["benchmarks"]["runs"] = {"tofu_forget01": {"suite": "tofu"}}
     base["benchmarks"]["suites"] = ["tofu"]
     path = tmp_path / "params.yaml"
-    for runs, authors, message in ((["tofu_forget01"], None, "attacks.bench_runs contains 'tofu_forget01': no "
-                                    "never-trained authors are left"), (["lume"], 2, "attacks.bench_runs contains "
-                                    "'lume', which benchmarks.runs does not list; allowed: tofu_forget01")):
-        base["attacks"]["bench_runs"], base["benchmarks"]["tofu"]["n_retain_authors"] = runs, authors
+    for runs, authors, message in ((["tofu_forget01"], None, "benchmarks.attack_runs contains 'tofu_forget01': no "
+                                    "never-trained authors are left"), (["lume"], 2, "benchmarks: attack_runs contains "
+                                    "'lume', which runs does not list; allowed: tofu_forget01")):
+        base["benchmarks"]["attack_runs"], base["benchmarks"]["tofu"]["n_retain_authors"] = runs, authors
         path.write_text(yaml.safe_dump(base))
         with pytest.raises(ParamsError) as err:
             check_params(str(path))
         assert "\n" not in str(err.value) and str(err.value).startswith(message), str(err.value)
-    base["attacks"]["bench_runs"] = ["tofu_forget01"]
+    base["benchmarks"]["attack_runs"] = ["tofu_forget01"]
     path.write_text(yaml.safe_dump(base))
-    assert check_params(str(path)).get("attacks", AttacksConfig).bench_runs == ("tofu_forget01",)
+    assert check_params(str(path)).get("benchmarks", BenchConfig).attack_runs == ("tofu_forget01",)
 
 
 TOFU_RUN = {"runs": {"tofu_forget01": {"suite": "tofu"}, "lume": {"suite": "lume"}}, "suites": ["tofu", "lume"]}

@@ -2,12 +2,15 @@
 architecture that names its final norm or MLM head, and it finds a token an output-only edit hid."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from lib.attacks.logit_lens import layer_ranks
 from lib.core.adapter import ARCHITECTURES, FFNAdapter, TargetRows, lens_types
+from lib.families.causal import CausalFamily, of
 from tests.test_adapter import _EXTRA_CONFIGS, EXTRA_MASKED, _inputs
 from tests.tiny_models import ALL_TINY, VOCAB
 
@@ -77,3 +80,21 @@ def test_the_lens_reads_a_token_an_edit_of_the_last_layer_hid() -> None:
     base = layer_ranks(reference, rows_for(token))
     assert base.best_top1 <= 0.25 and base.median_best_rank > 3  # the reference shows nothing of it
     assert direct.ranks.shape == (12, 2) and direct.ranks.dtype == torch.long
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_one_forward_per_text_reads_every_prefix_row_as_its_own_forward(model_type: str) -> None:
+    """prefixes=True (a causal family's rows: ids[:t] per target token) forwards each sample's longest row once and
+    gets the ranks that a forward per row gets (texts of unequal length, one sample's rows across two batches)."""
+    model = build(model_type)
+    gen = torch.Generator().manual_seed(4)
+    texts = [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in (9, 13, 6)]
+    seqs = of(texts, [(3, 8), (5, 12), (2, 5)])
+    rows = CausalFamily(tokenizer=SimpleNamespace(pad_token_id=0)).target_rows(seqs, "span")
+    alone = layer_ranks(model, rows, batch_size=4)
+    shared = layer_ranks(model, rows, batch_size=2, prefixes=True)
+    assert len(rows) == 15 and torch.equal(shared.ranks, alone.ranks)
+    assert (shared.final_top1, shared.best_top1) == (alone.final_top1, alone.best_top1)
+    other = TargetRows(rows.input_ids.flip(0), rows.attention_mask, rows.positions, rows.gold_ids, rows.sample)
+    with pytest.raises(ValueError, match="not prefixes of one text; allowed: causal target rows"):
+        layer_ranks(model, other, prefixes=True)

@@ -520,12 +520,32 @@ def test_causal_retrain_forgets_and_methods_edit_the_model(pipeline: Pipeline) -
     assert snku["reached"] or tried[-1] == 74 or "exceeds" in snku["details"]["history"]["refused"]
 
 
-def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline) -> None:
+def task_states(api_url: str, flow_name: str, prefix: str) -> list[str]:
+    """State names of every task run named prefix* in the flow runs named flow_name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with temporary_settings_for(api_url), get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return [t.state_name for t in runs if t.name.startswith(prefix)]
+
+
+def temporary_settings_for(api_url: str) -> Any:
+    """Prefect settings pointing the client at the session's server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url})
+
+
+def test_every_causal_model_is_attacked_and_judged(pipeline: Pipeline, prefect_api_url: str) -> None:
     """Each method, the original and the retrained model get every attack's numbers; the report has a row and a
-    verdict for each, judged against the retrained row."""
+    verdict for each, judged against the retrained row. The retrained model's membership statistics are computed
+    by one stage and read from Prefect's cache by the others."""
     repo = pipeline.repo
     rows = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics/attacks/causal").glob("*.json")}
     assert set(rows) == {*CAUSAL_METHODS, "original", "retrain"}
+    states = task_states(prefect_api_url, "causal-attack", "membership-stats-")
+    assert states.count("Completed") >= 1 and states.count("Cached") >= len(rows) - 1, states
     for name, row in rows.items():
         assert {"direct", "int8", "int4", "sampling", "logit_lens", "paraphrase", "relearn", "mia"} <= set(row), name
         assert row["n_forget"] == 3 and 0.0 <= row["direct"]["span_ma"] <= 1.0

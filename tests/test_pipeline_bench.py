@@ -1,6 +1,6 @@
 """End-to-end tests of the benchmark track (TOFU and LUME on the tiny LLaMA; DVC + Prefect + MLflow, nothing
 mocked) in a tiny repo of its own: one cold `dvc repro bench_report bench_attack bench_attack_reference
-bench_calibrate` (LUME's models attacked: attacks.bench_runs [lume]; GA calibrated on both runs), which xdist runs
+bench_calibrate` (LUME's models attacked: benchmarks.attack_runs [lume]; GA calibrated on both runs), which xdist runs
 beside tests/test_pipeline.py's cold run of the other two tracks. Read-only checks first, then the SIGKILL rerun;
 the privacy check runs last.
 """
@@ -31,7 +31,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Pip
     """A tiny git+DVC repo after one cold `dvc repro bench_report` against the session's Prefect server."""
     return start_pipeline(tmp_path_factory.mktemp("bench") / "repo", prefect_api_url, "bench_report", "bench_attack",
                           "bench_attack_reference", "bench_calibrate",
-                          overrides={"attacks.bench_runs": ["lume"], "benchmarks.calibration.methods": ["ga"]})
+                          overrides={"benchmarks.attack_runs": ["lume"], "benchmarks.calibration.methods": ["ga"]})
 
 
 def test_cold_repro_runs_every_benchmark_stage_and_a_second_runs_none(bench: Pipeline) -> None:

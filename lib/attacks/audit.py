@@ -22,7 +22,6 @@ from torch import nn
 
 from lib.attacks import logit_lens, mia, quantize, sampling
 from lib.attacks.relearn import RelearnConfig, relearn
-from lib.bench.suites import attackable
 from lib.core.adapter import TargetRows
 from lib.core.finetune import BatchLoss
 from lib.core.params import Count, Natural, Positive, PositiveFraction, check_ranges
@@ -47,18 +46,12 @@ class AttacksConfig:
     tolerance: PositiveFraction = 0.1  # a share or MA above the retrained model's by more than this is "recovered"
     batch_size: Count = 16
     seed: Natural = 0
-    bench_runs: tuple[str, ...] = ()  # benchmark runs whose models are attacked (bench_attack stages); () = none
 
     def __post_init__(self) -> None:
-        """Every field within its range; at least one bit width; benchmark runs the attacks can read."""
+        """Every field within its range; at least one bit width."""
         check_ranges(self)
         if not self.bits or any(b < 2 for b in self.bits):
             raise ValueError(f"bits={list(self.bits)} invalid; allowed: one or more integers >= 2")
-        for run in self.bench_runs:
-            try:
-                attackable(run)
-            except ValueError as err:
-                raise ValueError(f"bench_runs contains {run!r}: {err}") from None
 
     def sampling(self) -> sampling.SamplingConfig:
         """The sampler's settings."""
@@ -76,6 +69,7 @@ class Probe(Protocol):
     paraphrased prompts, the relearning split and membership."""
 
     extraction_name: str  # the key of the extraction attack's numbers: sampling (causal) or candidates (masked)
+    lens_prefixes: bool  # lens_rows of one sample are prefixes of one text a causal LM reads (logit_lens.layer_ranks)
 
     def direct(self, model: nn.Module) -> dict[str, float]:
         """The direct forgetting numbers (span_ma first) on D_f."""
@@ -93,16 +87,23 @@ class Probe(Protocol):
         """(items the attacker trains on, their batch loss on a model, the measure of the rest: span_ma, nll)."""
 
     def relearn_unrelated(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
-        """(unrelated items the attacker trains on, their batch loss on a model, the measure of all of D_f); 0 items
-        when the probe has none."""
+        """(unrelated items the attacker trains on, their batch loss on a model, the measure of all of D_f: the numbers
+        of `direct`, so the audit reuses them at step 0); 0 items when the probe has none."""
 
-    def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
-        """AUC of each membership score of D_f against never-trained items, and of the reference-model score."""
+    def membership_stats(self, model: nn.Module) -> list[list[mia.TokenStats]]:
+        """Token statistics of D_f (the members) and of the never-trained items (the non-members) under `model`."""
+
+    def membership_texts(self) -> tuple[Sequence[str], Sequence[str]]:
+        """The members' and the non-members' texts (zlib's compressed length)."""
+
+    def membership_key(self) -> str:
+        """Content digest of what membership_stats reads: the key under which a reference's statistics are kept."""
 
 
-def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, probe: Probe, cfg: AttacksConfig
-          ) -> dict[str, Any]:
-    """Every attack on `model` (unlearned from `parent`); `reference` is the retrained model; seconds per attack."""
+def audit(model: nn.Module, reference: Sequence[Sequence[mia.TokenStats]], parent: nn.Module, probe: Probe,
+          cfg: AttacksConfig) -> dict[str, Any]:
+    """Every attack on `model` (unlearned from `parent`); `reference`: the retrained model's membership statistics
+    (probe.membership_stats of it: one model's for every audit); seconds per attack."""
     clock, seconds = time.perf_counter(), {}
 
     def timed(name: str) -> None:
@@ -121,7 +122,7 @@ def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, probe: Prob
         timed(f"int{bits}")
     out[probe.extraction_name] = probe.extraction(model)
     timed(probe.extraction_name)
-    lens = logit_lens.layer_ranks(model, probe.lens_rows(), cfg.batch_size)
+    lens = logit_lens.layer_ranks(model, probe.lens_rows(), cfg.batch_size, probe.lens_prefixes)
     out["logit_lens"] = {"final_top1": lens.final_top1, "best_top1": lens.best_top1,
                          "median_best_rank": lens.median_best_rank}
     timed("logit_lens")
@@ -129,13 +130,14 @@ def audit(model: nn.Module, reference: nn.Module, parent: nn.Module, probe: Prob
     if paraphrased is not None:
         out["paraphrase"] = paraphrased
         timed("paraphrase")
-    for key, (n_items, make_loss, measure) in (("relearn", probe.relearn_split()),
-                                              ("relearn_unrelated", probe.relearn_unrelated())):
+    for key, (n_items, make_loss, measure), start in (("relearn", probe.relearn_split(), None),
+                                                     ("relearn_unrelated", probe.relearn_unrelated(), out["direct"])):
         if n_items >= 1:
-            curve = relearn(model, make_loss, n_items, cfg.relearn(), measure)
+            curve = relearn(model, make_loss, n_items, cfg.relearn(), measure, start)
             out[key] = {str(p["steps"]): {k: v for k, v in p.items() if k != "steps"} for p in curve}
             timed(key)
-    out["mia"] = probe.membership(model, reference)
+    out["mia"] = mia_aucs({"model": probe.membership_stats(model), "reference": reference},
+                          probe.membership_texts(), cfg.min_k)
     timed("mia")
     return {**out, "attack_seconds": seconds}
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from lib.attacks import mia, sampling
-from lib.attacks.audit import AttacksConfig, ks, mia_aucs
+from lib.attacks.audit import AttacksConfig, ks
 from lib.core.adapter import TargetRows
 from lib.core.finetune import BatchLoss
+from lib.core.io import json_digest
 from lib.families.causal import (CausalFamily, Sequences, _span_mask, batches, logits_of, mean_ma, nll_batch_loss,
                                  on_model, pad)
 
@@ -57,10 +58,11 @@ class CausalProbe:
     cfg: AttacksConfig
     extraction_name: str = "sampling"
     secret_tokens: int | None = None
+    lens_prefixes: ClassVar[bool] = True
 
     def direct(self, model: nn.Module) -> dict[str, float]:
-        """Span MA on D_f."""
-        return {"span_ma": span_ma(model, self.forget, self.family.pad_id, self.cfg.batch_size)}
+        """Span MA and mean NLL on D_f."""
+        return span_ma_nll(model, self.forget, self.family.pad_id, self.cfg.batch_size)
 
     def extraction(self, model: nn.Module) -> dict[str, float]:
         """leak@k of the secret spans (their first secret_tokens) from k sampled continuations of the text before
@@ -94,29 +96,29 @@ class CausalProbe:
 
     def relearn_split(self) -> tuple[int, Callable[[nn.Module], BatchLoss], Callable[[nn.Module], dict[str, float]]]:
         """The attacker trains on the first half of D_f; the other half is measured."""
-        half, pad, size = len(self.forget) // 2, self.family.pad_id, self.cfg.batch_size
+        half, pad_id, size = len(self.forget) // 2, self.family.pad_id, self.cfg.batch_size
         taught, rest = self.forget.subset(range(half)), self.forget.subset(range(half, len(self.forget)))
 
         def measure(m: nn.Module) -> dict[str, float]:
             """The untaught half: span MA, and mean NLL (it moves before the argmax does)."""
-            return span_ma_nll(m, rest, pad, size)
+            return span_ma_nll(m, rest, pad_id, size)
 
-        return half, lambda m: nll_batch_loss(m, taught, pad), measure
+        return half, lambda m: nll_batch_loss(m, taught, pad_id), measure
 
     def relearn_unrelated(self) -> tuple[int, Callable[[nn.Module], BatchLoss],
                                          Callable[[nn.Module], dict[str, float]]]:
-        """The attacker trains on the never-trained texts only; all of D_f is measured."""
-        pad, size = self.family.pad_id, self.cfg.batch_size
+        """The attacker trains on the never-trained texts only; all of D_f is measured (as `direct`)."""
+        return len(self.holdout), lambda m: nll_batch_loss(m, self.holdout, self.family.pad_id), self.direct
 
-        def measure(m: nn.Module) -> dict[str, float]:
-            """D_f: span MA and mean NLL."""
-            return span_ma_nll(m, self.forget, pad, size)
+    def membership_stats(self, model: nn.Module) -> list[list[mia.TokenStats]]:
+        """D_f's and the held-out texts' token statistics."""
+        return [mia.token_stats(model, s, self.family.pad_id, self.cfg.batch_size) for s in (self.forget, self.holdout)]
 
-        return len(self.holdout), lambda m: nll_batch_loss(m, self.holdout, pad), measure
+    def membership_texts(self) -> tuple[Sequence[str], Sequence[str]]:
+        """D_f's and the held-out raw texts."""
+        return self.texts
 
-    def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
-        """D_f against the held-out texts."""
-        stats = {name: [mia.token_stats(m, s, self.family.pad_id, self.cfg.batch_size)
-                        for s in (self.forget, self.holdout)] for name, m in (("model", model), ("reference", reference))}
-        return mia_aucs(stats, self.texts, self.cfg.min_k)
+    def membership_key(self) -> str:
+        """Digest of both sides' ids, the pad id and the batch size (the padding)."""
+        return json_digest([self.forget.ids, self.holdout.ids, self.family.pad_id, self.cfg.batch_size])
 

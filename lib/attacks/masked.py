@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from lib.attacks import mia
-from lib.attacks.audit import AttacksConfig, ks, mia_aucs
+from lib.attacks.audit import AttacksConfig, ks
 from lib.core.adapter import TargetRows
 from lib.core.finetune import BatchLoss
+from lib.core.io import json_digest
 from lib.data.paraphrase import rewrites
 from lib.data.records import SecretRecord
 from lib.families.masked import (MaskedFamily, MaskedRows, check_tel_rows, digit_token_ids, iter_chunks,
@@ -49,6 +50,7 @@ class MaskedProbe:
     relearning attacker's data; None: that attack is left out)."""
 
     extraction_name = "candidates"
+    lens_prefixes = False  # each row masks another token of the whole text, which a masked LM reads both ways
 
     def __init__(self, tokenizer: Any, records: Sequence[SecretRecord], controls: Sequence[SecretRecord],
                  cfg: AttacksConfig, max_len: int, unrelated: MaskedRows | None = None) -> None:
@@ -59,6 +61,7 @@ class MaskedProbe:
         self.records, self.controls = list(records), list(controls)[:cfg.non_members]
         self.digits = digit_token_ids(tokenizer)
         self.rows = self.encode(self.records)
+        self.control_rows = secret_token_rows(tokenizer, self.controls, max_len)
         self.paraphrases = paraphrased(self.records, cfg.paraphrases)
         self.family = MaskedFamily(tokenizer, cfg.batch_size, max_len)
         self.unrelated = unrelated
@@ -129,11 +132,17 @@ class MaskedProbe:
 
         return len(rows), make_loss, self.direct
 
-    def membership(self, model: nn.Module, reference: nn.Module) -> dict[str, float]:
-        """The secrets against the never-planted controls, by their secret tokens' statistics."""
-        control_rows = secret_token_rows(self.tokenizer, self.controls, self.max_len)
-        sides = ((self.rows, len(self.records)), (control_rows, len(self.controls)))
-        stats = {name: [row_token_stats(m, rows, n, self.cfg.batch_size) for rows, n in sides]
-                 for name, m in (("model", model), ("reference", reference))}
-        texts = ([r.secret for r in self.records], [c.secret for c in self.controls])
-        return mia_aucs(stats, texts, self.cfg.min_k)
+    def membership_stats(self, model: nn.Module) -> list[list[mia.TokenStats]]:
+        """The secrets' and the never-planted controls' secret-token statistics."""
+        return [row_token_stats(model, rows, n, self.cfg.batch_size)
+                for rows, n in ((self.rows, len(self.records)), (self.control_rows, len(self.controls)))]
+
+    def membership_texts(self) -> tuple[Sequence[str], Sequence[str]]:
+        """The secrets and the controls' secrets."""
+        return [r.secret for r in self.records], [c.secret for c in self.controls]
+
+    def membership_key(self) -> str:
+        """Digest of both sides' rows and the batch size."""
+        return json_digest([[getattr(rows, name).tolist() for name in ("input_ids", "attention_mask", "positions",
+                                                                        "gold_ids", "record_index")]
+                            for rows in (self.rows, self.control_rows)] + [self.cfg.batch_size])

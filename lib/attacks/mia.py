@@ -86,6 +86,26 @@ def score(stats: TokenStats, text: str, kind: str, k: float = 0.2) -> float:
     raise ValueError(f"membership score {kind!r} unknown; allowed: {', '.join(SCORES)}")
 
 
+def pack(sides: Sequence[Sequence[TokenStats]]) -> dict[str, Tensor]:
+    """Token statistics of each side (members, non-members) as flat tensors, for a safetensors file."""
+    out = {}
+    for i, side in enumerate(sides):
+        out[f"{i}.lengths"] = torch.tensor([len(st.logp) for st in side], dtype=torch.long)
+        for name in ("logp", "mu", "sigma"):
+            out[f"{i}.{name}"] = torch.cat([getattr(st, name) for st in side]) if side else torch.zeros(0)
+    return out
+
+
+def unpack(tensors: dict[str, Tensor]) -> list[list[TokenStats]]:
+    """The sides `pack` flattened."""
+    out = []
+    for i in sorted({int(key.split(".")[0]) for key in tensors}):
+        lengths = tensors[f"{i}.lengths"].tolist()
+        columns = (tensors[f"{i}.{name}"].split(lengths) for name in ("logp", "mu", "sigma"))
+        out.append([TokenStats(*parts) for parts in zip(*columns)])
+    return out
+
+
 def reference_scores(target: Sequence[TokenStats], reference: Sequence[TokenStats]) -> list[float]:
     """Reference attack: the target's mean log p minus the reference model's, per text."""
     return [float(t.logp.mean() - r.logp.mean()) for t, r in zip(target, reference, strict=True)]

@@ -46,16 +46,18 @@ def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
 
 
 def relearn(model: nn.Module, make_loss: Callable[[nn.Module], BatchLoss], n_items: int, cfg: RelearnConfig,
-            measure: Callable[[nn.Module], dict[str, Any]]) -> list[dict[str, Any]]:
+            measure: Callable[[nn.Module], dict[str, Any]], start: dict[str, Any] | None = None
+            ) -> list[dict[str, Any]]:
     """Train a copy on the attacker's n_items (make_loss(copy) gives their batch loss) and measure(copy) at step 0
-    and at each checkpoint: [{"steps": s, **measure}]. The model given is not changed."""
+    (`start` when the caller has measure(model) already) and at each checkpoint: [{"steps": s, **measure}]. The
+    model given is not changed."""
     if n_items < 1:
         raise ValueError("relearning needs at least one item")
     attacker = copy.deepcopy(model)
     batch_loss, params = make_loss(attacker), floating_parameters(attacker)
     optimizer = adamw(params, cfg.learning_rate)
     attacker.eval()  # dropout off: the attack is measured, not regularised
-    out = [{"steps": 0, **measure(attacker)}]
+    out = [{"steps": 0, **(measure(attacker) if start is None else start)}]
     batches = cycling_batches(n_items, cfg.batch_size, cfg.seed)
     done = 0
     for target in cfg.steps:

@@ -51,25 +51,43 @@ def _next_token(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator)
     return index.gather(-1, choice).squeeze(-1)
 
 
-def continue_rows(model: nn.Module, rows: Sequence[Sequence[int]], cfg: SamplingConfig, generator: torch.Generator
-                  ) -> list[list[int]]:
-    """cfg.max_new sampled tokens after each row (token ids), all rows in one left-padded batch with a KV cache:
-    positions count real tokens only, so a row reads as it would alone."""
+def continue_rows(model: nn.Module, rows: Sequence[Sequence[int]], copies: Sequence[int], cfg: SamplingConfig,
+                  generator: torch.Generator) -> list[list[int]]:
+    """cfg.max_new sampled tokens for each of copies[i] continuations of each row (token ids), all in one left-padded
+    batch with a KV cache: positions count real tokens only, so a row reads as it would alone. Each row is read once
+    and its cache copied to its continuations: the prompt is most of the tokens a forward reads."""
     # the greedy decoder's padding (pad id 0: never read) and its prefill that projects the last position only
     ids, mask, position = _left_pad(rows, 0, next(model.parameters()).device)
+    index = torch.repeat_interleave(torch.arange(len(rows), device=ids.device),
+                                    torch.tensor(list(copies), device=ids.device))
     tokens: list[Tensor] = []
     with torch.no_grad():
         result = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True,
                        **_forward_kwargs(model))
+        logits, past = result.logits[index, -1], result.past_key_values
+        past.reorder_cache(index)  # beam search's own batch reindexing, any cache class
+        mask, position = mask[index], position[index]
         while True:
-            tokens.append(_next_token(result.logits[:, -1], cfg, generator))
+            tokens.append(_next_token(logits, cfg, generator))
             if len(tokens) == cfg.max_new:  # no forward for a token nobody reads
                 break
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(len(index), 1)], dim=1)
             position = position[:, -1:] + 1
             result = model(input_ids=tokens[-1].unsqueeze(-1), attention_mask=mask, position_ids=position,
-                           past_key_values=result.past_key_values, use_cache=True)
+                           past_key_values=past, use_cache=True)
+            logits, past = result.logits[:, -1], result.past_key_values
     return torch.stack(tokens, dim=1).tolist()
+
+
+def row_groups(n_prefixes: int, n_samples: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """The batches of hits' n_samples rows per prefix, prefix after prefix, batch_size rows each: per batch, its
+    (prefix, rows) runs (a prefix's rows may span two batches)."""
+    out: list[list[tuple[int, int]]] = []
+    for start in range(0, n_prefixes * n_samples, batch_size):
+        stop = min(start + batch_size, n_prefixes * n_samples)
+        firsts = range(start // n_samples, (stop - 1) // n_samples + 1)
+        out.append([(p, min(stop, (p + 1) * n_samples) - max(start, p * n_samples)) for p in firsts])
+    return out
 
 
 def hits(model: nn.Module, prefixes: Sequence[Sequence[int]], secrets: Sequence[Sequence[int]],
@@ -79,12 +97,12 @@ def hits(model: nn.Module, prefixes: Sequence[Sequence[int]], secrets: Sequence[
     if len(prefixes) != len(secrets):
         raise ValueError(f"{len(prefixes)} prefixes for {len(secrets)} secrets; allowed: one prefix per secret")
     generator = torch.Generator().manual_seed(cfg.seed)
-    rows = [prefix for prefix in prefixes for _ in range(cfg.n_samples)]
     was_training = model.training
     model.eval()
     try:
-        sampled = [out for start in range(0, len(rows), cfg.batch_size)
-                   for out in continue_rows(model, rows[start:start + cfg.batch_size], cfg, generator)]
+        sampled = [out for group in row_groups(len(prefixes), cfg.n_samples, cfg.batch_size)
+                   for out in continue_rows(model, [prefixes[p] for p, _ in group], [n for _, n in group], cfg,
+                                            generator)]
     finally:
         model.train(was_training)
     return [sum(_contains(row, secret) for row in sampled[i * cfg.n_samples:(i + 1) * cfg.n_samples])

@@ -103,9 +103,13 @@ class BenchConfig:
     methods: dict[str, Any]
     neurons: dict[str, Any] = field(default_factory=dict)  # lib.core.statistics.NeuronsConfig (its defaults)
     calibration: dict[str, Any] = field(default_factory=dict)  # lib.core.calibration.CalibrationConfig
+    # runs whose models the attacks read too (bench_attack stages, `make run-attacks`); () = none. Not in the
+    # `attacks` section: the causal and masked attack stages read that whole, and would rerun when it changed
+    attack_runs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Known suites and runs, each run's suite fine-tuned; a positive batch size."""
+        """Known suites and runs, each run's suite fine-tuned, attacked runs among them and attackable; a positive
+        batch size."""
         check_ranges(self)
         for name in self.suites:
             if name not in SUITES:
@@ -118,3 +122,11 @@ class BenchConfig:
             if cfg.suite != name or name not in self.suites:
                 raise ValueError(f"runs.{run}.suite = {cfg.suite!r}; allowed: {name!r}, which suites = "
                                  f"{list(self.suites)} must list")
+        for run in self.attack_runs:
+            if run not in self.runs:
+                raise ValueError(f"attack_runs contains {run!r}, which runs does not list; allowed: "
+                                 f"{', '.join(self.runs)}")
+            try:
+                attackable(run)
+            except ValueError as err:
+                raise ValueError(f"attack_runs contains {run!r}: {err}") from None
