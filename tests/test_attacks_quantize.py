@@ -62,3 +62,32 @@ def test_an_edit_below_the_4_bit_step_is_undone_and_a_large_one_survives(arch: s
     # which sets the group's scale (pure elementwise float ops: the same numbers on every CPU)
     assert results["small"]["median_delta_over_step"] < 0.2 and results["small"]["undone_fraction"] > 0.6
     assert results["large"]["median_delta_over_step"] > 1.0 and results["large"]["undone_fraction"] < 0.2
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_the_grouped_summaries_are_the_per_weight_ones(arch: str) -> None:
+    """quantize's median step (over groups weighted by their inputs) and edit_vs_step (on the groups) give what the
+    per-weight tensors of fake_quantize give: torch.median of every weight's step, and of |delta| / step over the
+    changed weights, with the share whose level is the parent's (tiny models' odd widths leave a partial group)."""
+    parent = MODELS[arch]()
+    edited = copy.deepcopy(parent)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in layer_weights(edited).values():
+            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=gen) * (torch.rand(p.shape, generator=gen) < 0.3))
+    axis = FFNAdapter.for_model(parent).spec.neuron_axis
+    before, after = layer_weights(parent), layer_weights(edited)
+    steps, ratios, same = [], [], []
+    for name, old in before.items():
+        q_old, step = fake_quantize(old, 4, 32, axis)
+        q_new, step_new = fake_quantize(after[name], 4, 32, axis)
+        changed = old != after[name]
+        steps.append(step.flatten())
+        ratios.append(((after[name] - old).abs() / step)[changed])
+        same.append((torch.round(q_old / step) == torch.round(q_new / step_new))[changed])
+    assert any(p.shape[1 - axis] % 32 for p in before.values())  # a partial group is covered
+    assert quantize(parent, 4)[1].median_step == float(torch.cat(steps).median())
+    got = edit_vs_step(parent, edited, 4)
+    assert got["changed_weights"] == sum(len(r) for r in ratios) > 0
+    assert got["median_delta_over_step"] == float(torch.cat(ratios).median())
+    assert got["undone_fraction"] == pytest.approx(float(torch.cat(same).double().mean()), abs=1e-12)

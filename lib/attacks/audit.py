@@ -39,9 +39,9 @@ class AttacksConfig:
     top_p: PositiveFraction = 0.95
     paraphrases: Count = 2  # other templates per secret (the paraphrase attack), the ones after its own first
     non_members: Count = 64  # masked track: the category's controls scored as non-members (membership inference)
-    relearn_steps: tuple[Count, ...] = (5, 10)  # the attacker's fine-tuning checkpoints on half of D_f
+    relearn_steps: tuple[Count, ...] = (3, 6)  # the attacker's fine-tuning checkpoints on half of D_f
     relearn_learning_rate: Positive = 1e-4
-    relearn_batch_size: Count = 4
+    relearn_batch_size: Count = 2
     min_k: PositiveFraction = 0.2  # Min-K% and Min-K%++: the share of lowest-scoring tokens
     tolerance: PositiveFraction = 0.1  # a share or MA above the retrained model's by more than this is "recovered"
     batch_size: Count = 16
